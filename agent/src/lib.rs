@@ -1,0 +1,3 @@
+//! dnngov agent library: platform discovery and actuation, the app registry, and the
+//! parts the `dnngovd` and `dnngovctl` binaries are made of.
+pub mod platform;

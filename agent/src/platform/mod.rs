@@ -1,0 +1,1 @@
+//! Platform layer (filled by the platform issue).
