@@ -1,3 +1,4 @@
 //! dnngov agent library: platform discovery and actuation, the app registry, and the
 //! parts the `dnngovd` and `dnngovctl` binaries are made of.
 pub mod platform;
+pub mod registry;

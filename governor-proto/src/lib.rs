@@ -1,1 +1,45 @@
-//! placeholder
+//! The contract between `dnngovd` and the apps it governs.
+//!
+//! Two channels connect an app to the agent:
+//! - a Unix `SOCK_SEQPACKET` socket carrying one JSON message per packet
+//!   ([`Request`] from the app, [`Reply`] from the agent), validated against the limits
+//!   below before anything else looks at it;
+//! - one 4 KiB shared-memory page per app ([`shm::ShmPage`]), created by the agent as a
+//!   sealed memfd and passed with `SCM_RIGHTS`, through which the agent asks for a
+//!   sub-network and the app reports what it runs and how fast.
+//!
+//! This crate has no threads, no I/O and no sysfs: it is the vocabulary both sides share.
+
+pub mod message;
+pub mod shm;
+pub mod validate;
+
+pub use message::{
+    Device, ErrorCode, RegisterRequest, Reply, Request, Subnet, Target, PROTOCOL_VERSION,
+};
+pub use validate::{decode_request, encode, ProtoError};
+
+/// Where the agent listens for apps unless configured otherwise.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/dnngov/agent.sock";
+
+/// Environment variable that overrides the socket path on the client side.
+pub const SOCKET_ENV: &str = "DNNGOV_SOCKET";
+
+/// Largest packet either side sends or accepts, in bytes.
+pub const MAX_PACKET_BYTES: usize = 64 * 1024;
+
+/// App names: at least this many bytes ...
+pub const MIN_NAME_BYTES: usize = 1;
+/// ... and at most this many, of printable UTF-8.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// A sub-network library holds at least one and at most this many entries.
+pub const MAX_SUBNETS: usize = 32;
+
+/// Shortest deadline an app may ask for, in milliseconds.
+pub const MIN_DEADLINE_MS: f64 = 0.1;
+/// Longest deadline an app may ask for, in milliseconds (60 s).
+pub const MAX_DEADLINE_MS: f64 = 60_000.0;
+
+/// Apps registered at once; the next gets [`ErrorCode::TooManyApps`].
+pub const MAX_APPS: usize = 64;

@@ -1,1 +1,188 @@
-//! placeholder
+//! Shared pieces of the end-to-end tests: child processes with line-by-line output,
+//! raw protocol clients, and the paths of what the workspace built.
+
+use governor_proto::Reply;
+use nix::sys::socket::{
+    connect, recvmsg, send, socket, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType, UnixAddr,
+};
+use std::io::{BufRead, BufReader, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The workspace's root folder.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The folder of the test binaries' profile (`target/debug`), where
+/// `libdnngov_client.so` is built alongside.
+pub fn client_library_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its path");
+    // target/debug/deps/<test> -> target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The Python interpreter the tests run `dnngov.py` with.
+pub fn python3() -> PathBuf {
+    std::env::var_os("PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from)
+}
+
+/// Compiles tests/c/test_app.c against dnngov.h and the cdylib into `dir`.
+pub fn build_c_app(dir: &Path) -> PathBuf {
+    let root = workspace_root();
+    let libdir = client_library_dir();
+    let out = dir.join("c_test_app");
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .arg("-Wall")
+        .arg("-Werror")
+        .arg("-I")
+        .arg(root.join("client/include"))
+        .arg(root.join("tests/c/test_app.c"))
+        .arg("-o")
+        .arg(&out)
+        .arg("-L")
+        .arg(&libdir)
+        .arg(format!("-Wl,-rpath,{}", libdir.display()))
+        .arg("-ldnngov_client")
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "compiling the C test app failed");
+    out
+}
+
+/// A child process read line by line, its stdin held open until `finish`.
+pub struct TestApp {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl TestApp {
+    pub fn spawn(command: &mut Command) -> Self {
+        let name = command.get_program().to_string_lossy().into_owned();
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Self {
+            name,
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// The next line the app prints (fails the test after 20 s of silence).
+    pub fn line(&mut self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{} printed nothing: {e}", self.name))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Closes stdin and waits: the app exits normally.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("wait for the app");
+        assert!(status.success(), "{} exited with {status}", self.name);
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill the app");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw SOCK_SEQPACKET connection to the agent, for clients that misbehave.
+pub fn raw_connect(path: &Path) -> OwnedFd {
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    connect(fd.as_raw_fd(), &UnixAddr::new(path).expect("path")).expect("connect");
+    fd
+}
+
+/// Sends one packet and reads one reply and the fd it may carry (`None`: hang-up).
+pub fn raw_exchange(fd: &OwnedFd, packet: &[u8]) -> (Option<Reply>, Option<OwnedFd>) {
+    send(fd.as_raw_fd(), packet, MsgFlags::MSG_NOSIGNAL).expect("send");
+    let mut buf = vec![0u8; 70_000];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .expect("recvmsg");
+    let mut received = None;
+    for c in msg.cmsgs().expect("cmsgs") {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for f in fds {
+                // SAFETY: the kernel installed this descriptor for us alone.
+                received = Some(unsafe { OwnedFd::from_raw_fd(f) });
+            }
+        }
+    }
+    let len = msg.bytes;
+    if len == 0 {
+        return (None, received);
+    }
+    let reply = serde_json::from_slice(&buf[..len]).expect("the agent's reply is JSON");
+    (Some(reply), received)
+}
+
+/// A valid registration for `name` claiming `pid`.
+pub fn register_json(name: &str, pid: i32) -> String {
+    serde_json::json!({
+        "type": "register",
+        "protocol_version": governor_proto::PROTOCOL_VERSION,
+        "app": name,
+        "pid": pid,
+        "devices": ["gpu"],
+        "subnets": [
+            {"id": 0, "name": "small", "accuracy_pct": 70.0},
+            {"id": 1, "name": "large", "accuracy_pct": 75.0}
+        ],
+        "target": {"deadline_ms": 30.0}
+    })
+    .to_string()
+}
