@@ -12,7 +12,7 @@ use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
 use std::num::NonZeroUsize;
 use std::os::fd::AsFd;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) struct Page {
     addr: NonNull<ShmPage>,
@@ -63,11 +63,7 @@ impl Page {
         let probe_page = unsafe { ShmPage::from_ptr(probe.as_ptr() as *const u8) };
         let checked = probe_page.check().map_err(|e| e.to_string());
         if checked.is_ok() {
-            let active = self.get().app.active_subnet.load(Ordering::Relaxed);
-            probe_page
-                .app
-                .active_subnet
-                .store(active, Ordering::Relaxed);
+            copy_app_block(self.get(), probe_page);
         }
         // SAFETY: unmapping the probe mapping made above; nothing refers to it.
         let _ = unsafe { munmap(probe, SHM_SIZE) };
@@ -90,7 +86,8 @@ impl Page {
 
     /// Goes back to a standalone page running `default_subnet` (the agent went away).
     pub(crate) fn install_standalone(&self, default_subnet: u32) -> nix::Result<()> {
-        let active = self.get().app.active_subnet.load(Ordering::Relaxed);
+        let saved = ShmPage::zeroed();
+        copy_app_block(self.get(), &saved);
         // SAFETY: MAP_FIXED over our own mapping, as in `install_agent_page`.
         unsafe {
             mmap_anonymous(
@@ -100,13 +97,31 @@ impl Page {
                 MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED,
             )?
         };
-        init_standalone(self.get(), active, default_subnet);
+        init_standalone(self.get(), NO_SUBNET, default_subnet);
+        copy_app_block(&saved, self.get());
         Ok(())
     }
 
     fn addr_usize(&self) -> NonZeroUsize {
         NonZeroUsize::new(self.addr.as_ptr() as usize).expect("mapping address is not null")
     }
+}
+
+/// Carries what the app reported across a page swap, so its counters keep counting
+/// and the agent sees at once what it runs. An increment racing with the swap may be
+/// lost; the counters are statistics, not accounting.
+fn copy_app_block(from: &ShmPage, to: &ShmPage) {
+    let (from, to) = (&from.app, &to.app);
+    let copy = |a: &AtomicU64, b: &AtomicU64| b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
+    to.active_subnet.store(
+        from.active_subnet.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    copy(&from.heartbeat_ns, &to.heartbeat_ns);
+    copy(&from.deadline_misses, &to.deadline_misses);
+    copy(&from.last_latency_ns, &to.last_latency_ns);
+    copy(&from.inference_begin_ns, &to.inference_begin_ns);
+    copy(&from.inferences_completed, &to.inferences_completed);
 }
 
 fn init_standalone(page: &ShmPage, active: u32, default_subnet: u32) {

@@ -251,13 +251,14 @@ impl Session {
     /// reconnection. Fails only on a target that breaks the protocol's limits.
     pub fn set_target(&self, target: Target) -> Result<(), ClientError> {
         validate_target(&target).map_err(ClientError::InvalidSpec)?;
-        lock(&self.shared.request).target = target.clone();
-        let connection = lock(&self.shared.connection).clone();
-        if let Some(fd) = connection {
-            let packet = encode(&Request::SetTarget { target });
+        // Under the request lock, so a registration in progress either sent this target
+        // or sees it when it stores its connection (see `attempt`).
+        let mut request = lock(&self.shared.request);
+        request.target = target.clone();
+        if let Some(fd) = lock(&self.shared.connection).as_ref() {
             // A failed send means the agent is going away; the worker will reconnect and
             // register with the new target.
-            let _ = send(fd.as_raw_fd(), &packet, MsgFlags::MSG_NOSIGNAL);
+            send_target(fd, target);
         }
         Ok(())
     }
@@ -272,7 +273,7 @@ impl Session {
         self.shared.app_id.load(Ordering::Acquire)
     }
 
-    /// Inferences finished and deadlines missed since the current page was mapped.
+    /// Inferences finished and deadlines missed since the session started.
     pub fn counters(&self) -> (u64, u64) {
         let app = &self.page().app;
         (
@@ -303,12 +304,10 @@ impl Drop for Session {
 
 impl Shared {
     /// The background thread: hold the connection, notice when it breaks, reconnect.
-    fn run(&self, mut connection: Option<OwnedFd>, mut wakee: UnixStream) {
+    fn run(&self, mut connection: Option<Arc<OwnedFd>>, mut wakee: UnixStream) {
         let mut backoff = self.options.initial_backoff;
         loop {
             if let Some(fd) = connection.take() {
-                let fd = Arc::new(fd);
-                *lock(&self.connection) = Some(fd.clone());
                 self.serve(&fd, &mut wakee);
                 *lock(&self.connection) = None;
                 self.app_id.store(0, Ordering::Release);
@@ -386,8 +385,9 @@ impl Shared {
         }
     }
 
-    /// One connection and registration attempt.
-    fn attempt(&self) -> Result<OwnedFd, AttemptError> {
+    /// One connection and registration attempt; on success the connection is stored
+    /// for `set_target` and returned for the worker to serve.
+    fn attempt(&self) -> Result<Arc<OwnedFd>, AttemptError> {
         let path = &self.options.socket_path;
         let unavailable = |what: &str, e: nix::Error| {
             AttemptError::Unavailable(format!("{what} {}: {e}", path.display()))
@@ -407,7 +407,9 @@ impl Shared {
         );
         setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)
             .map_err(|e| unavailable("cannot set a timeout on", e))?;
-        let packet = encode(&Request::Register(lock(&self.request).clone()));
+        let sent = lock(&self.request).clone();
+        let registered_target = sent.target.clone();
+        let packet = encode(&Request::Register(sent));
         send(fd.as_raw_fd(), &packet, MsgFlags::MSG_NOSIGNAL)
             .map_err(|e| unavailable("cannot send to", e))?;
         let (reply, memfd) = receive_reply(&fd).map_err(|e| unavailable("no answer from", e))?;
@@ -423,6 +425,12 @@ impl Shared {
                 let _ = setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(0, 0));
                 self.app_id.store(app_id, Ordering::Release);
                 *lock(&self.last_error) = None;
+                let fd = Arc::new(fd);
+                let request = lock(&self.request);
+                *lock(&self.connection) = Some(fd.clone());
+                if request.target != registered_target {
+                    send_target(&fd, request.target.clone());
+                }
                 Ok(fd)
             }
             Some(Reply::Error { code, message }) => {
@@ -472,6 +480,11 @@ fn receive_reply(fd: &OwnedFd) -> nix::Result<(Option<Reply>, Option<OwnedFd>)> 
     }
     let reply = serde_json::from_slice(&buf[..len]).map_err(|_| nix::errno::Errno::EBADMSG)?;
     Ok((Some(reply), owned.pop()))
+}
+
+fn send_target(fd: &OwnedFd, target: Target) {
+    let packet = encode(&Request::SetTarget { target });
+    let _ = send(fd.as_raw_fd(), &packet, MsgFlags::MSG_NOSIGNAL);
 }
 
 fn retryable(code: ErrorCode) -> bool {

@@ -10,6 +10,7 @@ use dnngov_tests::{
 use governor_proto::shm::Reason;
 use governor_proto::{ErrorCode, Reply, MAX_APPS, MAX_PACKET_BYTES};
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, and every test of the workspace (unit,
+# integration, end-to-end with real processes; eBPF tests run for real as root and skip
+# with a printed reason otherwise). Installs the system packages it needs first.
+set -eu
+cd "$(dirname "$0")/.."
+[ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
+
+./scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
