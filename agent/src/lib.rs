@@ -1,4 +1,7 @@
 //! dnngov agent library: platform discovery and actuation, the app registry, and the
 //! parts the `dnngovd` and `dnngovctl` binaries are made of.
+pub mod admin;
+pub mod config;
 pub mod platform;
 pub mod registry;
+pub mod socket;

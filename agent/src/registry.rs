@@ -10,6 +10,7 @@
 //! Other threads learn about apps from [`RegistryEvent`]s and write commands straight
 //! into an app's shared page through its [`AppHandle`] (atomics, no thread hop).
 
+use crate::socket::bind_seqpacket;
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{Receiver, Sender};
 use governor_proto::shm::{Reason, ShmPage, NO_SUBNET, SHM_SIZE};
@@ -24,15 +25,14 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::socket::{
-    accept4, bind, connect, getsockopt, listen, recv, sendmsg, socket, sockopt, AddressFamily,
-    Backlog, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, UnixCredentials,
+    accept4, getsockopt, recv, sendmsg, sockopt, ControlMessage, MsgFlags, SockFlag,
+    UnixCredentials,
 };
-use nix::unistd::{ftruncate, Group};
+use nix::unistd::ftruncate;
 use std::collections::BTreeMap;
 use std::io::{IoSlice, Read, Write};
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -103,6 +103,9 @@ pub struct AppHandle {
     pub default_subnet: u32,
     pub joined: Instant,
     target: Mutex<Target>,
+    /// Set by an operator (`dnngovctl set-target`); wins over the app's own target
+    /// until cleared.
+    operator_target: Mutex<Option<Target>>,
     page: SharedPage,
 }
 
@@ -140,8 +143,25 @@ impl AppHandle {
         Ok(())
     }
 
+    /// The target the agent governs by: the operator's override, else the app's own.
     pub fn target(&self) -> Target {
+        lock(&self.operator_target)
+            .clone()
+            .unwrap_or_else(|| self.app_target())
+    }
+
+    /// The target the app asked for, whatever an operator says.
+    pub fn app_target(&self) -> Target {
         lock(&self.target).clone()
+    }
+
+    /// Overrides the app's target (`None` clears the override).
+    pub fn set_operator_target(&self, target: Option<Target>) {
+        *lock(&self.operator_target) = target;
+    }
+
+    pub fn has_operator_target(&self) -> bool {
+        lock(&self.operator_target).is_some()
     }
 
     pub fn report(&self) -> AppReport {
@@ -232,7 +252,7 @@ pub struct Registry {
 impl Registry {
     /// Binds the socket and starts the registry thread.
     pub fn start(config: RegistryConfig) -> Result<Self> {
-        let listener = bind_socket(&config.socket_path, config.group.as_deref())?;
+        let listener = bind_seqpacket(&config.socket_path, config.group.as_deref())?;
         let (events_tx, events) = crossbeam_channel::unbounded();
         let apps = Arc::new(Mutex::new(BTreeMap::new()));
         let (waker, wakee) = UnixStream::pair().context("creating the registry's waker")?;
@@ -267,11 +287,18 @@ impl Registry {
 
     /// The apps registered now, by id.
     pub fn apps(&self) -> Vec<Arc<AppHandle>> {
-        lock(&self.apps).values().cloned().collect()
+        self.table().apps()
     }
 
     pub fn app(&self, app_id: u32) -> Option<Arc<AppHandle>> {
-        lock(&self.apps).get(&app_id).cloned()
+        self.table().app(app_id)
+    }
+
+    /// A view of the registered apps that other threads can keep.
+    pub fn table(&self) -> AppTable {
+        AppTable {
+            apps: self.apps.clone(),
+        }
     }
 
     pub fn socket_path(&self) -> &Path {
@@ -289,65 +316,42 @@ impl Drop for Registry {
     }
 }
 
-/// Binds `path`, replacing a stale socket file but never a live one.
-fn bind_socket(path: &Path, group: Option<&str>) -> Result<OwnedFd> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the socket directory {}", dir.display()))?;
+/// The registered apps, readable from any thread.
+#[derive(Clone)]
+pub struct AppTable {
+    apps: Arc<Mutex<BTreeMap<u32, Arc<AppHandle>>>>,
+}
+
+impl AppTable {
+    pub fn apps(&self) -> Vec<Arc<AppHandle>> {
+        lock(&self.apps).values().cloned().collect()
     }
-    let addr = UnixAddr::new(path).with_context(|| format!("socket path {}", path.display()))?;
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            let probe = socket(
-                AddressFamily::Unix,
-                SockType::SeqPacket,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .context("creating a probe socket")?;
-            if connect(probe.as_raw_fd(), &addr).is_ok() {
-                bail!(
-                    "another agent is listening on {}: stop it first (systemctl stop dnngovd)",
-                    path.display()
-                );
+
+    pub fn app(&self, app_id: u32) -> Option<Arc<AppHandle>> {
+        lock(&self.apps).get(&app_id).cloned()
+    }
+
+    /// An app by id, or by name when exactly one app has that name.
+    pub fn find(&self, id_or_name: &str) -> Result<Arc<AppHandle>> {
+        if let Ok(id) = id_or_name.parse::<u32>() {
+            if let Some(app) = self.app(id) {
+                return Ok(app);
             }
-            log::info!("replacing stale socket {}", path.display());
-            std::fs::remove_file(path)
-                .with_context(|| format!("removing stale socket {}", path.display()))?;
         }
-        Ok(_) => bail!(
-            "{} exists and is not a socket; refusing to replace it",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
-    }
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .context("creating the app socket")?;
-    bind(fd.as_raw_fd(), &addr).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("setting mode 0660 on {}", path.display()))?;
-    if let Some(name) = group {
-        match Group::from_name(name) {
-            Ok(Some(group)) => {
-                nix::unistd::chown(path, None, Some(group.gid))
-                    .with_context(|| format!("giving {} to group {name}", path.display()))?;
-            }
-            Ok(None) => log::info!(
-                "group {name} does not exist: only root can register apps on {}",
-                path.display()
+        let matches: Vec<_> = self
+            .apps()
+            .into_iter()
+            .filter(|a| a.name == id_or_name)
+            .collect();
+        match matches.len() {
+            1 => Ok(matches[0].clone()),
+            0 => bail!("no registered app has the id or name {id_or_name:?}"),
+            n => bail!(
+                "{n} apps are named {id_or_name:?} (ids {:?}): give the id",
+                matches.iter().map(|a| a.app_id).collect::<Vec<_>>()
             ),
-            Err(e) => log::warn!("cannot look up group {name}: {e}"),
         }
     }
-    listen(&fd, Backlog::new(64).context("listen backlog")?)
-        .with_context(|| format!("listening on {}", path.display()))?;
-    Ok(fd)
 }
 
 struct Connection {
@@ -629,6 +633,7 @@ impl State {
             default_subnet: initial_subnet,
             joined: Instant::now(),
             target: Mutex::new(register.target.clone()),
+            operator_target: Mutex::new(None),
             page,
         });
         log::info!(

@@ -1,0 +1,264 @@
+//! dnngovctl: asks the running dnngovd what it does, overrides an app's target, and
+//! restores the machine after a crash.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use dnngov_agent::admin::{self, AdminReply, AdminRequest, AppStatus, StatusReport};
+use dnngov_agent::config::{Config, DEFAULT_CONFIG_PATH};
+use dnngov_agent::platform;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "dnngovctl", version, about = "Control and inspect dnngovd")]
+struct Args {
+    /// dnngovd's configuration (for the admin socket, state directory and sysfs root).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// The admin socket (overrides the configuration).
+    #[arg(long, global = true)]
+    admin_socket: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Frequency domains, power, apps, telemetry sources and degraded modes.
+    Status,
+    /// The registered apps.
+    Apps,
+    /// Override an app's target (by id or name); --clear gives it back to the app.
+    SetTarget {
+        app: String,
+        #[arg(long)]
+        deadline_ms: Option<f64>,
+        #[arg(long = "accuracy-floor")]
+        accuracy_floor_pct: Option<f64>,
+        #[arg(long, conflicts_with_all = ["deadline_ms", "accuracy_floor_pct"])]
+        clear: bool,
+    },
+    /// Put back the governors and limits dnngovd saved (after a crash; the systemd unit
+    /// runs this after every stop). Does nothing when nothing is saved.
+    Restore {
+        /// The saved state (default: state_dir/saved-state.json of the configuration).
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+        /// The sysfs root to restore under (default: the one recorded in the state file).
+        #[arg(long)]
+        sysfs_root: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match run(args) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("dnngovctl: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(args: Args) -> Result<i32> {
+    let config = match &args.config {
+        Some(path) => Config::load(path, true)?,
+        None => Config::load(DEFAULT_CONFIG_PATH.as_ref(), false)?,
+    };
+    let admin_socket = args
+        .admin_socket
+        .clone()
+        .unwrap_or_else(|| config.agent.admin_socket.clone());
+    match args.command {
+        Command::Status => {
+            let reply = admin::request(&admin_socket, &AdminRequest::Status)?;
+            let AdminReply::Status(status) = check(reply)? else {
+                bail!("dnngovd answered something other than a status");
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+        }
+        Command::Apps => {
+            let reply = admin::request(&admin_socket, &AdminRequest::Apps)?;
+            let AdminReply::Apps { apps } = check(reply)? else {
+                bail!("dnngovd answered something other than a list of apps");
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&apps)?);
+            } else {
+                print_apps(&apps);
+            }
+        }
+        Command::SetTarget {
+            app,
+            deadline_ms,
+            accuracy_floor_pct,
+            clear,
+        } => {
+            if !clear && deadline_ms.is_none() && accuracy_floor_pct.is_none() {
+                bail!("give --deadline-ms, --accuracy-floor, or --clear");
+            }
+            let request = AdminRequest::SetTarget {
+                app,
+                deadline_ms,
+                accuracy_floor_pct,
+                clear,
+            };
+            let AdminReply::Done { message } = check(admin::request(&admin_socket, &request)?)?
+            else {
+                bail!("dnngovd answered something unexpected");
+            };
+            if args.json {
+                println!("{}", serde_json::json!({ "done": message }));
+            } else {
+                println!("{message}");
+            }
+        }
+        Command::Restore {
+            state_file,
+            sysfs_root,
+        } => {
+            let state_file = state_file.unwrap_or_else(|| config.agent.state_file());
+            // The root the state was taken under is the one to put back, whatever the
+            // configuration says now (a demo may have run against a virtual board).
+            let sysfs_root = match sysfs_root {
+                Some(root) => root,
+                None if state_file.exists() => platform::SavedState::load(&state_file)
+                    .map(|state| state.sysfs_root)
+                    .unwrap_or_else(|_| config.agent.sysfs_root.clone()),
+                None => config.agent.sysfs_root.clone(),
+            };
+            let report = platform::restore(&state_file, &sysfs_root)
+                .with_context(|| format!("restoring from {}", state_file.display()))?;
+            let failed = !report.errors.is_empty();
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "state_file": state_file,
+                        "nothing_to_restore": report.nothing_to_restore,
+                        "restored": report.restored,
+                        "errors": report.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                    })
+                );
+            } else if report.nothing_to_restore {
+                println!(
+                    "nothing to restore ({} does not exist)",
+                    state_file.display()
+                );
+            } else {
+                println!(
+                    "restored {} files from {}",
+                    report.restored.len(),
+                    state_file.display()
+                );
+                for error in &report.errors {
+                    eprintln!("  not restored: {error}");
+                }
+            }
+            return Ok(i32::from(failed));
+        }
+    }
+    Ok(0)
+}
+
+fn check(reply: AdminReply) -> Result<AdminReply> {
+    match reply {
+        AdminReply::Error { message } => bail!("dnngovd refused: {message}"),
+        other => Ok(other),
+    }
+}
+
+fn print_status(status: &StatusReport) {
+    println!(
+        "dnngovd {} (pid {}), up {:.0} s, governing {}",
+        status.version, status.pid, status.uptime_s, status.sysfs_root
+    );
+    println!();
+    if status.domains.is_empty() {
+        println!("frequency domains: none governed");
+    } else {
+        println!(
+            "{:<16} {:>10} {:>10} {:>10}  {:<10} why",
+            "domain", "now MHz", "min MHz", "max MHz", "set by"
+        );
+        for d in &status.domains {
+            let now = d
+                .current_hz
+                .map_or("-".to_string(), |hz| format!("{:.1}", hz as f64 / 1e6));
+            println!(
+                "{:<16} {:>10} {:>10.1} {:>10.1}  {:<10} {}",
+                d.name,
+                now,
+                d.min_hz as f64 / 1e6,
+                d.max_hz as f64 / 1e6,
+                d.set_by,
+                d.reason
+            );
+        }
+    }
+    if !status.power.is_empty() {
+        println!();
+        for rail in &status.power {
+            println!(
+                "power {:<16} {:>8.2} W {:>10.1} J{}",
+                rail.rail,
+                rail.watts,
+                rail.joules,
+                if rail.estimated { "  (estimated)" } else { "" }
+            );
+        }
+    }
+    println!();
+    print_apps(&status.apps);
+    if !status.telemetry.is_empty() {
+        println!();
+        for source in &status.telemetry {
+            println!("telemetry: {} from {}", source.what, source.source);
+        }
+    }
+    for note in &status.notes {
+        println!("note: {note}");
+    }
+}
+
+fn print_apps(apps: &[AppStatus]) {
+    if apps.is_empty() {
+        println!("apps: none registered");
+        return;
+    }
+    println!(
+        "{:>4} {:<20} {:>8} {:>10} {:>9} {:>8} {:>8} {:>10} {:>9}",
+        "id", "app", "pid", "deadline", "latency", "misses", "subnet", "accuracy", "inferences"
+    );
+    for app in apps {
+        let subnet = match app.active_subnet {
+            Some(active) if active == app.requested_subnet => active.to_string(),
+            Some(active) => format!("{active}->{}", app.requested_subnet),
+            None => format!("?->{}", app.requested_subnet),
+        };
+        println!(
+            "{:>4} {:<20} {:>8} {:>8.1}{} {:>7.2}ms {:>7.1}% {:>8} {:>9} {:>9}",
+            app.app_id,
+            app.name,
+            app.pid,
+            app.deadline_ms,
+            if app.operator_override { "*" } else { " " },
+            app.last_latency_ms,
+            app.miss_pct,
+            subnet,
+            app.accuracy_pct.map_or("-".into(), |a| format!("{a:.2}%")),
+            app.inferences
+        );
+    }
+    if apps.iter().any(|a| a.operator_override) {
+        println!("* target set by an operator (dnngovctl set-target --clear gives it back)");
+    }
+}
