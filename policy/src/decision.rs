@@ -1,0 +1,92 @@
+//! The output of a decision: a frequency per domain, a sub-network per app, and why.
+
+use serde::{Deserialize, Serialize};
+
+use crate::governor::GovernorKind;
+use crate::units::{Hz, Watts};
+
+/// Why a domain gets its frequency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FreqReason {
+    /// No app constrains the domain: the base governor chose.
+    Base(GovernorKind),
+    /// The base governor wanted a change but its rate limit has not elapsed.
+    RateLimited(GovernorKind),
+    /// schedutil keeps a busy single-CPU domain from slowing down.
+    HeldWhileBusy,
+    /// No busy-time telemetry for this device: its frequency is left as it is.
+    NoTelemetry,
+    /// The system optimiser's plan.
+    Plan,
+    /// An app controller raised the plan's frequency after repeated misses.
+    AppFloor { app: u32 },
+}
+
+/// Why an app gets its sub-network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubnetReason {
+    /// The system optimiser's plan.
+    Plan,
+    /// The app controller stepped down after this many consecutive misses.
+    StepDown { misses: u32 },
+    /// The app controller stepped back up after persistent slack.
+    StepUp,
+    /// No plan could serve the app; it gets its cheapest sub-network.
+    Unserved(UnservedCause),
+}
+
+/// Why an app cannot be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnservedCause {
+    /// No sub-network of its library reaches its accuracy floor.
+    AccuracyFloorUnreachable,
+    /// Even alone, at the highest allowed clocks, no sub-network above its floor meets its
+    /// deadline.
+    DeadlineUnreachable,
+    /// Serving it together with higher-priority apps is infeasible (deadlines, shared
+    /// devices, power cap): it was degraded first because of its priority.
+    DegradedForPriority,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DomainDecision {
+    pub domain: u32,
+    pub freq: Hz,
+    pub reason: FreqReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppDecision {
+    pub app: u32,
+    /// Index in the app's library.
+    pub subnet: u32,
+    pub reason: SubnetReason,
+}
+
+/// What the policy decided at one tick.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// One entry per domain of the snapshot, in the snapshot's order.
+    pub domains: Vec<DomainDecision>,
+    /// One entry per app of the snapshot, in the snapshot's order.
+    pub apps: Vec<AppDecision>,
+    /// Whether the system optimiser ran at this tick.
+    pub optimised: bool,
+    /// Whether a new optimiser plan was adopted at this tick.
+    pub adopted_plan: bool,
+    /// Predicted board power of the plan in force, when there is one.
+    pub predicted_power: Option<Watts>,
+}
+
+impl Decision {
+    pub fn freq_of(&self, domain: u32) -> Option<Hz> {
+        self.domains
+            .iter()
+            .find(|d| d.domain == domain)
+            .map(|d| d.freq)
+    }
+
+    pub fn subnet_of(&self, app: u32) -> Option<u32> {
+        self.apps.iter().find(|a| a.app == app).map(|a| a.subnet)
+    }
+}

@@ -1,0 +1,536 @@
+//! Level 1: the base governor, one per frequency domain, run at every tick. It governs every
+//! domain that no app constrains, so a machine with no registered app behaves as under the
+//! kernel's schedutil. ondemand, conservative, performance and powersave sit beside it as
+//! reference baselines for the simulator.
+//!
+//! Utilisation follows PELT: 1024 us periods, a 32-period half-life, range 0..=1024, and
+//! frequency invariance (time busy at half the maximum clock counts half), because schedutil's
+//! formula `next = 1.25 * max_freq * util / 1024` is only right for invariant utilisation.
+//! The kernel accumulates PELT at every scheduler event; here it is advanced once per tick
+//! from the busy-time delta, assuming the busy time was spread evenly over the tick.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::FreqReason;
+use crate::snapshot::{
+    resolve_at_least, resolve_at_most, resolve_closest, DomainKind, FreqDomain, Snapshot,
+};
+use crate::units::{Hz, Nanos};
+
+/// Capacity scale of the kernel's utilisation signals.
+pub const SCHED_CAPACITY: u32 = 1024;
+/// Length of one PELT accumulation period.
+pub const PELT_PERIOD: Nanos = Nanos(1_024_000);
+/// Periods after which a PELT contribution has decayed to half.
+pub const PELT_HALF_LIFE_PERIODS: f64 = 32.0;
+
+/// Which base governor runs the unconstrained domains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GovernorKind {
+    #[default]
+    Schedutil,
+    Ondemand,
+    Conservative,
+    Performance,
+    Powersave,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GovernorConfig {
+    pub kind: GovernorKind,
+    /// schedutil's headroom over utilisation (the kernel's `util + util/4`).
+    pub headroom: f64,
+    /// Minimum gap between two frequency changes of one domain (schedutil `rate_limit_us`).
+    pub rate_limit: Nanos,
+    /// ondemand: load percentage above which it goes straight to the maximum.
+    pub ondemand_up_threshold: u32,
+    /// conservative: load percentages that trigger a step up or down.
+    pub conservative_up_threshold: u32,
+    pub conservative_down_threshold: u32,
+    /// conservative: step size, percent of the maximum frequency.
+    pub conservative_step_percent: u32,
+}
+
+impl Default for GovernorConfig {
+    fn default() -> Self {
+        GovernorConfig {
+            kind: GovernorKind::Schedutil,
+            headroom: 1.25,
+            rate_limit: Nanos::from_millis(2),
+            ondemand_up_threshold: 80,
+            conservative_up_threshold: 80,
+            conservative_down_threshold: 20,
+            conservative_step_percent: 5,
+        }
+    }
+}
+
+/// A PELT-like decayed utilisation, 0..=1024.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Pelt {
+    util: f64,
+}
+
+impl Pelt {
+    pub fn new(util: f64) -> Pelt {
+        Pelt {
+            util: util.clamp(0.0, SCHED_CAPACITY as f64),
+        }
+    }
+
+    /// Advances by `elapsed`, during which the entity ran for `running` of the time
+    /// (0..=1, already scaled for frequency invariance).
+    pub fn update(&mut self, elapsed: Nanos, running: f64) {
+        let periods = elapsed.0 as f64 / PELT_PERIOD.0 as f64;
+        let decay = 0.5f64.powf(periods / PELT_HALF_LIFE_PERIODS);
+        let running = running.clamp(0.0, 1.0);
+        self.util = self.util * decay + SCHED_CAPACITY as f64 * running * (1.0 - decay);
+    }
+
+    /// The utilisation as the kernel's integer signal.
+    pub fn util(&self) -> u32 {
+        (self.util.floor() as u32).min(SCHED_CAPACITY)
+    }
+}
+
+/// schedutil's raw target: `max_freq * min(util * headroom, 1024) / 1024`, in integer
+/// arithmetic as `sugov_effective_cpu_perf()` + `map_util_freq()` compute it.
+pub fn schedutil_raw_target(util: u32, max_freq: Hz, headroom: f64) -> Hz {
+    let boosted =
+        ((util.min(SCHED_CAPACITY) as f64 * headroom).floor() as u64).min(SCHED_CAPACITY as u64);
+    Hz(max_freq.0 * boosted / SCHED_CAPACITY as u64)
+}
+
+/// schedutil's frequency: the raw target resolved to the lowest table entry at or above it,
+/// then clamped under `allowed_max`.
+pub fn schedutil_freq(util: u32, table: &[Hz], allowed_max: Hz, headroom: f64) -> Hz {
+    let max = table.last().copied().unwrap_or(allowed_max);
+    let f = resolve_at_least(table, schedutil_raw_target(util, max, headroom));
+    f.min(allowed_max)
+}
+
+/// ondemand: above the threshold go to the maximum, else `min + load * (max - min) / 100`
+/// resolved to the closest table entry.
+pub fn ondemand_freq(load_percent: u32, table: &[Hz], allowed_max: Hz, up_threshold: u32) -> Hz {
+    let min = table.first().copied().unwrap_or(allowed_max);
+    if load_percent > up_threshold {
+        return allowed_max;
+    }
+    let span = allowed_max.0.saturating_sub(min.0);
+    let target = Hz(min.0 + span * load_percent.min(100) as u64 / 100);
+    resolve_closest(table, target).min(allowed_max)
+}
+
+/// What the base governor chose for one domain.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BaseChoice {
+    pub domain: u32,
+    pub freq: Hz,
+    pub reason: FreqReason,
+    /// Frequency-invariant utilisation, 0..=1024 (max over the domain's online CPUs).
+    pub util: u32,
+    /// Busy fraction over the last tick, 0..=1, not frequency-invariant (max over CPUs).
+    pub load: f64,
+    /// Busy fraction over the last tick summed over online CPUs and divided by the domain's
+    /// CPU count (1 = every CPU busy); equal to `load` for a device.
+    pub mean_load: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct DomainState {
+    pelt: BTreeMap<u32, Pelt>,
+    device_pelt: Pelt,
+    last_change: Option<Nanos>,
+    /// conservative's running request, kept between ticks as the kernel does.
+    requested: Option<Hz>,
+}
+
+/// Per-domain base governor state across ticks.
+#[derive(Clone, Debug, Default)]
+pub struct BaseGovernor {
+    cfg: GovernorConfig,
+    domains: BTreeMap<u32, DomainState>,
+    cpu_busy: BTreeMap<u32, Nanos>,
+    device_busy: BTreeMap<u32, Nanos>,
+    last_now: Option<Nanos>,
+}
+
+/// What one tick's counters said about a domain.
+struct Activity {
+    util: u32,
+    load: f64,
+    mean_load: f64,
+    never_idle_single_cpu: bool,
+}
+
+impl BaseGovernor {
+    pub fn new(cfg: GovernorConfig) -> BaseGovernor {
+        BaseGovernor {
+            cfg,
+            ..BaseGovernor::default()
+        }
+    }
+
+    pub fn config(&self) -> &GovernorConfig {
+        &self.cfg
+    }
+
+    /// Advances utilisation with this snapshot's counters and chooses a frequency for every
+    /// domain, in the snapshot's order.
+    pub fn update(&mut self, snap: &Snapshot) -> Vec<BaseChoice> {
+        let elapsed = self.last_now.map(|t| snap.now.saturating_sub(t));
+        let choices = snap
+            .domains
+            .iter()
+            .map(|d| {
+                let activity = self.observe(snap, d, elapsed);
+                self.choose(snap, d, activity)
+            })
+            .collect();
+        for c in &snap.cpus {
+            self.cpu_busy.insert(c.cpu, c.busy);
+        }
+        for d in &snap.domains {
+            if let Some(b) = d.busy {
+                self.device_busy.insert(d.id, b);
+            }
+        }
+        self.last_now = Some(snap.now);
+        choices
+    }
+
+    fn observe(
+        &mut self,
+        snap: &Snapshot,
+        d: &FreqDomain,
+        elapsed: Option<Nanos>,
+    ) -> Option<Activity> {
+        let elapsed = elapsed.filter(|e| e.0 > 0)?;
+        let invariance = d.cur.as_f64() / d.max_freq().as_f64().max(1.0);
+        let state = self.domains.entry(d.id).or_default();
+        match d.kind {
+            DomainKind::Cpu => {
+                let mut util = 0;
+                let mut load: f64 = 0.0;
+                let mut load_sum = 0.0;
+                let mut online = 0;
+                let mut never_idle = false;
+                for cpu in &d.cpus {
+                    let Some(sample) = snap.cpus.iter().find(|s| s.cpu == *cpu && s.online) else {
+                        // An offline CPU's history is stale when it comes back.
+                        state.pelt.remove(cpu);
+                        continue;
+                    };
+                    online += 1;
+                    let prev = self.cpu_busy.get(cpu).copied().unwrap_or(sample.busy);
+                    let busy = sample.busy.saturating_sub(prev);
+                    let frac = (busy.0 as f64 / elapsed.0 as f64).clamp(0.0, 1.0);
+                    let pelt = state.pelt.entry(*cpu).or_default();
+                    pelt.update(elapsed, frac * invariance);
+                    util = util.max(pelt.util());
+                    load = load.max(frac);
+                    load_sum += frac;
+                    never_idle = busy >= elapsed;
+                }
+                if online == 0 {
+                    return None;
+                }
+                Some(Activity {
+                    util,
+                    load,
+                    mean_load: load_sum / d.cpus.len().max(1) as f64,
+                    never_idle_single_cpu: online == 1 && never_idle,
+                })
+            }
+            DomainKind::Gpu | DomainKind::Memory => {
+                let now_busy = d.busy?;
+                let prev = self.device_busy.get(&d.id).copied().unwrap_or(now_busy);
+                let busy = now_busy.saturating_sub(prev);
+                let frac = (busy.0 as f64 / elapsed.0 as f64).clamp(0.0, 1.0);
+                state.device_pelt.update(elapsed, frac * invariance);
+                Some(Activity {
+                    util: state.device_pelt.util(),
+                    load: frac,
+                    mean_load: frac,
+                    never_idle_single_cpu: false,
+                })
+            }
+        }
+    }
+
+    fn choose(
+        &mut self,
+        snap: &Snapshot,
+        d: &FreqDomain,
+        activity: Option<Activity>,
+    ) -> BaseChoice {
+        let cfg = self.cfg;
+        let allowed = snap.allowed_max(d);
+        let cur = d.cur.min(allowed);
+        let state = self.domains.entry(d.id).or_default();
+        let mut choice = BaseChoice {
+            domain: d.id,
+            freq: cur,
+            reason: FreqReason::Base(cfg.kind),
+            util: 0,
+            load: 0.0,
+            mean_load: 0.0,
+        };
+        if let Some(a) = &activity {
+            choice.util = a.util;
+            choice.load = a.load;
+            choice.mean_load = a.mean_load;
+        }
+        let wanted = match (cfg.kind, &activity) {
+            (GovernorKind::Performance, _) => allowed,
+            (GovernorKind::Powersave, _) => d.min_freq(),
+            (_, None) => {
+                // A table lookup keeps `cur` legal even when the device reported a frequency
+                // outside its table.
+                choice.freq = resolve_at_most(&d.table, cur);
+                choice.reason = FreqReason::NoTelemetry;
+                return choice;
+            }
+            (GovernorKind::Schedutil, Some(a)) => {
+                let f = schedutil_freq(a.util, &d.table, allowed, cfg.headroom);
+                if a.never_idle_single_cpu && f < cur {
+                    choice.freq = resolve_at_most(&d.table, cur);
+                    choice.reason = FreqReason::HeldWhileBusy;
+                    return choice;
+                }
+                f
+            }
+            (GovernorKind::Ondemand, Some(a)) => ondemand_freq(
+                (a.load * 100.0).round() as u32,
+                &d.table,
+                allowed,
+                cfg.ondemand_up_threshold,
+            ),
+            (GovernorKind::Conservative, Some(a)) => {
+                let step = d.max_freq().0 * cfg.conservative_step_percent as u64 / 100;
+                let req = state.requested.unwrap_or(cur);
+                let load = (a.load * 100.0).round() as u32;
+                let (req, f) = if load > cfg.conservative_up_threshold {
+                    let r = Hz((req.0 + step).min(allowed.0));
+                    (r, resolve_at_most(&d.table, r))
+                } else if load < cfg.conservative_down_threshold {
+                    let r = Hz(req.0.saturating_sub(step).max(d.min_freq().0));
+                    (r, resolve_at_least(&d.table, r))
+                } else {
+                    (req, resolve_at_most(&d.table, req))
+                };
+                state.requested = Some(req);
+                f.min(allowed)
+            }
+        };
+        let rate_limited = matches!(cfg.kind, GovernorKind::Schedutil)
+            && wanted != cur
+            && d.cur <= allowed
+            && state
+                .last_change
+                .is_some_and(|t| snap.now.saturating_sub(t) < cfg.rate_limit);
+        if rate_limited {
+            choice.freq = resolve_at_most(&d.table, cur);
+            choice.reason = FreqReason::RateLimited(cfg.kind);
+            return choice;
+        }
+        if wanted != d.cur {
+            state.last_change = Some(snap.now);
+        }
+        choice.freq = wanted;
+        choice
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Caps, CpuSample, DomainCap};
+
+    fn table() -> Vec<Hz> {
+        (1..=10).map(|i| Hz::from_mhz(200 * i)).collect()
+    }
+
+    fn snap(now_ms: u64, cur: Hz, busy: &[(u32, u64)], cpus: Vec<u32>) -> Snapshot {
+        Snapshot {
+            now: Nanos::from_millis(now_ms),
+            domains: vec![FreqDomain {
+                id: 0,
+                kind: DomainKind::Cpu,
+                table: table(),
+                cur,
+                max_limit: Hz::from_mhz(2000),
+                cpus,
+                busy: None,
+            }],
+            cpus: busy
+                .iter()
+                .map(|(cpu, b)| CpuSample {
+                    cpu: *cpu,
+                    online: true,
+                    busy: Nanos::from_millis(*b),
+                })
+                .collect(),
+            apps: vec![],
+            power: None,
+            caps: Caps::default(),
+        }
+    }
+
+    #[test]
+    fn tipping_point_of_schedutil_is_eighty_percent() {
+        let t = table();
+        let max = Hz::from_mhz(2000);
+        assert_eq!(schedutil_freq(820, &t, max, 1.25), max);
+        // 1.25 * 2000 * 512 / 1024 = 1250 MHz, resolved up to 1400.
+        assert_eq!(schedutil_freq(512, &t, max, 1.25), Hz::from_mhz(1400));
+        assert_eq!(schedutil_freq(0, &t, max, 1.25), Hz::from_mhz(200));
+        assert_eq!(
+            schedutil_freq(1024, &t, Hz::from_mhz(1000), 1.25),
+            Hz::from_mhz(1000)
+        );
+    }
+
+    #[test]
+    fn headroom_matches_kernel_integer_shift() {
+        for util in 0..=1024u32 {
+            let kernel = (util + (util >> 2)).min(1024) as u64;
+            let ours = schedutil_raw_target(util, Hz(1024), 1.25);
+            assert_eq!(ours, Hz(kernel), "util {util}");
+        }
+    }
+
+    #[test]
+    fn pelt_halves_after_32_periods_of_idle() {
+        let mut p = Pelt::new(800.0);
+        p.update(Nanos(PELT_PERIOD.0 * 32), 0.0);
+        assert!((p.util as i64 - 400).abs() <= 1, "{}", p.util);
+        let mut q = Pelt::default();
+        q.update(Nanos::from_millis(2000), 1.0);
+        assert!(q.util() >= 1023, "{}", q.util());
+    }
+
+    #[test]
+    fn first_tick_without_history_keeps_frequency() {
+        let mut g = BaseGovernor::new(GovernorConfig::default());
+        let c = g.update(&snap(0, Hz::from_mhz(1000), &[(0, 0), (1, 0)], vec![0, 1]));
+        assert_eq!(c[0].freq, Hz::from_mhz(1000));
+        assert_eq!(c[0].reason, FreqReason::NoTelemetry);
+    }
+
+    #[test]
+    fn busy_single_cpu_domain_is_not_lowered() {
+        let cfg = GovernorConfig {
+            rate_limit: Nanos(0),
+            ..GovernorConfig::default()
+        };
+        let mut g = BaseGovernor::new(cfg);
+        g.update(&snap(0, Hz::from_mhz(2000), &[(0, 0)], vec![0]));
+        // Fully busy but PELT starts at zero: schedutil alone would pick the minimum.
+        let c = g.update(&snap(10, Hz::from_mhz(2000), &[(0, 10)], vec![0]));
+        assert_eq!(c[0].freq, Hz::from_mhz(2000));
+        assert_eq!(c[0].reason, FreqReason::HeldWhileBusy);
+        // Two CPUs, same load: no hold.
+        let mut g = BaseGovernor::new(cfg);
+        g.update(&snap(0, Hz::from_mhz(2000), &[(0, 0), (1, 0)], vec![0, 1]));
+        let c = g.update(&snap(
+            10,
+            Hz::from_mhz(2000),
+            &[(0, 10), (1, 10)],
+            vec![0, 1],
+        ));
+        assert!(c[0].freq < Hz::from_mhz(2000));
+    }
+
+    #[test]
+    fn rate_limit_delays_a_second_change() {
+        let cfg = GovernorConfig {
+            rate_limit: Nanos::from_millis(20),
+            ..GovernorConfig::default()
+        };
+        let mut g = BaseGovernor::new(cfg);
+        g.update(&snap(0, Hz::from_mhz(2000), &[(0, 0), (1, 0)], vec![0, 1]));
+        // Busy for 10 ms: util ~195, target 1.25 * 2000 * 195 / 1024 -> 600 MHz.
+        let c = g.update(&snap(
+            10,
+            Hz::from_mhz(2000),
+            &[(0, 10), (1, 10)],
+            vec![0, 1],
+        ));
+        assert_eq!(c[0].freq, Hz::from_mhz(600));
+        // Idle: util decays and schedutil wants 400 MHz, but 20 ms have not passed.
+        let c = g.update(&snap(
+            20,
+            Hz::from_mhz(600),
+            &[(0, 10), (1, 10)],
+            vec![0, 1],
+        ));
+        assert_eq!(
+            c[0].reason,
+            FreqReason::RateLimited(GovernorKind::Schedutil)
+        );
+        assert_eq!(c[0].freq, Hz::from_mhz(600));
+        let c = g.update(&snap(
+            35,
+            Hz::from_mhz(600),
+            &[(0, 10), (1, 10)],
+            vec![0, 1],
+        ));
+        assert_eq!(c[0].reason, FreqReason::Base(GovernorKind::Schedutil));
+        assert!(c[0].freq < Hz::from_mhz(600));
+    }
+
+    #[test]
+    fn ondemand_follows_kernel_formula() {
+        let t = table();
+        let max = Hz::from_mhz(2000);
+        assert_eq!(ondemand_freq(81, &t, max, 80), max);
+        // 200 + 50 * 1800 / 100 = 1100 MHz: closest entries 1000 and 1200, lower wins the tie.
+        assert_eq!(ondemand_freq(50, &t, max, 80), Hz::from_mhz(1000));
+        assert_eq!(ondemand_freq(0, &t, max, 80), Hz::from_mhz(200));
+    }
+
+    #[test]
+    fn conservative_steps_five_percent_of_max() {
+        let cfg = GovernorConfig {
+            kind: GovernorKind::Conservative,
+            ..GovernorConfig::default()
+        };
+        let mut g = BaseGovernor::new(cfg);
+        g.update(&snap(0, Hz::from_mhz(1000), &[(0, 0)], vec![0]));
+        // Busy: 1000 + 100 = 1100 MHz requested, resolved down to 1000 (RELATION_H) ...
+        let c = g.update(&snap(10, Hz::from_mhz(1000), &[(0, 10)], vec![0]));
+        assert_eq!(c[0].freq, Hz::from_mhz(1000));
+        // ... and the request accumulates: 1200 on the next busy tick.
+        let c = g.update(&snap(20, Hz::from_mhz(1000), &[(0, 20)], vec![0]));
+        assert_eq!(c[0].freq, Hz::from_mhz(1200));
+        // Idle: 1200 - 100 = 1100 resolved up (RELATION_L) to 1200.
+        let c = g.update(&snap(30, Hz::from_mhz(1200), &[(0, 20)], vec![0]));
+        assert_eq!(c[0].freq, Hz::from_mhz(1200));
+        let c = g.update(&snap(40, Hz::from_mhz(1200), &[(0, 20)], vec![0]));
+        assert_eq!(c[0].freq, Hz::from_mhz(1000));
+    }
+
+    #[test]
+    fn performance_and_powersave_respect_thermal_cap() {
+        for kind in [GovernorKind::Performance, GovernorKind::Powersave] {
+            let mut g = BaseGovernor::new(GovernorConfig {
+                kind,
+                ..GovernorConfig::default()
+            });
+            let mut s = snap(0, Hz::from_mhz(2000), &[(0, 0)], vec![0]);
+            s.caps.thermal.push(DomainCap {
+                domain: 0,
+                max: Hz::from_mhz(1500),
+            });
+            let c = g.update(&s);
+            let expect = match kind {
+                GovernorKind::Performance => Hz::from_mhz(1400),
+                _ => Hz::from_mhz(200),
+            };
+            assert_eq!(c[0].freq, expect);
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! Models learned online from telemetry: latency of each app's sub-networks as a function of
+//! the clocks, and board power as a function of clocks and utilisation. Both are linear in
+//! their parameters and fitted by recursive least squares with exponential forgetting, so
+//! they follow slow drift (temperature, other load) without storing history.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::{Devices, DomainKind};
+use crate::units::Watts;
+
+/// Recursive least squares with forgetting over a handful of parameters.
+///
+/// Two guards keep it sane on closed-loop data, where the clocks rarely move and most
+/// directions of the parameter space are never excited: the covariance's trace is capped
+/// (forgetting would otherwise inflate it without bound: "windup"), and parameters are
+/// projected onto the non-negative orthant, since every term models a cost that cannot be
+/// negative and a negative one would make a model predict that slowing a clock speeds
+/// inference up.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rls {
+    theta: Vec<f64>,
+    /// Row-major n x n covariance.
+    p: Vec<f64>,
+    forgetting: f64,
+    max_trace: f64,
+}
+
+impl Rls {
+    /// `prior_var` is the initial covariance's diagonal, in units of the squared parameter
+    /// per unit noise variance: small values trust the seed, large ones the data.
+    pub fn new(theta: Vec<f64>, prior_var: &[f64], forgetting: f64) -> Rls {
+        let n = theta.len();
+        let mut p = vec![0.0; n * n];
+        for i in 0..n {
+            p[i * n + i] = prior_var.get(i).copied().unwrap_or(1.0);
+        }
+        let max_trace = prior_var.iter().sum::<f64>().max(1e-9) * 10.0;
+        Rls {
+            theta,
+            p,
+            forgetting: forgetting.clamp(0.5, 1.0),
+            max_trace,
+        }
+    }
+
+    pub fn theta(&self) -> &[f64] {
+        &self.theta
+    }
+
+    pub fn predict(&self, x: &[f64]) -> f64 {
+        self.theta.iter().zip(x).map(|(t, x)| t * x).sum()
+    }
+
+    pub fn update(&mut self, x: &[f64], y: f64) {
+        let n = self.theta.len();
+        if x.len() != n || !y.is_finite() || x.iter().any(|v| !v.is_finite()) {
+            return;
+        }
+        let px: Vec<f64> = (0..n)
+            .map(|i| (0..n).map(|j| self.p[i * n + j] * x[j]).sum())
+            .collect();
+        let denom = self.forgetting + x.iter().zip(&px).map(|(a, b)| a * b).sum::<f64>();
+        if denom <= 0.0 || !denom.is_finite() {
+            return;
+        }
+        let err = y - self.predict(x);
+        for (t, g) in self.theta.iter_mut().zip(&px) {
+            *t = (*t + g / denom * err).max(0.0);
+        }
+        // P = (P - P x x' P / denom) / lambda; P is symmetric so x' P = (P x)'.
+        for i in 0..n {
+            for j in 0..n {
+                self.p[i * n + j] = (self.p[i * n + j] - px[i] * px[j] / denom) / self.forgetting;
+            }
+        }
+        let trace: f64 = (0..n).map(|i| self.p[i * n + i]).sum();
+        if trace > self.max_trace {
+            let s = self.max_trace / trace;
+            self.p.iter_mut().for_each(|v| *v *= s);
+        }
+    }
+}
+
+/// How much slower than full speed each device runs: `f_max / f`, 1 at full clocks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockRatios {
+    pub gpu: f64,
+    pub cpu: f64,
+    pub mem: f64,
+}
+
+impl ClockRatios {
+    pub const FULL: ClockRatios = ClockRatios {
+        gpu: 1.0,
+        cpu: 1.0,
+        mem: 1.0,
+    };
+
+    fn features(self) -> [f64; 4] {
+        [self.gpu, self.cpu, self.mem, 1.0]
+    }
+}
+
+/// Latency split at full clocks, in milliseconds: `latency = gpu * r_gpu + cpu * r_cpu +
+/// mem * r_mem + fixed`, i.e. `a/f_gpu + b/f_cpu + c/f_mem + d` with the constants scaled
+/// by the maximum frequencies so that all four parameters share a unit and a magnitude.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyCoefs {
+    pub gpu_ms: f64,
+    pub cpu_ms: f64,
+    pub mem_ms: f64,
+    pub fixed_ms: f64,
+}
+
+impl LatencyCoefs {
+    pub fn latency_ms(&self, r: ClockRatios) -> f64 {
+        self.gpu_ms * r.gpu + self.cpu_ms * r.cpu + self.mem_ms * r.mem + self.fixed_ms
+    }
+
+    /// An assumed split of a latency measured at full clocks, used until data says
+    /// otherwise. Inference on a GPU is mostly GPU time with a memory-bound share; on a
+    /// CPU mostly CPU time.
+    pub fn seed(latency_full_ms: f64, devices: Devices) -> LatencyCoefs {
+        let l = latency_full_ms.max(0.0);
+        if devices.gpu {
+            LatencyCoefs {
+                gpu_ms: 0.60 * l,
+                cpu_ms: 0.15 * l,
+                mem_ms: 0.20 * l,
+                fixed_ms: 0.05 * l,
+            }
+        } else {
+            LatencyCoefs {
+                gpu_ms: 0.0,
+                cpu_ms: 0.75 * l,
+                mem_ms: 0.20 * l,
+                fixed_ms: 0.05 * l,
+            }
+        }
+    }
+
+    pub fn scaled(&self, k: f64) -> LatencyCoefs {
+        LatencyCoefs {
+            gpu_ms: self.gpu_ms * k,
+            cpu_ms: self.cpu_ms * k,
+            mem_ms: self.mem_ms * k,
+            fixed_ms: self.fixed_ms * k,
+        }
+    }
+}
+
+/// The latency model of one sub-network of one app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyModel {
+    rls: Rls,
+    samples: u64,
+}
+
+impl LatencyModel {
+    pub fn seeded(seed: LatencyCoefs, forgetting: f64) -> LatencyModel {
+        let theta = vec![seed.gpu_ms, seed.cpu_ms, seed.mem_ms, seed.fixed_ms];
+        // Prior standard deviation of about half the seeded total per term: a declared
+        // latency is a good guide at full clocks but its split is a guess.
+        let total = seed.latency_ms(ClockRatios::FULL).max(1.0);
+        let var = (0.5 * total).powi(2);
+        LatencyModel {
+            rls: Rls::new(theta, &[var; 4], forgetting),
+            samples: 0,
+        }
+    }
+
+    pub fn observe(&mut self, r: ClockRatios, latency_ms: f64) {
+        self.rls.update(&r.features(), latency_ms);
+        self.samples += 1;
+    }
+
+    pub fn predict_ms(&self, r: ClockRatios) -> f64 {
+        self.rls.predict(&r.features())
+    }
+
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    pub fn coefs(&self) -> LatencyCoefs {
+        let t = self.rls.theta();
+        LatencyCoefs {
+            gpu_ms: t[0],
+            cpu_ms: t[1],
+            mem_ms: t[2],
+            fixed_ms: t[3],
+        }
+    }
+}
+
+/// Power of one domain in the platform description.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DomainPower {
+    pub domain: u32,
+    /// Extra power with every CPU of the domain (or the whole device) busy at its maximum
+    /// frequency.
+    pub busy_at_max: Watts,
+    /// Extra power of the domain clocked at its maximum frequency while idle.
+    pub idle_at_max: Watts,
+}
+
+/// The platform description's power model, the seed of the learned one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlatformPower {
+    /// Board power that no domain's clock changes.
+    pub static_power: Watts,
+    pub domains: Vec<DomainPower>,
+}
+
+impl Default for PlatformPower {
+    fn default() -> Self {
+        PlatformPower {
+            static_power: Watts(2.0),
+            domains: Vec::new(),
+        }
+    }
+}
+
+impl PlatformPower {
+    /// Figures for a domain the description leaves out: rough Jetson-class magnitudes,
+    /// only a starting point for the fit.
+    pub fn domain_or_default(&self, domain: u32, kind: DomainKind) -> DomainPower {
+        self.domains
+            .iter()
+            .find(|d| d.domain == domain)
+            .copied()
+            .unwrap_or(match kind {
+                DomainKind::Cpu => DomainPower {
+                    domain,
+                    busy_at_max: Watts(1.5),
+                    idle_at_max: Watts(0.15),
+                },
+                DomainKind::Gpu => DomainPower {
+                    domain,
+                    busy_at_max: Watts(5.0),
+                    idle_at_max: Watts(0.4),
+                },
+                DomainKind::Memory => DomainPower {
+                    domain,
+                    busy_at_max: Watts(1.0),
+                    idle_at_max: Watts(0.3),
+                },
+            })
+    }
+}
+
+/// A domain's operating point for the power model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DomainLoad {
+    pub domain: u32,
+    /// Busy fraction, 0..=1 (for CPU domains, averaged over all the domain's CPUs).
+    pub util: f64,
+    /// `f / f_max`.
+    pub speed: f64,
+}
+
+/// Effective per-domain coefficients of the learned power model, for fast evaluation:
+/// `P = static + sum(busy * util * speed^3 + idle * speed)`. Dynamic power goes as
+/// `C V^2 f` with voltage roughly proportional to frequency; idle (clock tree, leakage)
+/// power roughly with voltage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PowerCoefs {
+    pub static_w: f64,
+    /// (domain id, busy watts at max, idle watts at max)
+    pub domains: Vec<(u32, f64, f64)>,
+}
+
+impl PowerCoefs {
+    pub fn domain(&self, id: u32) -> (f64, f64) {
+        self.domains
+            .iter()
+            .find(|d| d.0 == id)
+            .map(|d| (d.1, d.2))
+            .unwrap_or((0.0, 0.0))
+    }
+}
+
+/// Board power model: the platform description's shape per domain, with a learned scale
+/// per domain and a learned static term. Learning scales rather than free coefficients
+/// keeps the fit identifiable from the little variation closed-loop operation produces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PowerModel {
+    /// Seeded (busy, idle) watts per domain id; ordered, so parameter i+1 is entry i.
+    seeds: BTreeMap<u32, (f64, f64)>,
+    rls: Rls,
+}
+
+impl PowerModel {
+    pub fn seeded(
+        platform: &PlatformPower,
+        domains: &[(u32, DomainKind)],
+        forgetting: f64,
+    ) -> PowerModel {
+        let seeds: BTreeMap<u32, (f64, f64)> = domains
+            .iter()
+            .map(|(id, kind)| {
+                let d = platform.domain_or_default(*id, *kind);
+                (*id, (d.busy_at_max.0.max(0.0), d.idle_at_max.0.max(0.0)))
+            })
+            .collect();
+        let mut theta = vec![platform.static_power.0.max(0.0)];
+        theta.extend(std::iter::repeat_n(1.0, seeds.len()));
+        let mut var = vec![(0.5 * platform.static_power.0).powi(2).max(0.01)];
+        var.extend(std::iter::repeat_n(0.25, seeds.len()));
+        PowerModel {
+            seeds,
+            rls: Rls::new(theta, &var, forgetting),
+        }
+    }
+
+    pub fn domains(&self) -> impl Iterator<Item = u32> + '_ {
+        self.seeds.keys().copied()
+    }
+
+    fn features(&self, loads: &[DomainLoad]) -> Vec<f64> {
+        let mut x = Vec::with_capacity(self.seeds.len() + 1);
+        x.push(1.0);
+        for (id, (busy, idle)) in &self.seeds {
+            let v = loads
+                .iter()
+                .find(|l| l.domain == *id)
+                .map(|l| {
+                    let s = l.speed.clamp(0.0, 1.0);
+                    busy * l.util.clamp(0.0, 1.0) * s * s * s + idle * s
+                })
+                .unwrap_or(0.0);
+            x.push(v);
+        }
+        x
+    }
+
+    pub fn observe(&mut self, loads: &[DomainLoad], measured: Watts) {
+        let x = self.features(loads);
+        self.rls.update(&x, measured.0);
+    }
+
+    pub fn predict(&self, loads: &[DomainLoad]) -> Watts {
+        Watts(self.rls.predict(&self.features(loads)))
+    }
+
+    pub fn coefs(&self) -> PowerCoefs {
+        let t = self.rls.theta();
+        PowerCoefs {
+            static_w: t[0],
+            domains: self
+                .seeds
+                .iter()
+                .enumerate()
+                .map(|(i, (id, (busy, idle)))| (*id, busy * t[i + 1], idle * t[i + 1]))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64*: tests need reproducible noise without a dependency.
+    struct Noise(u64);
+    impl Noise {
+        fn unit(&mut self) -> f64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+            &v[((self.unit() * v.len() as f64) as usize).min(v.len() - 1)]
+        }
+    }
+
+    fn xavier_ratios() -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let gpu = [114.75, 306.0, 510.0, 701.25, 854.25, 1007.25, 1109.25];
+        let cpu = [1190.4, 1420.8, 1651.2, 1804.8, 1907.2];
+        let mem = [204.0, 800.0, 1331.0, 1600.0, 1866.0];
+        let r = |v: &[f64]| v.iter().map(|f| v[v.len() - 1] / f).collect::<Vec<_>>();
+        (r(&gpu), r(&cpu), r(&mem))
+    }
+
+    #[test]
+    fn latency_fit_converges_on_noisy_data() {
+        let truth = LatencyCoefs {
+            gpu_ms: 30.0,
+            cpu_ms: 4.0,
+            mem_ms: 9.0,
+            fixed_ms: 2.0,
+        };
+        // Seeded from a wrong declared latency and a wrong split.
+        let mut m = LatencyModel::seeded(
+            LatencyCoefs::seed(
+                60.0,
+                Devices {
+                    cpu: true,
+                    gpu: true,
+                },
+            ),
+            0.98,
+        );
+        let (g, c, e) = xavier_ratios();
+        let mut rng = Noise(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..600 {
+            let r = ClockRatios {
+                gpu: *rng.pick(&g),
+                cpu: *rng.pick(&c),
+                mem: *rng.pick(&e),
+            };
+            let noise = 1.0 + 0.06 * (rng.unit() - 0.5);
+            m.observe(r, truth.latency_ms(r) * noise);
+        }
+        for &rg in &g {
+            for &rc in &c {
+                for &re in &e {
+                    let r = ClockRatios {
+                        gpu: rg,
+                        cpu: rc,
+                        mem: re,
+                    };
+                    let want = truth.latency_ms(r);
+                    let got = m.predict_ms(r);
+                    assert!((got - want).abs() / want < 0.05, "{r:?}: {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unexcited_latency_fit_keeps_prior_split_and_matches_observed_point() {
+        let mut m = LatencyModel::seeded(
+            LatencyCoefs::seed(
+                40.0,
+                Devices {
+                    cpu: true,
+                    gpu: true,
+                },
+            ),
+            0.98,
+        );
+        let r = ClockRatios {
+            gpu: 1.5,
+            cpu: 1.0,
+            mem: 1.0,
+        };
+        for _ in 0..500 {
+            m.observe(r, 70.0);
+        }
+        assert!((m.predict_ms(r) - 70.0).abs() < 0.5);
+        let c = m.coefs();
+        for v in [c.gpu_ms, c.cpu_ms, c.mem_ms, c.fixed_ms] {
+            assert!(v.is_finite() && v >= 0.0);
+        }
+        // Slower GPU must still predict slower inference.
+        let slower = ClockRatios { gpu: 3.0, ..r };
+        assert!(m.predict_ms(slower) > m.predict_ms(r));
+    }
+
+    #[test]
+    fn power_fit_converges_on_noisy_data() {
+        let platform = PlatformPower {
+            static_power: Watts(1.0),
+            domains: vec![],
+        };
+        let ids = [
+            (0, DomainKind::Cpu),
+            (1, DomainKind::Gpu),
+            (2, DomainKind::Memory),
+        ];
+        let mut m = PowerModel::seeded(&platform, &ids, 0.99);
+        // The real board: static 2.5 W, CPU 1.4x, GPU 0.7x, memory 1.2x the description.
+        let truth = |l: &[DomainLoad]| {
+            let scale = [1.4, 0.7, 1.2];
+            let seed = [(1.5, 0.15), (5.0, 0.4), (1.0, 0.3)];
+            2.5 + l
+                .iter()
+                .map(|d| {
+                    let (b, i) = seed[d.domain as usize];
+                    scale[d.domain as usize] * (b * d.util * d.speed.powi(3) + i * d.speed)
+                })
+                .sum::<f64>()
+        };
+        let mut rng = Noise(42);
+        let draw = |rng: &mut Noise| -> Vec<DomainLoad> {
+            (0..3)
+                .map(|d| DomainLoad {
+                    domain: d,
+                    util: rng.unit(),
+                    speed: 0.1 + 0.9 * rng.unit(),
+                })
+                .collect()
+        };
+        for _ in 0..800 {
+            let l = draw(&mut rng);
+            let y = truth(&l) * (1.0 + 0.04 * (rng.unit() - 0.5));
+            m.observe(&l, Watts(y));
+        }
+        for _ in 0..200 {
+            let l = draw(&mut rng);
+            let want = truth(&l);
+            let got = m.predict(&l).0;
+            assert!((got - want).abs() / want < 0.03, "{got} vs {want}");
+        }
+        let c = m.coefs();
+        assert!((c.static_w - 2.5).abs() < 0.2, "{}", c.static_w);
+    }
+}

@@ -1,0 +1,483 @@
+//! Scenario tests of the three levels together, on Xavier NX-like tables.
+
+mod common;
+
+use common::*;
+use dnngov_policy::governor::{schedutil_freq, BaseGovernor, GovernorConfig};
+use dnngov_policy::optimiser::{evaluate, optimise, Mode, OptimiserConfig};
+use dnngov_policy::{
+    Config, CpuSample, DomainCap, DomainKind, FreqDomain, FreqReason, Hz, Manager, Nanos, Snapshot,
+    SubnetReason, UnservedCause, Watts,
+};
+
+fn accuracy_mode() -> OptimiserConfig {
+    OptimiserConfig {
+        mode: Mode::Accuracy,
+        ..OptimiserConfig::default()
+    }
+}
+
+/// Two GPU apps, each with a 100 ms frame period: alone, either could run the most
+/// accurate sub-network (61.7 ms at full clocks); together they must share the GPU, so
+/// only lower pairs fit (sum of latencies under the period).
+#[test]
+fn two_apps_sharing_gpu_get_lower_subnets_that_meet_both_deadlines() {
+    let a = app(1, &NETS_6, 100.0, 100.0, 74.0, 1, true);
+    let b = app(2, &NETS_6, 100.0, 100.0, 74.0, 1, true);
+
+    let alone = optimise(&problem(&snapshot(0, vec![a.clone()])), &accuracy_mode());
+    assert_eq!(
+        alone.subnets,
+        vec![(1, 5)],
+        "alone the best sub-network fits"
+    );
+
+    let p = problem(&snapshot(0, vec![a, b]));
+    let plan = optimise(&p, &accuracy_mode());
+    assert!(plan.unserved.is_empty(), "{plan:?}");
+    assert_eq!(plan.subnets.len(), 2);
+    for (_, s) in &plan.subnets {
+        assert!(
+            *s < 5,
+            "the top sub-network cannot fit beside another: {plan:?}"
+        );
+    }
+    // The plan really is feasible under the models ...
+    let (_, score) = evaluate(&p, &accuracy_mode(), &plan.freqs, &plan.subnets).expect("feasible");
+    // ... and as good as the best pair the full clocks allow: (4, 0) or (3, 1), ~152.5 / 2.
+    let weight = 2.0;
+    assert!(score >= weight * (76.13 * 2.0) - 1e-6, "score {score}");
+    // The top pair is infeasible whatever the clocks.
+    let max: Vec<(u32, Hz)> = p
+        .domains
+        .iter()
+        .map(|d| (d.id, *d.freqs.last().unwrap()))
+        .collect();
+    assert!(evaluate(&p, &accuracy_mode(), &max, &[(1, 5), (2, 5)]).is_none());
+}
+
+#[test]
+fn manager_serves_two_sharing_apps_with_subnets_from_their_libraries() {
+    let mut m = Manager::new(Config::default());
+    let apps = vec![
+        app(1, &NETS_6, 100.0, 100.0, 74.0, 1, true),
+        app(2, &NETS_7, 100.0, 100.0, 73.0, 1, true),
+    ];
+    let d = m.step(&snapshot(0, apps.clone()));
+    assert!(d.optimised && d.adopted_plan);
+    let plan = m.plan().expect("a plan").clone();
+    assert!(plan.unserved.is_empty(), "{plan:?}");
+    for (a, lib) in [(1, NETS_6.len()), (2, NETS_7.len())] {
+        let s = d.subnet_of(a).unwrap();
+        assert!((s as usize) < lib);
+    }
+    let gpu = d.domains.iter().find(|x| x.domain == GPU).unwrap();
+    assert_eq!(gpu.reason, FreqReason::Plan);
+    // Energy mode with generous slack: the GPU is not left at its maximum.
+    assert!(gpu.freq < Hz(GPU_HZ[14]), "{gpu:?}");
+}
+
+#[test]
+fn infeasible_set_degrades_lowest_priority_and_says_so() {
+    let apps = vec![
+        app(1, &NETS_6, 100.0, 100.0, 74.0, 5, true),
+        app(2, &NETS_6, 100.0, 100.0, 74.0, 1, true),
+        app(3, &NETS_6, 100.0, 100.0, 74.0, 3, true),
+    ];
+    // Three 41 ms inferences per 100 ms do not fit on one GPU.
+    let plan = optimise(
+        &problem(&snapshot(0, apps.clone())),
+        &OptimiserConfig::default(),
+    );
+    assert_eq!(plan.unserved, vec![(2, UnservedCause::DegradedForPriority)]);
+    assert_eq!(plan.subnets.len(), 2);
+
+    let mut m = Manager::new(Config::default());
+    let d = m.step(&snapshot(0, apps));
+    let a2 = d.apps.iter().find(|a| a.app == 2).unwrap();
+    assert_eq!(
+        a2.reason,
+        SubnetReason::Unserved(UnservedCause::DegradedForPriority)
+    );
+    assert_eq!(a2.subnet, 0);
+}
+
+#[test]
+fn impossible_targets_are_reported_with_their_cause() {
+    let apps = vec![
+        app(1, &NETS_6, 30.0, 100.0, 74.0, 1, true),
+        app(2, &NETS_6, 100.0, 100.0, 80.0, 1, true),
+        app(3, &NETS_6, 200.0, 400.0, 74.0, 0, true),
+    ];
+    let plan = optimise(&problem(&snapshot(0, apps)), &OptimiserConfig::default());
+    assert!(plan
+        .unserved
+        .contains(&(1, UnservedCause::DeadlineUnreachable)));
+    assert!(plan
+        .unserved
+        .contains(&(2, UnservedCause::AccuracyFloorUnreachable)));
+    assert_eq!(plan.subnets.len(), 1);
+    assert_eq!(plan.subnets[0].0, 3);
+}
+
+#[test]
+fn power_cap_lowers_the_plan_and_is_respected() {
+    let apps = mixed_apps(4);
+    let free = optimise(&problem(&snapshot(0, apps.clone())), &accuracy_mode());
+    let least = optimise(
+        &problem(&snapshot(0, apps.clone())),
+        &OptimiserConfig::default(),
+    );
+    assert!(least.power.0 < free.power.0);
+    let mut snap = snapshot(0, apps);
+    let cap = Watts((least.power.0 + free.power.0) / 2.0);
+    snap.caps.power = Some(cap);
+    let capped = optimise(&problem(&snap), &accuracy_mode());
+    assert!(capped.unserved.is_empty(), "{capped:?}");
+    assert!(capped.power.0 <= cap.0 + 1e-9);
+    assert!(capped.score <= free.score + 1e-9);
+    assert!(capped.score >= least.score - 1e-9);
+
+    // Under what even the cheapest plan needs, apps are dropped least important first
+    // (ties: the highest id), and every one is named.
+    snap.caps.power = Some(Watts(least.power.0 * 0.5));
+    let starved = optimise(&problem(&snap), &accuracy_mode());
+    let order: Vec<u32> = starved.unserved.iter().map(|u| u.0).collect();
+    assert_eq!(order, vec![4, 1, 2, 3]);
+    assert!(starved
+        .unserved
+        .iter()
+        .all(|u| u.1 == UnservedCause::DegradedForPriority));
+}
+
+#[test]
+fn thermal_cap_and_offline_cluster_are_respected() {
+    let mut snap = snapshot(0, mixed_apps(4));
+    snap.caps.thermal.push(DomainCap {
+        domain: GPU,
+        max: Hz(700_000_000),
+    });
+    for c in &mut snap.cpus {
+        if c.cpu == 4 || c.cpu == 5 {
+            c.online = false;
+        }
+    }
+    let plan = optimise(&problem(&snap), &OptimiserConfig::default());
+    let gpu = plan.freqs.iter().find(|f| f.0 == GPU).unwrap().1;
+    assert!(gpu <= Hz(700_000_000));
+    assert!(
+        plan.freqs.iter().all(|f| f.0 != 4),
+        "an offline cluster is not planned: {plan:?}"
+    );
+}
+
+#[test]
+fn energy_mode_prefers_lower_clocks_than_accuracy_mode() {
+    let apps = mixed_apps(2);
+    let p = problem(&snapshot(0, apps));
+    let e = optimise(&p, &OptimiserConfig::default());
+    let a = optimise(&p, &accuracy_mode());
+    assert!(e.power.0 < a.power.0, "{e:?} vs {a:?}");
+    assert!(a.score >= e.score);
+}
+
+#[test]
+fn no_app_means_plain_base_governor() {
+    let mut m = Manager::new(Config::default());
+    let mut g = BaseGovernor::new(GovernorConfig::default());
+    for t in 0..50u64 {
+        let mut s = snapshot(t * 10, vec![]);
+        for c in &mut s.cpus {
+            c.busy = Nanos::from_millis(t * (c.cpu as u64 + 1));
+        }
+        for d in &mut s.domains {
+            if d.busy.is_some() {
+                d.busy = Some(Nanos::from_millis(t * 3));
+            }
+        }
+        let d = m.step(&s);
+        let b = g.update(&s);
+        assert!(!d.optimised);
+        for (x, y) in d.domains.iter().zip(&b) {
+            assert_eq!((x.freq, x.reason), (y.freq, y.reason));
+        }
+    }
+}
+
+#[test]
+fn repeated_misses_step_down_at_once() {
+    let mut m = Manager::new(Config::default());
+    let a = app(1, &NETS_6, 200.0, 400.0, 74.0, 1, true);
+    m.step(&snapshot(0, vec![a.clone()]));
+    let s0 = m.plan().unwrap().subnets[0].1;
+    assert!(s0 > 0);
+    let mut a2 = a.clone();
+    // The first inference after the switch pays the rebuild and is not judged.
+    a2.finished = (0..4).map(|i| inference(10 + i, 250.0, s0)).collect();
+    let d = m.step(&snapshot(20, vec![a2]));
+    assert_eq!(d.subnet_of(1), Some(s0 - 1));
+    assert_eq!(d.apps[0].reason, SubnetReason::StepDown { misses: 3 });
+}
+
+#[test]
+fn steady_input_does_not_oscillate() {
+    let mut m = Manager::new(Config::default());
+    let apps = mixed_apps(3);
+    let first = m.step(&snapshot(0, apps.clone()));
+    let mut adopted = 0;
+    for t in 1..400u64 {
+        let d = m.step(&snapshot(t * 10, apps.clone()));
+        adopted += d.adopted_plan as u32;
+        assert_eq!(d.domains, first.domains, "tick {t}");
+        assert_eq!(d.apps, first.apps, "tick {t}");
+    }
+    assert_eq!(adopted, 0);
+}
+
+#[test]
+fn latency_model_learns_a_slower_board_and_replans() {
+    // The declared latency is optimistic: the board is 1.6x slower. Observed latencies
+    // pull the model up; the next plan must run faster clocks or a lower sub-network.
+    let mut m = Manager::new(Config::default());
+    let a = app(1, &NETS_6, 120.0, 240.0, 74.0, 1, true);
+    let d0 = m.step(&snapshot(0, vec![a.clone()]));
+    let s = d0.subnet_of(1).unwrap();
+    let before = m.plan().unwrap().clone();
+    let mut snap = snapshot(0, vec![a.clone()]);
+    for t in 1..200u64 {
+        snap = snapshot(t * 50, vec![a.clone()]);
+        for d in &mut snap.domains {
+            if let Some(f) = before.freqs.iter().find(|f| f.0 == d.id) {
+                d.cur = f.1;
+            }
+        }
+        snap.apps[0].finished = vec![inference(t * 50, model_truth(&snap, s), s)];
+        m.step(&snap);
+        if m.plan() != Some(&before) {
+            break;
+        }
+    }
+    let after = m.plan().unwrap().clone();
+    assert_ne!(after, before, "the plan never reacted");
+    // The model has learned the slower board where it ran ...
+    let learned = m.predict_latency_ms(&snap, 1, s).unwrap();
+    let truth = model_truth(&snap, s);
+    assert!(
+        (learned - truth).abs() / truth < 0.1,
+        "{learned} vs {truth}"
+    );
+    // ... and the new plan meets the deadline on the real board.
+    let mut at_new = snapshot(0, vec![a]);
+    for d in &mut at_new.domains {
+        if let Some(f) = after.freqs.iter().find(|f| f.0 == d.id) {
+            d.cur = f.1;
+        }
+    }
+    let real = model_truth(&at_new, after.subnets[0].1);
+    assert!(real <= 120.0, "new plan {after:?} takes {real} ms");
+}
+
+/// The "real" board of the test above: 1.6x the seeded latency at every clock.
+fn model_truth(snap: &Snapshot, s: u32) -> f64 {
+    let ratio = |id: u32| {
+        let d = snap.domains.iter().find(|d| d.id == id).unwrap();
+        d.max_freq().as_f64() / d.cur.as_f64()
+    };
+    let cpu = ratio(0).max(ratio(2)).max(ratio(4));
+    let l = NETS_6[s as usize].1;
+    1.6 * (0.6 * l * ratio(GPU) + 0.15 * l * cpu + 0.2 * l * ratio(EMC) + 0.05 * l)
+}
+
+/// The kernel's PELT, period by period, in its own fixed-point style: a 32-bit decay
+/// factor, `util_sum` accumulated per 1024 us period and divided by `LOAD_AVG_MAX`.
+struct KernelPelt {
+    sum: u64,
+}
+
+impl KernelPelt {
+    const Y_INV32: u64 = 0xfa83_b2da; // y = 0.5^(1/32), as kernel/sched/sched-pelt.h
+    const LOAD_AVG_MAX: u64 = 47742;
+
+    fn period(&mut self, running_scaled: u64) {
+        self.sum = (self.sum * Self::Y_INV32) >> 32;
+        self.sum += running_scaled;
+    }
+
+    fn util(&self) -> u32 {
+        (self.sum / Self::LOAD_AVG_MAX).min(1024) as u32
+    }
+}
+
+/// A synthetic busy/idle trace on a two-CPU cluster, one PELT period per tick: the base
+/// governor's choice must equal the kernel formula applied to the kernel's own PELT,
+/// except within a table step where the two utilisations round differently.
+#[test]
+fn base_governor_matches_kernel_formula_on_synthetic_trace() {
+    let table: Vec<Hz> = CPU_KHZ.iter().map(|k| Hz::from_khz(*k)).collect();
+    let max = *table.last().unwrap();
+    let cfg = GovernorConfig {
+        rate_limit: Nanos(0),
+        ..GovernorConfig::default()
+    };
+    let mut g = BaseGovernor::new(cfg);
+    let mut kernel = KernelPelt { sum: 0 };
+    let mut busy = 0u64;
+    let mut cur = max;
+    let mut compared = 0;
+    let mut rng = 0x1234_5678u64;
+    for tick in 0..3000u64 {
+        // Bursty load: phases of ~60 % and ~15 % duty with random on/off periods.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let duty = if (tick / 400) % 2 == 0 { 60 } else { 15 };
+        let running = rng % 100 < duty;
+        if running {
+            busy += 1_024_000;
+        }
+        // Frequency invariance: time at cur counts cur/max (kernel: arch_scale_freq).
+        let scale = cur.0 * 1024 / max.0;
+        // util_sum += (1024 us * scale >> 10) << SCHED_CAPACITY_SHIFT
+        kernel.period(if running { scale << 10 } else { 0 });
+        let snap = Snapshot {
+            now: Nanos(tick * 1_024_000),
+            domains: vec![FreqDomain {
+                id: 0,
+                kind: DomainKind::Cpu,
+                table: table.clone(),
+                cur,
+                max_limit: max,
+                cpus: vec![0, 1],
+                busy: None,
+            }],
+            cpus: vec![
+                CpuSample {
+                    cpu: 0,
+                    online: true,
+                    busy: Nanos(busy),
+                },
+                CpuSample {
+                    cpu: 1,
+                    online: true,
+                    busy: Nanos(0),
+                },
+            ],
+            apps: vec![],
+            power: None,
+            caps: Default::default(),
+        };
+        let c = g.update(&snap)[0];
+        // The kernel's signal has one more period of history; skip until that has decayed.
+        if tick > 64 {
+            let ku = kernel.util();
+            let diff = (c.util as i64 - ku as i64).abs();
+            assert!(diff <= 6, "tick {tick}: ours {} kernel {}", c.util, ku);
+            let want = schedutil_freq(ku, &table, max, 1.25);
+            let near = |u: u32| schedutil_freq(u, &table, max, 1.25);
+            if near(ku.saturating_sub(6)) == near((ku + 6).min(1024)) {
+                assert_eq!(c.freq, want, "tick {tick}: util {} vs kernel {ku}", c.util);
+                compared += 1;
+            }
+        }
+        cur = c.freq;
+    }
+    assert!(compared > 1500, "only {compared} ticks compared");
+}
+
+#[test]
+fn at_lowest_subnet_misses_raise_the_frequency_floor() {
+    let mut m = Manager::new(Config::default());
+    let a = app(1, &NETS_6, 200.0, 400.0, 74.0, 1, true);
+    m.step(&snapshot(0, vec![a.clone()]));
+    let plan_gpu = m
+        .plan()
+        .unwrap()
+        .freqs
+        .iter()
+        .find(|f| f.0 == GPU)
+        .unwrap()
+        .1;
+    let mut floor = None;
+    for t in 1..20u64 {
+        let subnet = m
+            .step(&snapshot(t * 100, vec![a.clone()]))
+            .subnet_of(1)
+            .unwrap();
+        let mut late = a.clone();
+        late.finished = (0..4)
+            .map(|i| inference(t * 100 + i, 400.0, subnet))
+            .collect();
+        let d = m.step(&snapshot(t * 100 + 50, vec![late]));
+        let gpu = d.domains.iter().find(|x| x.domain == GPU).unwrap();
+        if gpu.reason == (FreqReason::AppFloor { app: 1 }) {
+            assert_eq!(
+                d.subnet_of(1),
+                Some(0),
+                "floors only once the sub-network is lowest"
+            );
+            floor = Some(gpu.freq);
+            break;
+        }
+    }
+    let floor = floor.expect("the controller never raised a floor");
+    assert!(floor > plan_gpu);
+}
+
+/// Noisy power readings keep moving the power model, so periodic re-plans keep finding
+/// marginally different plans; none may replace the plan in force before the dwell time.
+#[test]
+fn plans_change_no_faster_than_the_dwell_time() {
+    let cfg = Config::default();
+    let dwell = cfg.dwell;
+    let mut m = Manager::new(cfg);
+    let apps = mixed_apps(4);
+    m.step(&snapshot(0, apps.clone()));
+    let mut last = Nanos(0);
+    let mut rng = 0x2545_f491u64;
+    let mut replans = 0;
+    let mut adoptions = 0;
+    for t in 1..3000u64 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let mut s = snapshot(t * 10, apps.clone());
+        for c in &mut s.cpus {
+            c.busy = Nanos::from_millis(t * (3 + c.cpu as u64) / 2);
+        }
+        s.power = Some(Watts(2.0 + (rng % 4000) as f64 / 1000.0));
+        let d = m.step(&s);
+        replans += d.optimised as u32;
+        if d.adopted_plan {
+            assert!(s.now.saturating_sub(last) >= dwell, "re-planned at {s:?}");
+            last = s.now;
+            adoptions += 1;
+        }
+    }
+    assert!(replans > 20, "the optimiser must have run periodically");
+    assert!(
+        adoptions > 0,
+        "the noise never produced a better plan: nothing was tested"
+    );
+}
+
+/// Two CPU apps pinned to different clusters, one demanding and one light: the shared CPU
+/// level serves the demanding one, and coordinate descent lowers the light one's cluster.
+#[test]
+fn pinned_cpu_apps_get_their_own_cluster_frequencies() {
+    let mut heavy = app(1, &NETS_6, 150.0, 300.0, 74.0, 1, false);
+    heavy.cpu_domains = vec![0];
+    let mut light = app(2, &NETS_6, 1000.0, 2000.0, 74.0, 1, false);
+    light.cpu_domains = vec![2];
+    let plan = optimise(
+        &problem(&snapshot(0, vec![heavy, light])),
+        &OptimiserConfig::default(),
+    );
+    assert!(plan.unserved.is_empty(), "{plan:?}");
+    let f = |id: u32| plan.freqs.iter().find(|f| f.0 == id).unwrap().1;
+    assert!(f(2) < f(0), "{plan:?}");
+    assert!(
+        plan.freqs.iter().all(|x| x.0 != 4),
+        "an unused cluster is left to schedutil"
+    );
+    assert!(plan.freqs.iter().all(|x| x.0 != GPU), "no app uses the GPU");
+}
