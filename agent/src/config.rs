@@ -28,7 +28,6 @@ pub struct AgentConfig {
     pub admin_socket: PathBuf,
     pub group: String,
     pub state_dir: PathBuf,
-    pub platform: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -39,7 +38,6 @@ impl Default for AgentConfig {
             admin_socket: PathBuf::from(crate::admin::DEFAULT_ADMIN_SOCKET),
             group: "dnngov".into(),
             state_dir: PathBuf::from("/run/dnngov"),
-            platform: None,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! parts the `dnngovd` and `dnngovctl` binaries are made of.
 pub mod admin;
 pub mod config;
+pub mod control;
+pub mod notify;
 pub mod platform;
 pub mod registry;
 pub mod socket;

@@ -1,16 +1,26 @@
-//! dnngovd: the dnngov agent.
+//! dnngovd: the dnngov agent. Registers apps, measures them and the machine, and governs
+//! CPU/GPU/memory frequencies together with each app's sub-network.
 //!
-//! Runs the app registry and reports what registered apps do. The control loop that
-//! governs frequencies and sub-networks plugs in here as it lands.
+//! Start-up order matters for "leave the machine as it was found": the app registry and
+//! admin socket come first (nothing changed yet), then the control loop takes over the
+//! frequency domains (saving their settings first). Shutdown runs in reverse on the main
+//! thread: SIGTERM/SIGINT stop the control loop, whose actuation thread restores every
+//! saved setting before the process exits. A panic in any thread closes the channels the
+//! actuation thread waits on, so it restores too, and the process exits non-zero.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use crossbeam_channel::{select, tick, Receiver};
-use dnngov_agent::registry::{Registry, RegistryConfig, RegistryEvent};
+use dnngov_agent::admin::{AdminReply, AdminRequest, AdminServer, AppStatus, StatusReport};
+use dnngov_agent::config::{Config, DEFAULT_CONFIG_PATH};
+use dnngov_agent::control::{ControlLoop, Governed};
+use dnngov_agent::notify;
+use dnngov_agent::registry::{AppTable, Registry, RegistryConfig};
+use governor_proto::validate::validate_target;
 use nix::sys::signal::{SigSet, Signal};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,14 +29,23 @@ use std::time::Duration;
     about = "DNN-aware frequency and sub-network governor"
 )]
 struct Args {
-    /// Socket apps register on.
-    #[arg(long, default_value = governor_proto::DEFAULT_SOCKET_PATH)]
-    socket: PathBuf,
-    /// Group that may register apps (the socket gets mode 0660 and this group).
-    #[arg(long, default_value = "dnngov")]
-    group: String,
-    /// Seconds between status lines for registered apps (0: none).
-    #[arg(long, default_value_t = 5)]
+    /// Configuration file (default /etc/dnngov/config.toml; absent means defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Root of the sysfs tree to govern (overrides agent.sysfs_root).
+    #[arg(long)]
+    sysfs_root: Option<PathBuf>,
+    /// Socket apps register on (overrides agent.socket).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Admin socket for dnngovctl (overrides agent.admin_socket).
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+    /// Directory of the saved-state file (overrides agent.state_dir).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Seconds between log lines summarising each app (0: none).
+    #[arg(long, default_value_t = 10)]
     report_every: u64,
     /// Exit after this many seconds (0: run until SIGTERM or SIGINT).
     #[arg(long, default_value_t = 0)]
@@ -60,69 +79,198 @@ fn init_logging(verbose: u8) {
     builder.init();
 }
 
+fn load_config(args: &Args) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path, true)?,
+        None => Config::load(DEFAULT_CONFIG_PATH.as_ref(), false)?,
+    };
+    let agent = &mut config.agent;
+    for (flag, field) in [
+        (&args.sysfs_root, &mut agent.sysfs_root),
+        (&args.socket, &mut agent.socket),
+        (&args.admin_socket, &mut agent.admin_socket),
+        (&args.state_dir, &mut agent.state_dir),
+    ] {
+        if let Some(value) = flag {
+            *field = value.clone();
+        }
+    }
+    Ok(config)
+}
+
 fn run(args: Args) -> Result<()> {
+    let config = load_config(&args)?;
     let signals = block_termination_signals()?;
+    let started = Instant::now();
+    std::fs::create_dir_all(&config.agent.state_dir).with_context(|| {
+        format!(
+            "creating the state directory {}",
+            config.agent.state_dir.display()
+        )
+    })?;
+    let group = Some(config.agent.group.as_str()).filter(|g| !g.is_empty());
     let registry = Registry::start(RegistryConfig {
-        socket_path: args.socket.clone(),
-        group: Some(args.group.clone()),
+        socket_path: config.agent.socket.clone(),
+        group: group.map(str::to_string),
         ..RegistryConfig::default()
     })?;
-    log::info!("dnngovd ready; no app registered yet");
-    let report = if args.report_every > 0 {
-        tick(Duration::from_secs(args.report_every))
-    } else {
-        crossbeam_channel::never()
-    };
+    let status = Arc::new(Mutex::new(StatusReport {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        sysfs_root: config.agent.sysfs_root.display().to_string(),
+        app_socket: config.agent.socket.display().to_string(),
+        ..StatusReport::default()
+    }));
+    let admin = AdminServer::start(
+        &config.agent.admin_socket,
+        group,
+        admin_handler(registry.table(), status.clone(), started),
+    )?;
+    let governed = Governed::discover(&config.agent.sysfs_root);
+    let control = ControlLoop::start(
+        &config,
+        governed,
+        registry.table(),
+        registry.events().clone(),
+        status.clone(),
+    )?;
+    notify::notify("READY=1");
+    log::info!(
+        "dnngovd ready: apps register on {}, dnngovctl talks to {}",
+        config.agent.socket.display(),
+        config.agent.admin_socket.display()
+    );
+
+    let report = every(args.report_every);
+    let watchdog = notify::watchdog_interval().map_or_else(crossbeam_channel::never, tick);
     let deadline = if args.exit_after > 0 {
         crossbeam_channel::after(Duration::from_secs(args.exit_after))
     } else {
         crossbeam_channel::never()
     };
-    let mut last_counts: BTreeMap<u32, u64> = BTreeMap::new();
+    let table = registry.table();
     loop {
         select! {
-            recv(registry.events()) -> event => match event {
-                Ok(RegistryEvent::Left { app_id, .. }) => { last_counts.remove(&app_id); }
-                Ok(_) => {}
-                Err(_) => anyhow::bail!("the registry stopped"),
-            },
-            recv(report) -> _ => report_apps(&registry, &mut last_counts),
             recv(signals) -> signal => {
-                log::info!("{} received; shutting down", signal.map(|s| s.as_str()).unwrap_or("signal"));
+                log::info!("{} received; restoring and shutting down", signal.map(|s| s.as_str()).unwrap_or("signal"));
                 break;
             }
             recv(deadline) -> _ => {
-                log::info!("--exit-after elapsed; shutting down");
+                log::info!("--exit-after elapsed; restoring and shutting down");
                 break;
             }
+            recv(watchdog) -> _ => notify::notify("WATCHDOG=1"),
+            recv(report) -> _ => report_apps(&table),
         }
     }
+    notify::notify("STOPPING=1");
+    control.stop();
+    drop(admin);
     drop(registry);
     log::info!("dnngovd stopped");
     Ok(())
 }
 
-fn report_apps(registry: &Registry, last_counts: &mut BTreeMap<u32, u64>) {
-    for app in registry.apps() {
-        let report = app.report();
-        let before = last_counts
-            .insert(app.app_id, report.inferences_completed)
-            .unwrap_or(0);
-        let new = report.inferences_completed.wrapping_sub(before);
+fn every(seconds: u64) -> Receiver<Instant> {
+    if seconds == 0 {
+        crossbeam_channel::never()
+    } else {
+        tick(Duration::from_secs(seconds))
+    }
+}
+
+fn admin_handler(
+    table: AppTable,
+    status: Arc<Mutex<StatusReport>>,
+    started: Instant,
+) -> dnngov_agent::admin::Handler {
+    Arc::new(move |request| match request {
+        AdminRequest::Status => {
+            let mut report = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            report.uptime_s = started.elapsed().as_secs_f64();
+            report.apps = table.apps().iter().map(|a| AppStatus::of(a)).collect();
+            AdminReply::Status(report)
+        }
+        AdminRequest::Apps => AdminReply::Apps {
+            apps: table.apps().iter().map(|a| AppStatus::of(a)).collect(),
+        },
+        AdminRequest::SetTarget {
+            app,
+            deadline_ms,
+            accuracy_floor_pct,
+            clear,
+        } => {
+            let handle = match table.find(&app) {
+                Ok(handle) => handle,
+                Err(e) => {
+                    return AdminReply::Error {
+                        message: e.to_string(),
+                    }
+                }
+            };
+            if clear {
+                handle.set_operator_target(None);
+                log::info!(
+                    "operator cleared the target override of app {}",
+                    handle.app_id
+                );
+                return AdminReply::Done {
+                    message: format!(
+                        "app {} \"{}\" is back on its own target",
+                        handle.app_id, handle.name
+                    ),
+                };
+            }
+            let mut target = handle.target();
+            if let Some(deadline) = deadline_ms {
+                target.deadline_ms = deadline;
+            }
+            if accuracy_floor_pct.is_some() {
+                target.accuracy_floor_pct = accuracy_floor_pct;
+            }
+            if let Err(e) = validate_target(&target) {
+                return AdminReply::Error { message: e.message };
+            }
+            log::info!(
+                "operator set app {} \"{}\" to deadline {} ms, accuracy floor {:?}",
+                handle.app_id,
+                handle.name,
+                target.deadline_ms,
+                target.accuracy_floor_pct
+            );
+            let message = format!(
+                "app {} \"{}\": deadline {} ms, accuracy floor {}",
+                handle.app_id,
+                handle.name,
+                target.deadline_ms,
+                target
+                    .accuracy_floor_pct
+                    .map_or("none".to_string(), |f| format!("{f} %"))
+            );
+            handle.set_operator_target(Some(target));
+            AdminReply::Done { message }
+        }
+    })
+}
+
+fn report_apps(table: &AppTable) {
+    for app in table.apps() {
+        let s = AppStatus::of(&app);
         log::info!(
-            "app {} \"{}\": {new} inferences since last report ({} in all, {} missed), last {:.2} ms, running {}",
-            app.app_id,
-            app.name,
-            report.inferences_completed,
-            report.deadline_misses,
-            report.last_latency_ns as f64 / 1e6,
-            report.active_subnet.map_or("-".to_string(), |s| s.to_string()),
+            "app {} \"{}\": {} inferences, {:.1} % missed, last {:.2} ms against {} ms, sub-network {}",
+            s.app_id,
+            s.name,
+            s.inferences,
+            s.miss_pct,
+            s.last_latency_ms,
+            s.deadline_ms,
+            s.active_subnet.map_or("-".to_string(), |a| a.to_string()),
         );
     }
 }
 
-/// Blocks SIGTERM and SIGINT in every thread and delivers them on a channel, so
-/// shutdown runs on the main thread in order (and restores what the agent changed).
+/// Blocks SIGTERM and SIGINT in every thread (they inherit the mask) and delivers them
+/// on a channel, so shutdown runs on the main thread, in order.
 fn block_termination_signals() -> Result<Receiver<Signal>> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);

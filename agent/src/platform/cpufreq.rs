@@ -15,6 +15,7 @@ pub const GOVERNOR: &str = "scaling_governor";
 pub const MIN: &str = "scaling_min_freq";
 pub const MAX: &str = "scaling_max_freq";
 pub const SETSPEED: &str = "scaling_setspeed";
+pub const CURRENT: &str = "scaling_cur_freq";
 pub const UNIT: FreqUnit = FreqUnit::KHz;
 
 /// The frequencies a domain can run at.

@@ -13,6 +13,7 @@ pub const GOVERNOR: &str = "governor";
 pub const MIN: &str = "min_freq";
 pub const MAX: &str = "max_freq";
 pub const SET_FREQ: &str = "userspace/set_freq";
+pub const CURRENT: &str = "cur_freq";
 pub const UNIT: FreqUnit = FreqUnit::Hz;
 
 /// Where Jetson kernels put the GPU load (0..1000 per mille), newest layout last.

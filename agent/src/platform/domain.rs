@@ -59,6 +59,8 @@ pub struct Knobs {
     pub speed: &'static str,
     /// EMC `mrq_rate_locked`.
     pub lock: Option<&'static str>,
+    /// The frequency the hardware runs at now (`scaling_cur_freq`, `cur_freq`, `rate`).
+    pub current: &'static str,
     pub unit: FreqUnit,
 }
 
@@ -68,6 +70,7 @@ pub const CPUFREQ_KNOBS: Knobs = Knobs {
     max: Some(cpufreq::MAX),
     speed: cpufreq::SETSPEED,
     lock: None,
+    current: cpufreq::CURRENT,
     unit: cpufreq::UNIT,
 };
 
@@ -77,6 +80,7 @@ pub const DEVFREQ_KNOBS: Knobs = Knobs {
     max: Some(devfreq::MAX),
     speed: devfreq::SET_FREQ,
     lock: None,
+    current: devfreq::CURRENT,
     unit: devfreq::UNIT,
 };
 
@@ -86,6 +90,7 @@ pub const EMC_KNOBS: Knobs = Knobs {
     max: Some(emc::MAX_RATE),
     speed: emc::RATE,
     lock: Some(emc::LOCK),
+    current: emc::RATE,
     unit: emc::UNIT,
 };
 
@@ -110,6 +115,11 @@ pub struct Domain {
 impl Domain {
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// The frequency the hardware reports now.
+    pub fn read_current(&self, sysfs: &super::Sysfs) -> Result<Hz, super::SysfsError> {
+        sysfs.read_freq(self.file(self.knobs.current), self.knobs.unit)
     }
 }
 

@@ -1,0 +1,803 @@
+//! The control loop: telemetry in, policy decision, frequencies and sub-networks out.
+//!
+//! Three threads, joined by channels:
+//! - `telemetry` owns the eBPF skeletons (or the procfs fallback) and every read of the
+//!   machine (current frequencies, ceilings, GPU load, power) and sends a [`Sample`]
+//!   every tick;
+//! - `control` turns each sample and the registered apps into a policy snapshot, runs the
+//!   policy [`Manager`], writes sub-network requests into the apps' pages and sends
+//!   frequency changes on;
+//! - `actuation` owns the [`Takeover`]: it applies frequencies and, when the loop stops
+//!   (or a thread panics and the channels close), drops the takeover, which restores
+//!   every governor and limit saved at start.
+//!
+//! Units: the platform layer, the telemetry and the policy each keep their own newtypes;
+//! the conversions between them live in this file only.
+
+use crate::admin::{DomainStatus, RailStatus, SourceStatus, StatusReport};
+use crate::config::{Config, Objective};
+use crate::platform::{
+    self, Actuator, Domain, DomainId, EnergyMeter, Platform, PowerReading, PowerSensor, Sysfs,
+    Takeover,
+};
+use crate::registry::{AppHandle, AppTable, RegistryEvent};
+use anyhow::Result;
+use crossbeam_channel::{select, tick, Receiver, Sender};
+use dnngov_bpf::{AppBinary, InferenceRecord, Source, Telemetry};
+use dnngov_policy as policy;
+use governor_proto::shm::Reason;
+use governor_proto::Device;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What the loop governs, decided once at start.
+pub struct Governed {
+    pub sysfs: Sysfs,
+    /// Index = the policy's domain id.
+    pub domains: Vec<Domain>,
+    /// Why nothing (or only part) of the machine is governed, one sentence each.
+    pub notes: Vec<String>,
+    pub power: Option<PowerSensor>,
+    pub gpu_load: Option<PathBuf>,
+}
+
+impl Governed {
+    /// Discovers the machine under `root` and decides what to govern. Never fails: a
+    /// machine with nothing to govern gives no domains and a note saying why.
+    pub fn discover(root: &Path) -> Governed {
+        let sysfs = Sysfs::new(root);
+        let platform = Platform::discover(sysfs.clone());
+        let mut notes = Vec::new();
+        let domains = match platform.plan() {
+            Ok(plan) => {
+                for part in &plan.unavailable {
+                    notes.push(format!("{} is not governed: {}", part.what, part.why));
+                }
+                plan.domains
+            }
+            Err(cannot) => {
+                notes.push(format!("{cannot}; apps' sub-networks are still governed"));
+                Vec::new()
+            }
+        };
+        Governed {
+            sysfs,
+            domains,
+            notes,
+            power: platform.power,
+            gpu_load: platform.gpu_load,
+        }
+    }
+}
+
+/// One tick's observations.
+pub struct Sample {
+    pub at: policy::Nanos,
+    pub bpf: dnngov_bpf::Snapshot,
+    pub records: Vec<InferenceRecord>,
+    /// Per governed domain: what the hardware reports and the highest allowed now.
+    pub current: Vec<Option<platform::Hz>>,
+    pub ceiling: Vec<Option<platform::Hz>>,
+    /// Cumulative GPU busy time integrated from the load file, when there is one.
+    pub gpu_busy: Option<u64>,
+    pub online: Option<Vec<u32>>,
+    pub power: Option<PowerReading>,
+}
+
+enum TelemetryCommand {
+    Watch(AppBinary),
+    Forget { app_id: u32, pid: u32 },
+}
+
+/// Where an app's inferences are measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InferenceSource {
+    Bpf,
+    SharedMemory,
+}
+
+struct TrackedApp {
+    handle: Arc<AppHandle>,
+    source: InferenceSource,
+    last_count: u64,
+}
+
+/// The running loop's threads; dropping it (or [`ControlLoop::stop`]) stops them and
+/// restores the machine.
+pub struct ControlLoop {
+    stop: Option<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ControlLoop {
+    /// Takes over `governed`'s domains and starts the three threads.
+    pub fn start(
+        config: &Config,
+        governed: Governed,
+        table: AppTable,
+        events: Receiver<RegistryEvent>,
+        status: Arc<Mutex<StatusReport>>,
+    ) -> Result<ControlLoop> {
+        let mut notes = governed.notes.clone();
+        let takeover = if governed.domains.is_empty() {
+            None
+        } else {
+            match Takeover::begin(
+                governed.sysfs.clone(),
+                governed.domains.clone(),
+                &config.agent.state_file(),
+            ) {
+                Ok(takeover) => {
+                    for error in &takeover.prepare_report().errors {
+                        notes.push(format!("{error}; that domain is left ungoverned"));
+                    }
+                    Some(takeover)
+                }
+                Err(e) => {
+                    notes.push(format!("frequencies are not governed: {e:#}"));
+                    None
+                }
+            }
+        };
+        // Only the domains the takeover kept are governed.
+        let domains: Vec<Domain> = match &takeover {
+            Some(t) => t.actuator().domains().to_vec(),
+            None => Vec::new(),
+        };
+        for note in &notes {
+            log::warn!("{note}");
+        }
+        if domains.is_empty() {
+            log::info!("no frequency domain to govern; governing apps' sub-networks only");
+        } else {
+            log::info!(
+                "governing {}",
+                domains
+                    .iter()
+                    .map(|d| d.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+
+        let tick_period = Duration::from_millis(config.control.tick_ms);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (command_tx, command_rx) = crossbeam_channel::unbounded();
+        let (sample_tx, sample_rx) = crossbeam_channel::unbounded();
+        let (apply_tx, apply_rx) = crossbeam_channel::unbounded::<platform::Decision>();
+        let mut threads = Vec::new();
+
+        let telemetry_thread = TelemetryThread {
+            telemetry: Telemetry::open(&dnngov_bpf::Config::default()),
+            sysfs: governed.sysfs.clone(),
+            readers: Actuator::new(governed.sysfs.clone(), domains.clone()),
+            power: governed.power,
+            gpu_load: governed.gpu_load,
+            gpu_busy_ns: 0,
+            last_at: None,
+        };
+        if let Some(reason) = telemetry_thread.telemetry.fallback_reason() {
+            notes.push(format!(
+                "eBPF telemetry unavailable ({reason}); using procfs and shared-memory counters"
+            ));
+            log::warn!(
+                "eBPF telemetry unavailable ({reason}); using procfs and shared-memory counters"
+            );
+        }
+        let bpf_source = telemetry_thread.telemetry.source();
+        {
+            let stop = stop_rx.clone();
+            threads.push(spawn("telemetry", move || {
+                telemetry_thread.run(tick_period, command_rx, sample_tx, stop)
+            })?);
+        }
+        threads.push(spawn("actuation", move || actuate(takeover, apply_rx))?);
+
+        let manager = policy::Manager::new(policy::Config {
+            optimiser: policy::OptimiserConfig {
+                mode: match config.control.objective {
+                    Objective::Energy => policy::Mode::Energy,
+                    Objective::Accuracy => policy::Mode::Accuracy,
+                },
+                ..policy::OptimiserConfig::default()
+            },
+            reoptimise_every: policy::Nanos::from_millis(config.control.optimiser_period_ms),
+            ..policy::Config::default()
+        });
+        let control = Control {
+            manager,
+            domains,
+            table,
+            apps: BTreeMap::new(),
+            commands: command_tx,
+            apply: apply_tx,
+            sent: BTreeMap::new(),
+            energy: EnergyMeter::new(),
+            status,
+            notes,
+            bpf_source,
+            last_status: None,
+            last_decision: None,
+        };
+        threads.push(spawn("control", move || {
+            control.run(events, sample_rx, stop_rx)
+        })?);
+        Ok(ControlLoop {
+            stop: Some(stop_tx),
+            threads,
+        })
+    }
+
+    /// Stops every thread and restores the machine; returns once that is done.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // Dropping the sender wakes every thread selecting on it.
+        drop(self.stop.take());
+        for thread in self.threads.drain(..) {
+            let name = thread.thread().name().unwrap_or("?").to_string();
+            if thread.join().is_err() {
+                log::error!("the {name} thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ControlLoop {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    Ok(std::thread::Builder::new().name(name.into()).spawn(f)?)
+}
+
+/// The actuation thread: applies what the control loop decides. When the channel closes
+/// the takeover is dropped, which restores the machine (also when the control thread
+/// died of a panic: its sender is dropped while unwinding).
+fn actuate(takeover: Option<Takeover>, decisions: Receiver<platform::Decision>) {
+    let mut reported = BTreeSet::new();
+    for decision in decisions {
+        let Some(takeover) = &takeover else { continue };
+        let report = takeover.apply(&decision);
+        for error in report.errors {
+            // A file that keeps failing would otherwise log every tick.
+            let text = error.to_string();
+            if reported.insert(text.clone()) {
+                log::error!("{text}");
+            }
+        }
+    }
+    if let Some(takeover) = takeover {
+        match takeover.restore() {
+            Ok(report) if report.is_ok() => log::info!(
+                "restored {} files the agent had changed",
+                report.restored.len()
+            ),
+            Ok(report) => {
+                for error in report.errors {
+                    log::error!("not restored: {error}");
+                }
+            }
+            Err(e) => log::error!("restore failed: {e:#}"),
+        }
+    }
+}
+
+struct TelemetryThread {
+    telemetry: Telemetry,
+    sysfs: Sysfs,
+    /// Reads current frequencies and ceilings; never prepared, never writes.
+    readers: Actuator,
+    power: Option<PowerSensor>,
+    gpu_load: Option<PathBuf>,
+    gpu_busy_ns: u64,
+    last_at: Option<u64>,
+}
+
+impl TelemetryThread {
+    fn run(
+        mut self,
+        period: Duration,
+        commands: Receiver<TelemetryCommand>,
+        samples: Sender<Sample>,
+        stop: Receiver<()>,
+    ) {
+        let ticker = tick(period);
+        loop {
+            select! {
+                recv(stop) -> _ => return,
+                recv(commands) -> command => match command {
+                    Ok(TelemetryCommand::Watch(app)) => self.watch(app),
+                    Ok(TelemetryCommand::Forget { app_id, pid }) => {
+                        self.telemetry.detach_app(app_id);
+                        self.telemetry.unwatch(pid);
+                    }
+                    Err(_) => return,
+                },
+                recv(ticker) -> _ => {
+                    if samples.send(self.sample()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn watch(&mut self, app: AppBinary) {
+        if let Some(pid) = app.pid {
+            if let Err(e) = self.telemetry.watch(pid) {
+                log::debug!("cannot watch pid {pid}: {e}");
+            }
+        }
+        let app_id = app.app_id;
+        match self.telemetry.attach_app(&app) {
+            Ok(()) => log::info!(
+                "app {app_id}: inferences probed in {}",
+                app.binary.display()
+            ),
+            Err(e) => log::info!("app {app_id}: using its shared-memory counters ({e})"),
+        }
+    }
+
+    fn sample(&mut self) -> Sample {
+        let bpf = self.telemetry.snapshot();
+        let mut records = Vec::new();
+        self.telemetry.drain_inferences(&mut records);
+        let at = bpf.at.0;
+        let domains = self.readers.domains();
+        let current = domains
+            .iter()
+            .map(|d| d.read_current(&self.sysfs).ok())
+            .collect();
+        let ceiling = domains
+            .iter()
+            .map(|d| self.readers.ceiling(d).ok())
+            .collect();
+        if let (Some(file), Some(last)) = (&self.gpu_load, self.last_at) {
+            if let Ok(load) = platform::devfreq::read_gpu_load(&self.sysfs, file) {
+                let busy = (at.saturating_sub(last) as f64 * load.clamp(0.0, 1.0)) as u64;
+                self.gpu_busy_ns = self.gpu_busy_ns.wrapping_add(busy);
+            }
+        }
+        self.last_at = Some(at);
+        let online = platform::cpufreq::online_cpus(&self.sysfs)
+            .ok()
+            .flatten()
+            .map(|list| list.cpus().to_vec());
+        let power = match &mut self.power {
+            Some(sensor) => sensor.read(&self.sysfs, platform::Nanos(at)).ok().flatten(),
+            None => None,
+        };
+        Sample {
+            at: policy::Nanos(at),
+            bpf,
+            records,
+            current,
+            ceiling,
+            gpu_busy: self.gpu_load.as_ref().map(|_| self.gpu_busy_ns),
+            online,
+            power,
+        }
+    }
+}
+
+struct Control {
+    manager: policy::Manager,
+    domains: Vec<Domain>,
+    table: AppTable,
+    apps: BTreeMap<u32, TrackedApp>,
+    commands: Sender<TelemetryCommand>,
+    apply: Sender<platform::Decision>,
+    /// What was last sent to actuation, per domain index.
+    sent: BTreeMap<usize, platform::Hz>,
+    energy: EnergyMeter,
+    status: Arc<Mutex<StatusReport>>,
+    notes: Vec<String>,
+    bpf_source: Source,
+    last_status: Option<Instant>,
+    last_decision: Option<policy::Decision>,
+}
+
+impl Control {
+    fn run(
+        mut self,
+        events: Receiver<RegistryEvent>,
+        samples: Receiver<Sample>,
+        stop: Receiver<()>,
+    ) {
+        // Apps registered before the loop started.
+        for handle in self.table.apps() {
+            self.join(handle);
+        }
+        loop {
+            select! {
+                recv(stop) -> _ => return,
+                recv(events) -> event => match event {
+                    Ok(RegistryEvent::Joined(handle)) => self.join(handle),
+                    Ok(RegistryEvent::Left { app_id, .. }) => self.leave(app_id),
+                    Ok(RegistryEvent::TargetChanged { .. }) => {}
+                    Err(_) => return,
+                },
+                recv(samples) -> sample => match sample {
+                    Ok(mut sample) => {
+                        // Catch up: fold any samples that queued up while deciding into
+                        // the newest, keeping every inference record.
+                        while let Ok(mut newer) = samples.try_recv() {
+                            sample.records.append(&mut newer.records);
+                            newer.records = std::mem::take(&mut sample.records);
+                            sample = newer;
+                        }
+                        self.step(sample);
+                    }
+                    Err(_) => return,
+                },
+            }
+        }
+    }
+
+    fn join(&mut self, handle: Arc<AppHandle>) {
+        if self.apps.contains_key(&handle.app_id) {
+            return;
+        }
+        let pid = handle.pid as u32;
+        let source = match marker_binary(pid) {
+            Some(binary) if self.bpf_source == Source::Bpf => {
+                let _ = self.commands.send(TelemetryCommand::Watch(AppBinary {
+                    app_id: handle.app_id,
+                    binary,
+                    pid: Some(pid),
+                }));
+                // Attaching may still fail (a stripped binary); shared-memory counters
+                // then cover the app, and they are read for every app anyway.
+                InferenceSource::Bpf
+            }
+            _ => InferenceSource::SharedMemory,
+        };
+        let last_count = handle.report().inferences_completed;
+        self.apps.insert(
+            handle.app_id,
+            TrackedApp {
+                handle,
+                source,
+                last_count,
+            },
+        );
+    }
+
+    fn leave(&mut self, app_id: u32) {
+        if let Some(app) = self.apps.remove(&app_id) {
+            let _ = self.commands.send(TelemetryCommand::Forget {
+                app_id,
+                pid: app.handle.pid as u32,
+            });
+        }
+    }
+
+    fn step(&mut self, sample: Sample) {
+        if let Some(reading) = &sample.power {
+            self.energy.record(platform::Nanos(sample.at.0), reading);
+        }
+        let snapshot = self.snapshot(&sample);
+        let decision = self.manager.step(&snapshot);
+        self.act(&snapshot, &decision);
+        if self
+            .last_status
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(250))
+        {
+            self.publish_status(&sample, &decision);
+            self.last_status = Some(Instant::now());
+        }
+        self.last_decision = Some(decision);
+    }
+
+    fn snapshot(&mut self, sample: &Sample) -> policy::Snapshot {
+        let domains = self
+            .domains
+            .iter()
+            .enumerate()
+            .map(|(index, domain)| {
+                let table = table_of(domain);
+                let cur = self
+                    .sent
+                    .get(&index)
+                    .copied()
+                    .or(sample.current[index])
+                    .map(policy_hz)
+                    .unwrap_or_else(|| *table.last().expect("tables are not empty"));
+                let max_limit = sample.ceiling[index]
+                    .map(policy_hz)
+                    .unwrap_or_else(|| *table.last().expect("tables are not empty"));
+                let kind = kind_of(domain);
+                policy::FreqDomain {
+                    id: index as u32,
+                    kind,
+                    cur,
+                    max_limit,
+                    cpus: domain
+                        .cpus
+                        .as_ref()
+                        .map(|c| c.cpus().to_vec())
+                        .unwrap_or_default(),
+                    busy: match kind {
+                        policy::DomainKind::Gpu => sample.gpu_busy.map(policy::Nanos),
+                        _ => None,
+                    },
+                    table,
+                }
+            })
+            .collect();
+        let cpus = sample
+            .bpf
+            .cpus
+            .iter()
+            .map(|c| policy::CpuSample {
+                cpu: c.cpu,
+                online: sample.online.as_ref().is_none_or(|o| o.contains(&c.cpu)),
+                busy: policy::Nanos(c.busy.0),
+            })
+            .collect();
+        let mut apps = Vec::new();
+        for app in self.apps.values_mut() {
+            let handle = &app.handle;
+            let report = handle.report();
+            let index_of = |id: u32| handle.subnets.iter().position(|s| s.id == id);
+            let mut finished: Vec<policy::Inference> = sample
+                .records
+                .iter()
+                .filter(|r| r.app_id == handle.app_id)
+                .filter_map(|r| {
+                    Some(policy::Inference {
+                        end: policy::Nanos(r.end.0),
+                        latency: policy::Nanos(r.latency().0),
+                        subnet: index_of(r.subnet)? as u32,
+                    })
+                })
+                .collect();
+            let new = report.inferences_completed.wrapping_sub(app.last_count);
+            app.last_count = report.inferences_completed;
+            if finished.is_empty() && new > 0 && app.source == InferenceSource::SharedMemory {
+                // Without probes, the page only has the latest latency: count each new
+                // inference with it (bounded, so a stalled loop does not flood the model).
+                let subnet = report.active_subnet.and_then(index_of).unwrap_or(0) as u32;
+                for _ in 0..new.min(16) {
+                    finished.push(policy::Inference {
+                        end: sample.at,
+                        latency: policy::Nanos(report.last_latency_ns),
+                        subnet,
+                    });
+                }
+            }
+            let target = handle.target();
+            apps.push(policy::AppState {
+                id: handle.app_id,
+                library: handle
+                    .subnets
+                    .iter()
+                    .map(|s| policy::SubNetwork {
+                        accuracy: s.accuracy_pct,
+                        latency_full: s.latency_ms.map(policy::Nanos::from_millis_f64),
+                        relative_cost: s.relative_cost,
+                    })
+                    .collect(),
+                targets: policy::Targets {
+                    deadline: policy::Nanos::from_millis_f64(target.deadline_ms),
+                    period: target.period_ms.map(policy::Nanos::from_millis_f64),
+                    accuracy_floor: target.accuracy_floor_pct.unwrap_or(0.0),
+                    priority: target.priority,
+                },
+                devices: policy::Devices {
+                    cpu: handle.devices.contains(&Device::Cpu),
+                    gpu: handle.devices.contains(&Device::Gpu),
+                },
+                cpu_domains: Vec::new(),
+                finished,
+            });
+        }
+        policy::Snapshot {
+            now: sample.at,
+            domains,
+            cpus,
+            apps,
+            power: sample
+                .power
+                .as_ref()
+                .filter(|p| !p.is_estimated())
+                .map(|p| policy::Watts(p.total.0)),
+            caps: policy::Caps::default(),
+        }
+    }
+
+    fn act(&mut self, snapshot: &policy::Snapshot, decision: &policy::Decision) {
+        let mut change = platform::Decision::new();
+        for d in &decision.domains {
+            let index = d.domain as usize;
+            let Some(domain) = self.domains.get(index) else {
+                continue;
+            };
+            let freq = platform::Hz(d.freq.0);
+            if self.sent.get(&index) != Some(&freq) {
+                change = change.with(domain.id.clone(), freq);
+                self.sent.insert(index, freq);
+            }
+        }
+        if !change.targets.is_empty() {
+            let _ = self.apply.send(change);
+        }
+        for (state, d) in snapshot.apps.iter().zip(&decision.apps) {
+            let Some(app) = self.apps.get(&state.id) else {
+                continue;
+            };
+            let Some(subnet) = app.handle.subnets.get(d.subnet as usize) else {
+                continue;
+            };
+            if app.handle.page().agent.requested_subnet() != subnet.id {
+                let reason = reason_of(d.reason);
+                log::info!(
+                    "app {} \"{}\": sub-network {} ({:.2} %) because {:?}",
+                    app.handle.app_id,
+                    app.handle.name,
+                    subnet.id,
+                    subnet.accuracy_pct,
+                    d.reason
+                );
+                let _ = app.handle.request_subnet(subnet.id, reason);
+            }
+        }
+    }
+
+    fn publish_status(&self, sample: &Sample, decision: &policy::Decision) {
+        let domains = self
+            .domains
+            .iter()
+            .enumerate()
+            .map(|(index, domain)| {
+                let reason = decision
+                    .domains
+                    .iter()
+                    .find(|d| d.domain as usize == index)
+                    .map(|d| format!("{:?}", d.reason))
+                    .unwrap_or_default();
+                DomainStatus {
+                    name: domain.id.to_string(),
+                    current_hz: self
+                        .sent
+                        .get(&index)
+                        .or(sample.current[index].as_ref())
+                        .map(|hz| hz.0),
+                    min_hz: domain.frequencies.lowest().0,
+                    max_hz: sample.ceiling[index]
+                        .unwrap_or(domain.frequencies.highest())
+                        .0,
+                    set_by: "dnngov".into(),
+                    reason,
+                }
+            })
+            .collect();
+        let mut power = Vec::new();
+        if let Some(reading) = &sample.power {
+            for rail in &reading.rails {
+                power.push(RailStatus {
+                    rail: rail.name.clone(),
+                    watts: rail.power.0,
+                    joules: self.energy.rail(&rail.name).map_or(0.0, |j| j.0),
+                    estimated: reading.is_estimated(),
+                });
+            }
+        }
+        let mut telemetry = vec![SourceStatus {
+            what: "CPU busy time".into(),
+            source: sample
+                .bpf
+                .cpus
+                .first()
+                .map_or(Source::Unavailable, |c| c.source)
+                .to_string(),
+        }];
+        telemetry.push(SourceStatus {
+            what: "GPU activity".into(),
+            source: if sample.gpu_busy.is_some() {
+                "GPU load file".to_string()
+            } else {
+                sample.bpf.gpu.source.to_string()
+            },
+        });
+        for app in self.apps.values() {
+            let probed = sample
+                .bpf
+                .app(app.handle.app_id)
+                .map(|a| a.source)
+                .filter(|s| *s == Source::Bpf);
+            telemetry.push(SourceStatus {
+                what: format!("inferences of app {}", app.handle.app_id),
+                source: probed.map_or("shared memory".to_string(), |s| s.to_string()),
+            });
+        }
+        let mut status = lock(&self.status);
+        status.domains = domains;
+        status.power = power;
+        status.telemetry = telemetry;
+        status.notes = self.notes.clone();
+    }
+}
+
+/// The file holding an app's markers: the client library it maps, else its executable
+/// (a Rust app links the client statically).
+fn marker_binary(pid: u32) -> Option<PathBuf> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    for line in maps.lines() {
+        if let Some(path) = line.split_whitespace().nth(5) {
+            if Path::new(path)
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libdnngov_client"))
+            {
+                return Some(PathBuf::from(path));
+            }
+        }
+    }
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+fn policy_hz(hz: platform::Hz) -> policy::Hz {
+    policy::Hz(hz.0)
+}
+
+/// A domain's frequency table for the policy; a range without a table (intel_cpufreq,
+/// some cpufreq-dt drivers) becomes eight evenly spaced points.
+fn table_of(domain: &Domain) -> Vec<policy::Hz> {
+    match &domain.frequencies {
+        platform::Frequencies::Table(table) => table.iter().map(|f| policy_hz(*f)).collect(),
+        platform::Frequencies::Range { min, max } => {
+            let steps = 8u64;
+            let span = max.0.saturating_sub(min.0);
+            let mut table: Vec<policy::Hz> = (0..steps)
+                .map(|i| policy::Hz(min.0 + span * i / (steps - 1)))
+                .collect();
+            table.dedup();
+            table
+        }
+    }
+}
+
+fn kind_of(domain: &Domain) -> policy::DomainKind {
+    match &domain.id {
+        DomainId::Cpu(_) => policy::DomainKind::Cpu,
+        DomainId::Emc => policy::DomainKind::Memory,
+        DomainId::Devfreq(name) => {
+            let name = name.to_ascii_lowercase();
+            if ["gpu", "gv11b", "ga10b", "gp10b", "gk20a", "mali", "adreno"]
+                .iter()
+                .any(|g| name.contains(g))
+            {
+                policy::DomainKind::Gpu
+            } else {
+                policy::DomainKind::Memory
+            }
+        }
+    }
+}
+
+fn reason_of(reason: policy::SubnetReason) -> Reason {
+    match reason {
+        policy::SubnetReason::Plan => Reason::Energy,
+        policy::SubnetReason::StepDown { .. } => Reason::Deadline,
+        policy::SubnetReason::StepUp => Reason::Slack,
+        policy::SubnetReason::Unserved(policy::UnservedCause::DegradedForPriority) => {
+            Reason::Contention
+        }
+        policy::SubnetReason::Unserved(policy::UnservedCause::DeadlineUnreachable) => {
+            Reason::Deadline
+        }
+        policy::SubnetReason::Unserved(_) => Reason::HardwareLimit,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
