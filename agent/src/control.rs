@@ -188,6 +188,8 @@ impl ControlLoop {
             );
         }
         let bpf_source = telemetry_thread.telemetry.source();
+        // Known before the first tick, so `dnngovctl status` says it from the start.
+        lock(&status).notes = notes.clone();
         {
             let stop = stop_rx.clone();
             threads.push(spawn("telemetry", move || {

@@ -186,3 +186,26 @@ pub fn register_json(name: &str, pid: i32) -> String {
     })
     .to_string()
 }
+
+/// The path of a binary of another package (`dnngovd`, `dnngovctl`,
+/// `examples/simulated_app`), built first: the tests package cannot name another
+/// package's binaries, and `cargo test -p dnngov-tests` alone would not build them.
+pub fn built_binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut command = Command::new(env!("CARGO"));
+        command.args(["build", "--quiet", "-p", "dnngov-agent", "--bins"]);
+        command.args(["-p", "dnngov-client", "--example", "simulated_app"]);
+        if !cfg!(debug_assertions) {
+            command.arg("--release");
+        }
+        let status = command
+            .current_dir(workspace_root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the agent's binaries failed");
+    });
+    let path = client_library_dir().join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}

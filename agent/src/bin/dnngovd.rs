@@ -121,11 +121,6 @@ fn run(args: Args) -> Result<()> {
         app_socket: config.agent.socket.display().to_string(),
         ..StatusReport::default()
     }));
-    let admin = AdminServer::start(
-        &config.agent.admin_socket,
-        group,
-        admin_handler(registry.table(), status.clone(), started),
-    )?;
     let governed = Governed::discover(&config.agent.sysfs_root);
     let control = ControlLoop::start(
         &config,
@@ -133,6 +128,12 @@ fn run(args: Args) -> Result<()> {
         registry.table(),
         registry.events().clone(),
         status.clone(),
+    )?;
+    // Last, so that a status request never sees a half-started agent.
+    let admin = AdminServer::start(
+        &config.agent.admin_socket,
+        group,
+        admin_handler(registry.table(), status.clone(), started),
     )?;
     notify::notify("READY=1");
     log::info!(

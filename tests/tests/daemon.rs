@@ -1,0 +1,271 @@
+//! dnngovd as a real process against fixture boards, with a real app process and
+//! dnngovctl: registration, a sub-network chosen by the policy, an operator override,
+//! frequencies written, and the machine restored on SIGTERM, and after SIGKILL by
+//! `dnngovctl restore`.
+
+use dnngov_agent::platform::fixture;
+use dnngov_tests::{built_binary, TestApp};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, sysfs_root: &Path) -> Daemon {
+        let config = dir.join("config.toml");
+        std::fs::write(&config, "[control]\ntick_ms = 20\n").unwrap();
+        let log = std::fs::File::create(dir.join("dnngovd.log")).unwrap();
+        let child = Command::new(built_binary("dnngovd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--sysfs-root")
+            .arg(sysfs_root)
+            .arg("--socket")
+            .arg(dir.join("agent.sock"))
+            .arg("--admin-socket")
+            .arg(dir.join("admin.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--report-every")
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dnngovd starts");
+        let daemon = Daemon {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        daemon.wait_for("dnngovd to answer on its admin socket", || {
+            daemon.ctl(&["status"]).is_some()
+        });
+        daemon
+    }
+
+    /// `dnngovctl --json ARGS`; `None` when it fails.
+    fn ctl(&self, args: &[&str]) -> Option<Value> {
+        let output = Command::new(built_binary("dnngovctl"))
+            .arg("--admin-socket")
+            .arg(self.dir.join("admin.sock"))
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("dnngovctl runs");
+        output
+            .status
+            .success()
+            .then(|| serde_json::from_slice(&output.stdout).expect("dnngovctl --json prints JSON"))
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.dir.join("state/saved-state.json")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dnngovd.log")).unwrap_or_default()
+    }
+
+    fn wait_for(&self, what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !condition() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; dnngovd's log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
+            .expect("signal dnngovd");
+    }
+
+    fn wait(mut self) -> std::process::ExitStatus {
+        let status = self.child.wait().expect("wait for dnngovd");
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(root: &Path, rel: &str) -> String {
+    std::fs::read_to_string(root.join(rel))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+        .trim()
+        .to_string()
+}
+
+fn app_field(daemon: &Daemon, field: &str) -> Option<Value> {
+    let apps = daemon.ctl(&["apps"])?;
+    apps.as_array()?.first()?.get(field).cloned()
+}
+
+const POLICY0: &str = "sys/devices/system/cpu/cpufreq/policy0";
+
+#[test]
+fn governs_an_app_obeys_the_operator_and_restores_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("board");
+    fixture::xavier_nx(&root).unwrap();
+    let before = fixture::snapshot(&root).unwrap();
+    let daemon = Daemon::start(dir.path(), &root);
+
+    // Taking over: the state is saved first, then the userspace governor is set.
+    daemon.wait_for("the takeover", || {
+        read(&root, &format!("{POLICY0}/scaling_governor")) == "userspace"
+    });
+    assert!(
+        daemon.state_file().exists(),
+        "settings are saved before any write"
+    );
+
+    // A Dynamic-OFA app with a 60 ms deadline and a 76 % floor: with the 10 % safety
+    // margin, only levels 2 (49.4 ms, 76.1 %) and 3 (51.1 ms, 77.5 %) fit; level 2 is
+    // the cheaper.
+    let mut command = Command::new(built_binary("examples/simulated_app"));
+    command
+        .args(["detector", "60", "15", "60"])
+        .env("DNNGOV_SOCKET", dir.path().join("agent.sock"));
+    let mut app = TestApp::spawn(&mut command);
+    assert!(app.line().contains("registered with dnngovd"));
+    daemon.wait_for("the policy to choose level 2", || {
+        app_field(&daemon, "requested_subnet") == Some(Value::from(2))
+    });
+    daemon.wait_for("the app to acknowledge level 2", || {
+        app_field(&daemon, "active_subnet") == Some(Value::from(2))
+    });
+
+    // Frequencies are written through the userspace governor.
+    daemon.wait_for("a CPU frequency to be set", || {
+        read(&root, &format!("{POLICY0}/scaling_setspeed"))
+            .parse::<u64>()
+            .is_ok()
+    });
+
+    // The operator raises the floor to 77 %: only level 3 serves it.
+    let done = daemon
+        .ctl(&["set-target", "detector", "--accuracy-floor", "77"])
+        .expect("set-target succeeds");
+    assert!(done["done"].as_str().unwrap().contains("77"), "{done}");
+    daemon.wait_for("the policy to move to level 3", || {
+        app_field(&daemon, "requested_subnet") == Some(Value::from(3))
+    });
+    assert_eq!(
+        app_field(&daemon, "operator_override"),
+        Some(Value::Bool(true))
+    );
+
+    let status = daemon.ctl(&["status"]).unwrap();
+    assert_eq!(status["domains"].as_array().unwrap().len(), 5, "{status}");
+    assert!(status["power"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["rail"] == "VDD_IN"));
+
+    // Bad operator input is refused with a reason, and changes nothing.
+    assert!(daemon
+        .ctl(&["set-target", "no-such-app", "--deadline-ms", "10"])
+        .is_none());
+    assert!(daemon
+        .ctl(&["set-target", "detector", "--deadline-ms", "0"])
+        .is_none());
+
+    app.kill();
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let exit = daemon.wait();
+    assert!(exit.success(), "dnngovd exits cleanly on SIGTERM: {exit}");
+    assert_eq!(
+        fixture::snapshot(&root).unwrap(),
+        before,
+        "every file is back as it was"
+    );
+    assert!(!dir.path().join("state/saved-state.json").exists());
+}
+
+#[test]
+fn after_sigkill_dnngovctl_restore_puts_everything_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("board");
+    fixture::xavier_nx(&root).unwrap();
+    let before = fixture::snapshot(&root).unwrap();
+    let daemon = Daemon::start(dir.path(), &root);
+    daemon.wait_for("the takeover", || {
+        read(&root, &format!("{POLICY0}/scaling_governor")) == "userspace"
+    });
+    let state_file = daemon.state_file();
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    daemon.wait();
+    assert_ne!(
+        fixture::snapshot(&root).unwrap(),
+        before,
+        "a crash restores nothing"
+    );
+
+    let output = Command::new(built_binary("dnngovctl"))
+        .arg("restore")
+        .arg("--state-file")
+        .arg(&state_file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(fixture::snapshot(&root).unwrap(), before);
+    assert!(!state_file.exists());
+
+    // A second restore (the unit runs one after every stop) finds nothing to do.
+    let output = Command::new(built_binary("dnngovctl"))
+        .arg("restore")
+        .arg("--state-file")
+        .arg(&state_file)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("nothing to restore"));
+}
+
+#[test]
+fn a_machine_without_cpufreq_is_not_governed_but_apps_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("board");
+    fixture::no_cpufreq(&root).unwrap();
+    let before = fixture::snapshot(&root).unwrap();
+    let daemon = Daemon::start(dir.path(), &root);
+    let status = daemon.ctl(&["status"]).unwrap();
+    let notes = status["notes"].to_string();
+    assert!(notes.contains("cannot govern"), "{status}");
+    assert!(status["domains"].as_array().unwrap().is_empty());
+
+    let mut command = Command::new(built_binary("examples/simulated_app"));
+    command
+        .args(["classifier", "30", "10", "100"])
+        .env("DNNGOV_SOCKET", dir.path().join("agent.sock"));
+    let mut app = TestApp::spawn(&mut command);
+    assert!(app.line().contains("registered with dnngovd"));
+    // 100 ms leaves room for the most accurate level (61.7 ms): the app keeps it.
+    daemon.wait_for("the app to be governed", || {
+        app_field(&daemon, "inferences").and_then(|v| v.as_u64()) > Some(3)
+    });
+    assert_eq!(app_field(&daemon, "requested_subnet"), Some(Value::from(5)));
+    app.kill();
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(daemon.wait().success());
+    assert_eq!(fixture::snapshot(&root).unwrap(), before);
+}
