@@ -59,7 +59,7 @@ fn rust_python_and_c_apps_register_switch_and_leave() {
     );
 
     let wanted = ["10", "11", "12"];
-    let mut commands = vec![
+    let mut commands = [
         Command::new(env!("CARGO_BIN_EXE_dnngov-test-app")),
         Command::new(&python),
         Command::new(&c_app),
@@ -282,6 +282,15 @@ fn a_live_socket_is_not_replaced_and_a_stale_one_is() {
         group: None,
         max_apps: MAX_APPS,
     });
+    let mode = std::fs::metadata(registry.socket_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o660,
+        "the socket's group may connect, others not"
+    );
     let error = second
         .err()
         .expect("a second registry on a live socket fails");
