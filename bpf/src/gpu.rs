@@ -85,7 +85,13 @@ impl Gpu {
                 Role::Done => &progs.dnngov_drm_job_done,
                 Role::Gk20aSubmit => &progs.dnngov_gk20a_submit,
             };
-            match prog.attach_raw_tracepoint(name) {
+            let attach = || prog.attach_raw_tracepoint(name);
+            let attached = if probe.tracepoint(cat, name) == Presence::Present {
+                attach()
+            } else {
+                crate::libbpf_logger::speculative(attach)
+            };
+            match attached {
                 Ok(link) => {
                     log::info!("GPU activity from {cat}:{name}");
                     seen.push(role);
