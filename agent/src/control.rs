@@ -1,15 +1,16 @@
 //! The control loop: telemetry in, policy decision, frequencies and sub-networks out.
 //!
-//! Three threads, joined by channels:
-//! - `telemetry` owns the eBPF skeletons (or the procfs fallback) and every read of the
-//!   machine (current frequencies, ceilings, GPU load, power) and sends a [`Sample`]
-//!   every tick;
-//! - `control` turns each sample and the registered apps into a policy snapshot, runs the
-//!   policy [`Manager`], writes sub-network requests into the apps' pages and sends
-//!   frequency changes on;
-//! - `actuation` owns the [`Takeover`]: it applies frequencies and, when the loop stops
-//!   (or a thread panics and the channels close), drops the takeover, which restores
-//!   every governor and limit saved at start.
+//! Two threads, joined by a channel (the registry and admin threads feed them):
+//! - `control` owns the eBPF skeletons (or the procfs fallback) through a [`Sampler`] that
+//!   reads the machine every tick (CPU busy time, inference records, GPU load; current
+//!   frequencies, ceilings and power every 100 ms), turns each sample and the registered
+//!   apps into a policy snapshot, runs the policy [`Manager`], writes sub-network requests
+//!   into the apps' pages and sends frequency changes on. Sampling lives on this thread
+//!   rather than its own: a hand-off per tick cost as much CPU as the sampling itself;
+//! - `actuation` owns the [`Takeover`]: it applies frequencies (sysfs writes may block on
+//!   a slow driver; the loop must not) and, when the loop stops (or the control thread
+//!   panics and the channel closes), drops the takeover, which restores every governor
+//!   and limit saved at start.
 //!
 //! Units: the platform layer, the telemetry and the policy each keep their own newtypes;
 //! the conversions between them live in this file only.
@@ -73,23 +74,30 @@ impl Governed {
     }
 }
 
+/// Ticks between two reads of what changes slowly (ceilings, online CPUs, power): at the
+/// default 10 ms tick, every 100 ms. Reading them every tick cost the daemon more CPU than
+/// all the rest of its work.
+const SLOW_EVERY: u32 = 10;
+
 /// One tick's observations.
 pub struct Sample {
     pub at: policy::Nanos,
     pub bpf: dnngov_bpf::Snapshot,
     pub records: Vec<InferenceRecord>,
+    /// Cumulative GPU busy time integrated from the load file, when there is one.
+    pub gpu_busy: Option<u64>,
+    /// Read every [`SLOW_EVERY`] ticks only; `None` in between.
+    pub slow: Option<SlowSample>,
+}
+
+/// What changes on the scale of 100 ms.
+#[derive(Clone)]
+pub struct SlowSample {
     /// Per governed domain: what the hardware reports and the highest allowed now.
     pub current: Vec<Option<platform::Hz>>,
     pub ceiling: Vec<Option<platform::Hz>>,
-    /// Cumulative GPU busy time integrated from the load file, when there is one.
-    pub gpu_busy: Option<u64>,
     pub online: Option<Vec<u32>>,
     pub power: Option<PowerReading>,
-}
-
-enum TelemetryCommand {
-    Watch(AppBinary),
-    Forget { app_id: u32, pid: u32 },
 }
 
 /// Where an app's inferences are measured.
@@ -165,12 +173,10 @@ impl ControlLoop {
 
         let tick_period = Duration::from_millis(config.control.tick_ms);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let (command_tx, command_rx) = crossbeam_channel::unbounded();
-        let (sample_tx, sample_rx) = crossbeam_channel::unbounded();
         let (apply_tx, apply_rx) = crossbeam_channel::unbounded::<platform::Decision>();
         let mut threads = Vec::new();
 
-        let telemetry_thread = TelemetryThread {
+        let sampler = Sampler {
             telemetry: Telemetry::open(&dnngov_bpf::Config::default()),
             sysfs: governed.sysfs.clone(),
             readers: Actuator::new(governed.sysfs.clone(), domains.clone()),
@@ -178,8 +184,9 @@ impl ControlLoop {
             gpu_load: governed.gpu_load,
             gpu_busy_ns: 0,
             last_at: None,
+            ticks: 0,
         };
-        if let Some(reason) = telemetry_thread.telemetry.fallback_reason() {
+        if let Some(reason) = sampler.telemetry.fallback_reason() {
             notes.push(format!(
                 "eBPF telemetry unavailable ({reason}); using procfs and shared-memory counters"
             ));
@@ -187,15 +194,9 @@ impl ControlLoop {
                 "eBPF telemetry unavailable ({reason}); using procfs and shared-memory counters"
             );
         }
-        let bpf_source = telemetry_thread.telemetry.source();
+        let bpf_source = sampler.telemetry.source();
         // Known before the first tick, so `dnngovctl status` says it from the start.
         lock(&status).notes = notes.clone();
-        {
-            let stop = stop_rx.clone();
-            threads.push(spawn("telemetry", move || {
-                telemetry_thread.run(tick_period, command_rx, sample_tx, stop)
-            })?);
-        }
         threads.push(spawn("actuation", move || actuate(takeover, apply_rx))?);
 
         let manager = policy::Manager::new(policy::Config {
@@ -211,10 +212,12 @@ impl ControlLoop {
         });
         let control = Control {
             manager,
+            tables: domains.iter().map(table_of).collect(),
+            kinds: domains.iter().map(kind_of).collect(),
             domains,
             table,
             apps: BTreeMap::new(),
-            commands: command_tx,
+            sampler,
             apply: apply_tx,
             sent: BTreeMap::new(),
             energy: EnergyMeter::new(),
@@ -222,10 +225,10 @@ impl ControlLoop {
             notes,
             bpf_source,
             last_status: None,
-            last_decision: None,
+            slow: None,
         };
         threads.push(spawn("control", move || {
-            control.run(events, sample_rx, stop_rx)
+            control.run(events, tick(tick_period), stop_rx)
         })?);
         Ok(ControlLoop {
             stop: Some(stop_tx),
@@ -292,7 +295,8 @@ fn actuate(takeover: Option<Takeover>, decisions: Receiver<platform::Decision>) 
     }
 }
 
-struct TelemetryThread {
+/// Every read of the machine the loop makes.
+struct Sampler {
     telemetry: Telemetry,
     sysfs: Sysfs,
     /// Reads current frequencies and ceilings; never prepared, never writes.
@@ -301,35 +305,13 @@ struct TelemetryThread {
     gpu_load: Option<PathBuf>,
     gpu_busy_ns: u64,
     last_at: Option<u64>,
+    ticks: u32,
 }
 
-impl TelemetryThread {
-    fn run(
-        mut self,
-        period: Duration,
-        commands: Receiver<TelemetryCommand>,
-        samples: Sender<Sample>,
-        stop: Receiver<()>,
-    ) {
-        let ticker = tick(period);
-        loop {
-            select! {
-                recv(stop) -> _ => return,
-                recv(commands) -> command => match command {
-                    Ok(TelemetryCommand::Watch(app)) => self.watch(app),
-                    Ok(TelemetryCommand::Forget { app_id, pid }) => {
-                        self.telemetry.detach_app(app_id);
-                        self.telemetry.unwatch(pid);
-                    }
-                    Err(_) => return,
-                },
-                recv(ticker) -> _ => {
-                    if samples.send(self.sample()).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
+impl Sampler {
+    fn forget(&mut self, app_id: u32, pid: u32) {
+        self.telemetry.detach_app(app_id);
+        self.telemetry.unwatch(pid);
     }
 
     fn watch(&mut self, app: AppBinary) {
@@ -353,15 +335,6 @@ impl TelemetryThread {
         let mut records = Vec::new();
         self.telemetry.drain_inferences(&mut records);
         let at = bpf.at.0;
-        let domains = self.readers.domains();
-        let current = domains
-            .iter()
-            .map(|d| d.read_current(&self.sysfs).ok())
-            .collect();
-        let ceiling = domains
-            .iter()
-            .map(|d| self.readers.ceiling(d).ok())
-            .collect();
         if let (Some(file), Some(last)) = (&self.gpu_load, self.last_at) {
             if let Ok(load) = platform::devfreq::read_gpu_load(&self.sysfs, file) {
                 let busy = (at.saturating_sub(last) as f64 * load.clamp(0.0, 1.0)) as u64;
@@ -369,23 +342,39 @@ impl TelemetryThread {
             }
         }
         self.last_at = Some(at);
-        let online = platform::cpufreq::online_cpus(&self.sysfs)
-            .ok()
-            .flatten()
-            .map(|list| list.cpus().to_vec());
-        let power = match &mut self.power {
-            Some(sensor) => sensor.read(&self.sysfs, platform::Nanos(at)).ok().flatten(),
-            None => None,
-        };
+        let slow = self
+            .ticks
+            .is_multiple_of(SLOW_EVERY)
+            .then(|| self.slow_sample(at));
+        self.ticks = self.ticks.wrapping_add(1);
         Sample {
             at: policy::Nanos(at),
             bpf,
             records,
-            current,
-            ceiling,
             gpu_busy: self.gpu_load.as_ref().map(|_| self.gpu_busy_ns),
-            online,
-            power,
+            slow,
+        }
+    }
+
+    fn slow_sample(&mut self, at: u64) -> SlowSample {
+        let domains = self.readers.domains();
+        SlowSample {
+            current: domains
+                .iter()
+                .map(|d| d.read_current(&self.sysfs).ok())
+                .collect(),
+            ceiling: domains
+                .iter()
+                .map(|d| self.readers.ceiling(d).ok())
+                .collect(),
+            online: platform::cpufreq::online_cpus(&self.sysfs)
+                .ok()
+                .flatten()
+                .map(|list| list.cpus().to_vec()),
+            power: match &mut self.power {
+                Some(sensor) => sensor.read(&self.sysfs, platform::Nanos(at)).ok().flatten(),
+                None => None,
+            },
         }
     }
 }
@@ -393,9 +382,12 @@ impl TelemetryThread {
 struct Control {
     manager: policy::Manager,
     domains: Vec<Domain>,
+    /// Per domain, computed once: the policy's frequency table and the domain's kind.
+    tables: Vec<Vec<policy::Hz>>,
+    kinds: Vec<policy::DomainKind>,
     table: AppTable,
     apps: BTreeMap<u32, TrackedApp>,
-    commands: Sender<TelemetryCommand>,
+    sampler: Sampler,
     apply: Sender<platform::Decision>,
     /// What was last sent to actuation, per domain index.
     sent: BTreeMap<usize, platform::Hz>,
@@ -404,14 +396,15 @@ struct Control {
     notes: Vec<String>,
     bpf_source: Source,
     last_status: Option<Instant>,
-    last_decision: Option<policy::Decision>,
+    /// The latest slow sample; the first tick always brings one.
+    slow: Option<SlowSample>,
 }
 
 impl Control {
     fn run(
         mut self,
         events: Receiver<RegistryEvent>,
-        samples: Receiver<Sample>,
+        ticker: Receiver<Instant>,
         stop: Receiver<()>,
     ) {
         // Apps registered before the loop started.
@@ -427,19 +420,13 @@ impl Control {
                     Ok(RegistryEvent::TargetChanged { .. }) => {}
                     Err(_) => return,
                 },
-                recv(samples) -> sample => match sample {
-                    Ok(mut sample) => {
-                        // Catch up: fold any samples that queued up while deciding into
-                        // the newest, keeping every inference record.
-                        while let Ok(mut newer) = samples.try_recv() {
-                            sample.records.append(&mut newer.records);
-                            newer.records = std::mem::take(&mut sample.records);
-                            sample = newer;
-                        }
-                        self.step(sample);
-                    }
-                    Err(_) => return,
-                },
+                // A tick missed while deciding is skipped, not queued: the next sample
+                // covers the time since the last one (counters are cumulative, and the
+                // inference records wait in the ring buffer).
+                recv(ticker) -> _ => {
+                    let sample = self.sampler.sample();
+                    self.step(sample);
+                }
             }
         }
     }
@@ -451,11 +438,11 @@ impl Control {
         let pid = handle.pid as u32;
         let source = match marker_binary(pid) {
             Some(binary) if self.bpf_source == Source::Bpf => {
-                let _ = self.commands.send(TelemetryCommand::Watch(AppBinary {
+                self.sampler.watch(AppBinary {
                     app_id: handle.app_id,
                     binary,
                     pid: Some(pid),
-                }));
+                });
                 // Attaching may still fail (a stripped binary); shared-memory counters
                 // then cover the app, and they are read for every app anyway.
                 InferenceSource::Bpf
@@ -475,48 +462,62 @@ impl Control {
 
     fn leave(&mut self, app_id: u32) {
         if let Some(app) = self.apps.remove(&app_id) {
-            let _ = self.commands.send(TelemetryCommand::Forget {
-                app_id,
-                pid: app.handle.pid as u32,
-            });
+            self.sampler.forget(app_id, app.handle.pid as u32);
         }
     }
 
-    fn step(&mut self, sample: Sample) {
-        if let Some(reading) = &sample.power {
-            self.energy.record(platform::Nanos(sample.at.0), reading);
-        }
-        let snapshot = self.snapshot(&sample);
+    fn step(&mut self, mut sample: Sample) {
+        let fresh_power = match sample.slow.take() {
+            Some(slow) => {
+                if let Some(reading) = &slow.power {
+                    self.energy.record(platform::Nanos(sample.at.0), reading);
+                }
+                let fresh = slow.power.clone();
+                self.slow = Some(slow);
+                fresh
+            }
+            None => None,
+        };
+        let Some(slow) = self.slow.clone() else {
+            return;
+        };
+        let snapshot = self.snapshot(&sample, &slow, fresh_power.as_ref());
         let decision = self.manager.step(&snapshot);
         self.act(&snapshot, &decision);
         if self
             .last_status
             .is_none_or(|t| t.elapsed() >= Duration::from_millis(250))
         {
-            self.publish_status(&sample, &decision);
+            self.publish_status(&sample, &slow, &decision);
             self.last_status = Some(Instant::now());
         }
-        self.last_decision = Some(decision);
     }
 
-    fn snapshot(&mut self, sample: &Sample) -> policy::Snapshot {
+    /// `fresh_power`: a reading taken since the previous tick (the policy's power model
+    /// learns from each reading once).
+    fn snapshot(
+        &mut self,
+        sample: &Sample,
+        slow: &SlowSample,
+        fresh_power: Option<&PowerReading>,
+    ) -> policy::Snapshot {
         let domains = self
             .domains
             .iter()
             .enumerate()
             .map(|(index, domain)| {
-                let table = table_of(domain);
+                let table = self.tables[index].clone();
                 let cur = self
                     .sent
                     .get(&index)
                     .copied()
-                    .or(sample.current[index])
+                    .or(slow.current[index])
                     .map(policy_hz)
                     .unwrap_or_else(|| *table.last().expect("tables are not empty"));
-                let max_limit = sample.ceiling[index]
+                let max_limit = slow.ceiling[index]
                     .map(policy_hz)
                     .unwrap_or_else(|| *table.last().expect("tables are not empty"));
-                let kind = kind_of(domain);
+                let kind = self.kinds[index];
                 policy::FreqDomain {
                     id: index as u32,
                     kind,
@@ -541,7 +542,7 @@ impl Control {
             .iter()
             .map(|c| policy::CpuSample {
                 cpu: c.cpu,
-                online: sample.online.as_ref().is_none_or(|o| o.contains(&c.cpu)),
+                online: slow.online.as_ref().is_none_or(|o| o.contains(&c.cpu)),
                 busy: policy::Nanos(c.busy.0),
             })
             .collect();
@@ -607,9 +608,7 @@ impl Control {
             domains,
             cpus,
             apps,
-            power: sample
-                .power
-                .as_ref()
+            power: fresh_power
                 .filter(|p| !p.is_estimated())
                 .map(|p| policy::Watts(p.total.0)),
             caps: policy::Caps::default(),
@@ -654,7 +653,7 @@ impl Control {
         }
     }
 
-    fn publish_status(&self, sample: &Sample, decision: &policy::Decision) {
+    fn publish_status(&self, sample: &Sample, slow: &SlowSample, decision: &policy::Decision) {
         let domains = self
             .domains
             .iter()
@@ -671,10 +670,10 @@ impl Control {
                     current_hz: self
                         .sent
                         .get(&index)
-                        .or(sample.current[index].as_ref())
+                        .or(slow.current[index].as_ref())
                         .map(|hz| hz.0),
                     min_hz: domain.frequencies.lowest().0,
-                    max_hz: sample.ceiling[index]
+                    max_hz: slow.ceiling[index]
                         .unwrap_or(domain.frequencies.highest())
                         .0,
                     set_by: "dnngov".into(),
@@ -683,7 +682,7 @@ impl Control {
             })
             .collect();
         let mut power = Vec::new();
-        if let Some(reading) = &sample.power {
+        if let Some(reading) = &slow.power {
             for rail in &reading.rails {
                 power.push(RailStatus {
                     rail: rail.name.clone(),
