@@ -37,10 +37,18 @@ pub fn python3() -> PathBuf {
     std::env::var_os("PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from)
 }
 
+/// The client's shared library, built first.
+pub fn client_library() -> PathBuf {
+    built_binary("libdnngov_client.so")
+}
+
 /// Compiles tests/c/test_app.c against dnngov.h and the cdylib into `dir`.
 pub fn build_c_app(dir: &Path) -> PathBuf {
     let root = workspace_root();
-    let libdir = client_library_dir();
+    let libdir = client_library()
+        .parent()
+        .expect("the library lies in a folder")
+        .to_path_buf();
     let out = dir.join("c_test_app");
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
         .arg("-Wall")
@@ -187,15 +195,16 @@ pub fn register_json(name: &str, pid: i32) -> String {
     .to_string()
 }
 
-/// The path of a binary of another package (`dnngovd`, `dnngovctl`,
-/// `examples/simulated_app`), built first: the tests package cannot name another
-/// package's binaries, and `cargo test -p dnngov-tests` alone would not build them.
+/// The path of something another package builds (`dnngovd`, `dnngovctl`,
+/// `examples/simulated_app`, `libdnngov_client.so`), built first: the tests package
+/// cannot name another package's binaries, `cargo test -p dnngov-tests` alone would not
+/// build them, and a dependency's cdylib stays in `deps/` unless built on its own.
 pub fn built_binary(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
         let mut command = Command::new(env!("CARGO"));
         command.args(["build", "--quiet", "-p", "dnngov-agent", "--bins"]);
-        command.args(["-p", "dnngov-client", "--example", "simulated_app"]);
+        command.args(["-p", "dnngov-client", "--lib", "--example", "simulated_app"]);
         if !cfg!(debug_assertions) {
             command.arg("--release");
         }

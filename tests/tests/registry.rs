@@ -4,8 +4,8 @@
 use crossbeam_channel::Receiver;
 use dnngov_agent::registry::{LeaveReason, Registry, RegistryConfig, RegistryEvent};
 use dnngov_tests::{
-    build_c_app, client_library_dir, python3, raw_connect, raw_exchange, register_json,
-    workspace_root, TestApp,
+    build_c_app, client_library, python3, raw_connect, raw_exchange, register_json, workspace_root,
+    TestApp,
 };
 use governor_proto::shm::Reason;
 use governor_proto::{ErrorCode, Reply, MAX_APPS, MAX_PACKET_BYTES};
@@ -51,12 +51,7 @@ fn rust_python_and_c_apps_register_switch_and_leave() {
     let socket = registry.socket_path().to_str().unwrap().to_string();
     let c_app = build_c_app(dir.path());
     let python = python3();
-    let lib = client_library_dir().join("libdnngov_client.so");
-    assert!(
-        lib.exists(),
-        "{} is built with the workspace",
-        lib.display()
-    );
+    let lib = client_library();
 
     let wanted = ["10", "11", "12"];
     let mut commands = [
