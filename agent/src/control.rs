@@ -17,6 +17,7 @@
 
 use crate::admin::{DomainStatus, RailStatus, SourceStatus, StatusReport};
 use crate::config::{Config, Objective};
+use crate::metrics::{app_labels, label, Metrics};
 use crate::platform::{
     self, Actuator, Domain, DomainId, EnergyMeter, Platform, PowerReading, PowerSensor, Sysfs,
     Takeover,
@@ -128,6 +129,7 @@ impl ControlLoop {
         table: AppTable,
         events: Receiver<RegistryEvent>,
         status: Arc<Mutex<StatusReport>>,
+        metrics: Arc<Metrics>,
     ) -> Result<ControlLoop> {
         let mut notes = governed.notes.clone();
         let takeover = if governed.domains.is_empty() {
@@ -226,6 +228,8 @@ impl ControlLoop {
             bpf_source,
             last_status: None,
             slow: None,
+            metrics,
+            exported: BTreeMap::new(),
         };
         threads.push(spawn("control", move || {
             control.run(events, tick(tick_period), stop_rx)
@@ -398,6 +402,9 @@ struct Control {
     last_status: Option<Instant>,
     /// The latest slow sample; the first tick always brings one.
     slow: Option<SlowSample>,
+    metrics: Arc<Metrics>,
+    /// Counter values already added to the metrics, by series, so only deltas are added.
+    exported: BTreeMap<String, f64>,
 }
 
 impl Control {
@@ -462,6 +469,9 @@ impl Control {
 
     fn leave(&mut self, app_id: u32) {
         if let Some(app) = self.apps.remove(&app_id) {
+            self.metrics
+                .remove_app(&app_labels(app_id, &app.handle.name));
+            self.metrics.apps.set(self.apps.len() as i64);
             self.sampler.forget(app_id, app.handle.pid as u32);
         }
     }
@@ -489,6 +499,7 @@ impl Control {
             .is_none_or(|t| t.elapsed() >= Duration::from_millis(250))
         {
             self.publish_status(&sample, &slow, &decision);
+            self.export_metrics(&slow);
             self.last_status = Some(Instant::now());
         }
     }
@@ -577,6 +588,12 @@ impl Control {
                     });
                 }
             }
+            let labels = app_labels(handle.app_id, &handle.name);
+            let histogram = self.metrics.latency_seconds.get_or_create(&labels);
+            for inference in &finished {
+                histogram.observe(inference.latency.0 as f64 / 1e9);
+            }
+            drop(histogram);
             let target = handle.target();
             apps.push(policy::AppState {
                 id: handle.app_id,
@@ -626,6 +643,14 @@ impl Control {
             if self.sent.get(&index) != Some(&freq) {
                 change = change.with(domain.id.clone(), freq);
                 self.sent.insert(index, freq);
+                self.metrics
+                    .frequency_hz
+                    .get_or_create(&label("domain", domain.id.to_string()))
+                    .set(freq.0 as i64);
+                self.metrics
+                    .decisions
+                    .get_or_create(&label("kind", "frequency"))
+                    .inc();
             }
         }
         if !change.targets.is_empty() {
@@ -649,7 +674,81 @@ impl Control {
                     d.reason
                 );
                 let _ = app.handle.request_subnet(subnet.id, reason);
+                self.metrics
+                    .decisions
+                    .get_or_create(&label("kind", "subnet"))
+                    .inc();
             }
+        }
+    }
+
+    /// Adds `total - (what was added before)` to a counter series.
+    fn export_total(&mut self, key: String, total: f64, counter: impl FnOnce(f64)) {
+        let before = self.exported.insert(key, total).unwrap_or(0.0);
+        if total > before {
+            counter(total - before);
+        }
+    }
+
+    fn export_metrics(&mut self, slow: &SlowSample) {
+        let metrics = self.metrics.clone();
+        metrics.apps.set(self.apps.len() as i64);
+        if let Some(reading) = &slow.power {
+            for rail in &reading.rails {
+                let labels = vec![
+                    ("rail".to_string(), rail.name.clone()),
+                    ("estimated".to_string(), reading.is_estimated().to_string()),
+                ];
+                metrics.power_watts.get_or_create(&labels).set(rail.power.0);
+                let joules = self.energy.rail(&rail.name).map_or(0.0, |j| j.0);
+                self.export_total(format!("energy/{}", rail.name), joules, |delta| {
+                    metrics.energy_joules.get_or_create(&labels).inc_by(delta);
+                });
+            }
+        }
+        let apps: Vec<Arc<AppHandle>> = self.apps.values().map(|a| a.handle.clone()).collect();
+        for handle in apps {
+            let labels = app_labels(handle.app_id, &handle.name);
+            let report = handle.report();
+            self.export_total(
+                format!("inferences/{}", handle.app_id),
+                report.inferences_completed as f64,
+                |delta| {
+                    metrics
+                        .inferences
+                        .get_or_create(&labels)
+                        .inc_by(delta as u64);
+                },
+            );
+            self.export_total(
+                format!("misses/{}", handle.app_id),
+                report.deadline_misses as f64,
+                |delta| {
+                    metrics
+                        .deadline_misses
+                        .get_or_create(&labels)
+                        .inc_by(delta as u64);
+                },
+            );
+            metrics
+                .subnet
+                .get_or_create(&labels)
+                .set(i64::from(report.requested_subnet));
+            if let Some(accuracy) = handle
+                .subnets
+                .iter()
+                .find(|s| Some(s.id) == report.active_subnet)
+                .map(|s| s.accuracy_pct)
+            {
+                metrics
+                    .accuracy_percent
+                    .get_or_create(&labels)
+                    .set(accuracy);
+            }
+            metrics
+                .deadline_seconds
+                .get_or_create(&labels)
+                .set(handle.target().deadline_ms / 1e3);
         }
     }
 

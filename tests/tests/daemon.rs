@@ -17,8 +17,13 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, sysfs_root: &Path) -> Daemon {
+        Self::start_with(dir, sysfs_root, "")
+    }
+
+    /// `extra`: more configuration lines.
+    fn start_with(dir: &Path, sysfs_root: &Path, extra: &str) -> Daemon {
         let config = dir.join("config.toml");
-        std::fs::write(&config, "[control]\ntick_ms = 20\n").unwrap();
+        std::fs::write(&config, format!("[control]\ntick_ms = 20\n{extra}")).unwrap();
         let log = std::fs::File::create(dir.join("dnngovd.log")).unwrap();
         let child = Command::new(built_binary("dnngovd"))
             .arg("--config")
@@ -114,6 +119,22 @@ fn app_field(daemon: &Daemon, field: &str) -> Option<Value> {
     apps.as_array()?.first()?.get(field).cloned()
 }
 
+fn free_local_address() -> std::net::SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply
+}
+
 const POLICY0: &str = "sys/devices/system/cpu/cpufreq/policy0";
 
 #[test]
@@ -122,7 +143,12 @@ fn governs_an_app_obeys_the_operator_and_restores_on_sigterm() {
     let root = dir.path().join("board");
     fixture::xavier_nx(&root).unwrap();
     let before = fixture::snapshot(&root).unwrap();
-    let daemon = Daemon::start(dir.path(), &root);
+    let metrics_addr = free_local_address();
+    let daemon = Daemon::start_with(
+        dir.path(),
+        &root,
+        &format!("[metrics]\nlisten = \"{metrics_addr}\"\n"),
+    );
 
     // Taking over: the state is saved first, then the userspace governor is set.
     daemon.wait_for("the takeover", || {
@@ -168,6 +194,14 @@ fn governs_an_app_obeys_the_operator_and_restores_on_sigterm() {
         app_field(&daemon, "operator_override"),
         Some(Value::Bool(true))
     );
+
+    // The metrics endpoint shows the same picture.
+    daemon.wait_for("the app's inferences in the metrics", || {
+        let text = http_get(metrics_addr, "/metrics");
+        text.contains("dnngov_inferences_total{app=\"detector\"")
+            && text.contains("dnngov_domain_frequency_hertz{domain=\"cpufreq policy0\"}")
+            && text.contains("dnngov_subnet{app=\"detector\",app_id=\"1\"} 3")
+    });
 
     let status = daemon.ctl(&["status"]).unwrap();
     assert_eq!(status["domains"].as_array().unwrap().len(), 5, "{status}");

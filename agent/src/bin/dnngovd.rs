@@ -14,6 +14,7 @@ use crossbeam_channel::{select, tick, Receiver};
 use dnngov_agent::admin::{AdminReply, AdminRequest, AdminServer, AppStatus, StatusReport};
 use dnngov_agent::config::{Config, DEFAULT_CONFIG_PATH};
 use dnngov_agent::control::{ControlLoop, Governed};
+use dnngov_agent::metrics::{Metrics, MetricsServer};
 use dnngov_agent::notify;
 use dnngov_agent::registry::{AppTable, Registry, RegistryConfig};
 use governor_proto::validate::validate_target;
@@ -121,6 +122,11 @@ fn run(args: Args) -> Result<()> {
         app_socket: config.agent.socket.display().to_string(),
         ..StatusReport::default()
     }));
+    let metrics = Arc::new(Metrics::new());
+    let metrics_server = match config.metrics.listen {
+        Some(addr) => Some(MetricsServer::start(addr, metrics.clone())?),
+        None => None,
+    };
     let governed = Governed::discover(&config.agent.sysfs_root);
     let control = ControlLoop::start(
         &config,
@@ -128,6 +134,7 @@ fn run(args: Args) -> Result<()> {
         registry.table(),
         registry.events().clone(),
         status.clone(),
+        metrics,
     )?;
     // Last, so that a status request never sees a half-started agent.
     let admin = AdminServer::start(
@@ -166,6 +173,7 @@ fn run(args: Args) -> Result<()> {
     }
     notify::notify("STOPPING=1");
     control.stop();
+    drop(metrics_server);
     drop(admin);
     drop(registry);
     log::info!("dnngovd stopped");
