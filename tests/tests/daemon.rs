@@ -303,3 +303,107 @@ fn a_machine_without_cpufreq_is_not_governed_but_apps_are() {
     assert!(daemon.wait().success());
     assert_eq!(fixture::snapshot(&root).unwrap(), before);
 }
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+#[test]
+fn misbehaving_clients_leave_the_other_app_served_and_memory_flat() {
+    use dnngov_tests::{raw_connect, raw_exchange};
+    use governor_proto::{ErrorCode, Reply};
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("board");
+    fixture::xavier_nx(&root).unwrap();
+    let daemon = Daemon::start(dir.path(), &root);
+    let socket = dir.path().join("agent.sock");
+    let mut command = Command::new(built_binary("examples/simulated_app"));
+    command
+        .args(["detector", "60", "15", "60"])
+        .env("DNNGOV_SOCKET", &socket);
+    let mut good = TestApp::spawn(&mut command);
+    assert!(good.line().contains("registered with dnngovd"));
+    let inferences = || {
+        app_field(&daemon, "inferences")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0)
+    };
+    daemon.wait_for("the good app's first inferences", || inferences() > 5);
+    let rss_before = resident_kib(daemon.child.id());
+
+    // An app killed in the middle of an inference.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dnngov-test-app"));
+    command.args([socket.to_str().unwrap(), "99", "0", "hang"]);
+    let mut dying = TestApp::spawn(&mut command);
+    assert!(dying.line().starts_with("registered"));
+    assert_eq!(dying.line(), "in-flight");
+    dying.kill();
+
+    // 10,000 garbage packets a second for 5 s from a client that reads its answers, and
+    // the same from one that never reads them (the agent must drop it, not stall).
+    let reader = raw_connect(&socket);
+    let deaf = raw_connect(&socket);
+    let mut deaf_dropped = false;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < Duration::from_secs(5) {
+        for _ in 0..100 {
+            let (reply, _) = raw_exchange(&reader, b"\x01garbage\xff");
+            assert!(
+                matches!(
+                    reply,
+                    Some(Reply::Error {
+                        code: ErrorCode::Malformed,
+                        ..
+                    })
+                ),
+                "{reply:?}"
+            );
+            if !deaf_dropped
+                && send(
+                    deaf.as_raw_fd(),
+                    b"{not json",
+                    MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                )
+                .is_err_and(|e| e != nix::errno::Errno::EAGAIN)
+            {
+                deaf_dropped = true;
+            }
+            sent += 1;
+        }
+        // Pace to about 10,000 a second.
+        let due = Duration::from_micros(100 * sent);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    assert!(sent >= 10_000, "the flood sent {sent} packets");
+    assert!(
+        deaf_dropped,
+        "a client that never reads its answers is disconnected"
+    );
+
+    // The good app is still served, and the dead one is gone.
+    let before = inferences();
+    daemon.wait_for("the good app to keep running", || inferences() > before + 5);
+    let apps = daemon.ctl(&["apps"]).unwrap();
+    assert_eq!(apps.as_array().unwrap().len(), 1, "{apps}");
+    assert_eq!(apps[0]["name"], "detector");
+    let rss_after = resident_kib(daemon.child.id());
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "resident memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    good.kill();
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(daemon.wait().success());
+}

@@ -2,9 +2,11 @@
 //! agent to ask for a given sub-network, acknowledges it, runs a few inferences, and
 //! waits for its stdin to close before exiting.
 //!
-//! Usage: dnngov-test-app SOCKET WANTED_SUBNET INFERENCES
+//! Usage: dnngov-test-app SOCKET WANTED_SUBNET INFERENCES [hang]
 //! Prints one line per step: `registered APP_ID SUBNET`, `switched SUBNET`,
-//! `done INFERENCES MISSES` (or `timeout SUBNET`).
+//! `done INFERENCES MISSES` (or `timeout SUBNET`). With `hang`, it begins an inference
+//! right after registering, prints `in-flight`, and never ends it (for tests that kill
+//! an app mid-inference).
 
 use dnngov_client::{AppSpec, Device, Options, Session, Subnet, Target};
 use std::io::{BufRead, Write};
@@ -12,8 +14,8 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: dnngov-test-app SOCKET WANTED_SUBNET INFERENCES");
+    if args.len() != 4 && args.len() != 5 {
+        eprintln!("usage: dnngov-test-app SOCKET WANTED_SUBNET INFERENCES [hang]");
         std::process::exit(2);
     }
     let wanted: u32 = args[2].parse().expect("WANTED_SUBNET is a number");
@@ -58,6 +60,14 @@ fn main() {
     )
     .unwrap();
     out.flush().unwrap();
+    if args.get(4).map(String::as_str) == Some("hang") {
+        session.begin(Duration::from_millis(50));
+        writeln!(out, "in-flight").unwrap();
+        out.flush().unwrap();
+        loop {
+            std::thread::park();
+        }
+    }
     let start = Instant::now();
     while session.current_subnet() != wanted {
         if start.elapsed() > Duration::from_secs(10) {
