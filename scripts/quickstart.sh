@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Quick start: installs what is needed, builds dnngov, and runs the agent with two
-# simulated DNN apps for about 15 seconds. Halfway through the agent is stopped and
-# started again: the apps keep running their default sub-network meanwhile and
-# register again on their own.
+# Quick start: installs what is needed, builds dnngov, and runs it end to end for about
+# 30 seconds on a fixture Jetson Xavier NX board (a sysfs tree under a temporary
+# directory: this machine's own frequencies are never touched):
+#   - dnngovd takes the board over (saving every governor and limit first),
+#   - two simulated DNN apps register through the client shim; the policy picks each
+#     one's sub-network and the board's frequencies; dnngovctl shows it live,
+#   - midway an operator tightens one app's accuracy floor with dnngovctl set-target,
+#   - dnngovd stops, restores the board, and the script checks it is byte-for-byte as
+#     before.
+# The fixture's sensors are static files, so energy is not measured here; the
+# simulator (`dnngov-sim compare`) measures dnngov against schedutil.
 set -eu
 cd "$(dirname "$0")/.."
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
 ./scripts/install-deps.sh
 echo "== building (release)"
-cargo build --release --locked -p dnngov-agent --bin dnngovd
-cargo build --release --locked -p dnngov-client --example simulated_app
+cargo build --release --locked -q -p dnngov-agent --bins --example write_fixture
+cargo build --release --locked -q -p dnngov-client --example simulated_app
 
 work=$(mktemp -d)
 pids=""
@@ -22,28 +29,49 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+bin=target/release
+board="$work/board"
+"$bin/examples/write_fixture" xavier_nx "$board" >/dev/null
+( cd "$board" && find . -type f -exec sha256sum {} + | sort ) > "$work/before.sha256"
 export DNNGOV_SOCKET="$work/agent.sock"
-agent=target/release/dnngovd
-app=target/release/examples/simulated_app
+ctl() { "$bin/dnngovctl" --admin-socket "$work/admin.sock" "$@"; }
 
-echo "== starting dnngovd on $DNNGOV_SOCKET"
-"$agent" --socket "$DNNGOV_SOCKET" --report-every 2 &
-agent_pid=$!
-pids="$agent_pid"
-sleep 0.5
-"$app" detector 15 15 60 &
+echo "== dnngovd on the fixture Xavier NX board ($board)"
+"$bin/dnngovd" --sysfs-root "$board" --socket "$DNNGOV_SOCKET" --admin-socket "$work/admin.sock" \
+    --state-dir "$work/state" --report-every 0 2>"$work/dnngovd.log" &
+agent=$!
+pids="$agent"
+for _ in $(seq 50); do ctl status >/dev/null 2>&1 && break; sleep 0.1; done
+echo "   policy0 governor now: $(cat "$board/sys/devices/system/cpu/cpufreq/policy0/scaling_governor")"
+
+echo "== two apps: detector (15 fps, 60 ms deadline) and classifier (3 fps, 100 ms)"
+"$bin/examples/simulated_app" detector 40 15 60 >"$work/detector.log" &
 pids="$pids $!"
-"$app" classifier 15 10 100 &
+"$bin/examples/simulated_app" classifier 40 3 100 >"$work/classifier.log" &
 pids="$pids $!"
 
-sleep 6
-echo "== stopping dnngovd (the apps carry on standalone)"
-kill -TERM "$agent_pid"
-wait "$agent_pid" || true
-sleep 3
-echo "== starting dnngovd again (the apps register again by themselves)"
-"$agent" --socket "$DNNGOV_SOCKET" --report-every 2 &
-agent_pid=$!
-pids="$pids $agent_pid"
-sleep 6.5
-echo "== done"
+for t in 5 10; do
+    sleep 5
+    echo; echo "== dnngovctl status after ${t} s"; ctl status
+done
+echo; echo "== operator: dnngovctl set-target detector --accuracy-floor 77"
+ctl set-target detector --accuracy-floor 77
+for t in 15 20; do
+    sleep 5
+    echo; echo "== dnngovctl apps after ${t} s"; ctl apps
+done
+
+echo; echo "== what dnngovd decided (its log)"
+grep -E "sub-network|governing|floor|override|cannot" "$work/dnngovd.log" | sed 's/^\[[^]]*\] */   /' | head -20
+
+echo; echo "== stopping dnngovd (SIGTERM): it restores the board"
+kill -TERM "$agent"
+wait "$agent" || true
+( cd "$board" && find . -type f -exec sha256sum {} + | sort ) > "$work/after.sha256"
+if cmp -s "$work/before.sha256" "$work/after.sha256"; then
+    echo "   every file of the board is as it was before dnngovd started"
+else
+    echo "   the board differs from before:"; diff "$work/before.sha256" "$work/after.sha256" || true
+    exit 1
+fi
+echo "   policy0 governor now: $(cat "$board/sys/devices/system/cpu/cpufreq/policy0/scaling_governor")"

@@ -240,13 +240,6 @@ fn admin_handler(
             if let Err(e) = validate_target(&target) {
                 return AdminReply::Error { message: e.message };
             }
-            log::info!(
-                "operator set app {} \"{}\" to deadline {} ms, accuracy floor {:?}",
-                handle.app_id,
-                handle.name,
-                target.deadline_ms,
-                target.accuracy_floor_pct
-            );
             let message = format!(
                 "app {} \"{}\": deadline {} ms, accuracy floor {}",
                 handle.app_id,
@@ -256,6 +249,7 @@ fn admin_handler(
                     .accuracy_floor_pct
                     .map_or("none".to_string(), |f| format!("{f} %"))
             );
+            log::info!("operator override: {message}");
             handle.set_operator_target(Some(target));
             AdminReply::Done { message }
         }
