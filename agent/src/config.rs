@@ -4,7 +4,7 @@
 //! never turns into a setting silently ignored. `dist/config.toml` is the documented
 //! default file; a test checks that it parses to exactly [`Config::default`].
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,7 +88,13 @@ impl Config {
     /// Parses `text`; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
         let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-        config.validate().with_context(|| origin.to_string())?;
+        if let Err((key, message)) = config.validate() {
+            let (section, name) = key.split_once('.').unwrap_or(("", key));
+            return Err(match line_of(text, section, name) {
+                Some(line) => anyhow::anyhow!("{origin}, line {line}: {message}"),
+                None => anyhow::anyhow!("{origin}: {message}"),
+            });
+        }
         Ok(config)
     }
 
@@ -102,20 +108,26 @@ impl Config {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// The key at fault and why.
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
         let control = &self.control;
         if !(1..=1000).contains(&control.tick_ms) {
-            bail!(
-                "control.tick_ms is {}; it must be from 1 to 1000",
-                control.tick_ms
-            );
+            return Err((
+                "control.tick_ms",
+                format!(
+                    "control.tick_ms is {}; it must be from 1 to 1000",
+                    control.tick_ms
+                ),
+            ));
         }
         if control.optimiser_period_ms < control.tick_ms || control.optimiser_period_ms > 60_000 {
-            bail!(
-                "control.optimiser_period_ms is {}; it must be from control.tick_ms ({}) to 60000",
-                control.optimiser_period_ms,
-                control.tick_ms
-            );
+            return Err((
+                "control.optimiser_period_ms",
+                format!(
+                    "control.optimiser_period_ms is {}; it must be from control.tick_ms ({}) to 60000",
+                    control.optimiser_period_ms, control.tick_ms
+                ),
+            ));
         }
         if let Some(addr) = self.metrics.listen {
             if !addr.ip().is_loopback() {
@@ -127,6 +139,20 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The line (from 1) where `key` is set inside `[section]`, for error messages.
+fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_string();
+        } else if current == section && line.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+            return Some(index + 1);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -170,6 +196,7 @@ mod tests {
         ] {
             let error = format!("{:#}", Config::parse(text, "t.toml").unwrap_err());
             assert!(error.contains(key), "{text}: {error}");
+            assert!(error.contains("line "), "{text}: {error}");
         }
     }
 

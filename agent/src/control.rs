@@ -31,6 +31,7 @@ use governor_proto::shm::Reason;
 use governor_proto::Device;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -122,7 +123,9 @@ pub struct ControlLoop {
 }
 
 impl ControlLoop {
-    /// Takes over `governed`'s domains and starts the three threads.
+    /// Takes over `governed`'s domains and starts the control and actuation threads.
+    /// `heartbeat` gets the monotonic time of every finished tick, so the caller can
+    /// tell systemd's watchdog the loop is alive rather than just the process.
     pub fn start(
         config: &Config,
         governed: Governed,
@@ -130,6 +133,7 @@ impl ControlLoop {
         events: Receiver<RegistryEvent>,
         status: Arc<Mutex<StatusReport>>,
         metrics: Arc<Metrics>,
+        heartbeat: Arc<AtomicU64>,
     ) -> Result<ControlLoop> {
         let mut notes = governed.notes.clone();
         let takeover = if governed.domains.is_empty() {
@@ -230,6 +234,7 @@ impl ControlLoop {
             slow: None,
             metrics,
             exported: BTreeMap::new(),
+            heartbeat,
         };
         threads.push(spawn("control", move || {
             control.run(events, tick(tick_period), stop_rx)
@@ -405,6 +410,7 @@ struct Control {
     metrics: Arc<Metrics>,
     /// Counter values already added to the metrics, by series, so only deltas are added.
     exported: BTreeMap<String, f64>,
+    heartbeat: Arc<AtomicU64>,
 }
 
 impl Control {
@@ -432,7 +438,9 @@ impl Control {
                 // inference records wait in the ring buffer).
                 recv(ticker) -> _ => {
                     let sample = self.sampler.sample();
+                    let at = sample.at.0;
                     self.step(sample);
+                    self.heartbeat.store(at, Ordering::Relaxed);
                 }
             }
         }
@@ -666,12 +674,12 @@ impl Control {
             if app.handle.page().agent.requested_subnet() != subnet.id {
                 let reason = reason_of(d.reason);
                 log::info!(
-                    "app {} \"{}\": sub-network {} ({:.2} %) because {:?}",
+                    "app {} \"{}\": sub-network {} ({:.2} %): {}",
                     app.handle.app_id,
                     app.handle.name,
                     subnet.id,
                     subnet.accuracy_pct,
-                    d.reason
+                    subnet_reason_text(d.reason)
                 );
                 let _ = app.handle.request_subnet(subnet.id, reason);
                 self.metrics
@@ -762,7 +770,7 @@ impl Control {
                     .domains
                     .iter()
                     .find(|d| d.domain as usize == index)
-                    .map(|d| format!("{:?}", d.reason))
+                    .map(|d| freq_reason_text(d.reason))
                     .unwrap_or_default();
                 DomainStatus {
                     name: domain.id.to_string(),
@@ -775,7 +783,12 @@ impl Control {
                     max_hz: slow.ceiling[index]
                         .unwrap_or(domain.frequencies.highest())
                         .0,
-                    set_by: "dnngov".into(),
+                    set_by: match domain.mechanism {
+                        platform::Mechanism::Userspace => "dnngov (userspace governor)",
+                        platform::Mechanism::Pin => "dnngov (min = max)",
+                        platform::Mechanism::EmcLock => "dnngov (rate lock)",
+                    }
+                    .into(),
                     reason,
                 }
             })
@@ -879,6 +892,38 @@ fn kind_of(domain: &Domain) -> policy::DomainKind {
             } else {
                 policy::DomainKind::Memory
             }
+        }
+    }
+}
+
+/// Why a domain has its frequency, for people.
+fn freq_reason_text(reason: policy::FreqReason) -> String {
+    match reason {
+        policy::FreqReason::Base(kind) => format!("{kind:?} (no app constrains it)").to_lowercase(),
+        policy::FreqReason::RateLimited(kind) => format!("{kind:?} rate limit").to_lowercase(),
+        policy::FreqReason::HeldWhileBusy => "held: the CPU stayed busy".into(),
+        policy::FreqReason::NoTelemetry => "left as is: no utilisation telemetry".into(),
+        policy::FreqReason::Plan => "joint plan for the apps".into(),
+        policy::FreqReason::AppFloor { app } => format!("raised for app {app}'s misses"),
+    }
+}
+
+/// Why an app runs its sub-network, for people.
+fn subnet_reason_text(reason: policy::SubnetReason) -> String {
+    match reason {
+        policy::SubnetReason::Plan => "joint plan".into(),
+        policy::SubnetReason::StepDown { misses } => {
+            format!("stepped down after {misses} missed deadlines")
+        }
+        policy::SubnetReason::StepUp => "stepped up: latency has slack".into(),
+        policy::SubnetReason::Unserved(policy::UnservedCause::AccuracyFloorUnreachable) => {
+            "cannot be served: no sub-network reaches its accuracy floor".into()
+        }
+        policy::SubnetReason::Unserved(policy::UnservedCause::DeadlineUnreachable) => {
+            "cannot be served: no sub-network above its floor meets its deadline even at full clocks".into()
+        }
+        policy::SubnetReason::Unserved(policy::UnservedCause::DegradedForPriority) => {
+            "degraded: apps of higher priority need the shared devices".into()
         }
     }
 }

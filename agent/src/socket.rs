@@ -60,7 +60,7 @@ pub fn bind_seqpacket(path: &Path, group: Option<&str>) -> Result<OwnedFd> {
                     .with_context(|| format!("giving {} to group {name}", path.display()))?;
             }
             Ok(None) => log::info!(
-                "group {name} does not exist: only root can register apps on {}",
+                "group {name} does not exist: only root can connect to {}",
                 path.display()
             ),
             Err(e) => log::warn!("cannot look up group {name}: {e}"),

@@ -186,7 +186,7 @@ fn print_status(status: &StatusReport) {
         println!("frequency domains: none governed");
     } else {
         println!(
-            "{:<16} {:>10} {:>10} {:>10}  {:<10} why",
+            "{:<24} {:>9} {:>9} {:>9}  {:<28} why",
             "domain", "now MHz", "min MHz", "max MHz", "set by"
         );
         for d in &status.domains {
@@ -194,7 +194,7 @@ fn print_status(status: &StatusReport) {
                 .current_hz
                 .map_or("-".to_string(), |hz| format!("{:.1}", hz as f64 / 1e6));
             println!(
-                "{:<16} {:>10} {:>10.1} {:>10.1}  {:<10} {}",
+                "{:<24} {:>9} {:>9.1} {:>9.1}  {:<28} {}",
                 d.name,
                 now,
                 d.min_hz as f64 / 1e6,

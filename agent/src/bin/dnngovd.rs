@@ -20,6 +20,7 @@ use dnngov_agent::registry::{AppTable, Registry, RegistryConfig};
 use governor_proto::validate::validate_target;
 use nix::sys::signal::{SigSet, Signal};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,7 @@ fn load_config(args: &Args) -> Result<Config> {
 fn run(args: Args) -> Result<()> {
     let config = load_config(&args)?;
     let signals = block_termination_signals()?;
+    let panics = forward_panics();
     let started = Instant::now();
     std::fs::create_dir_all(&config.agent.state_dir).with_context(|| {
         format!(
@@ -122,6 +124,7 @@ fn run(args: Args) -> Result<()> {
         app_socket: config.agent.socket.display().to_string(),
         ..StatusReport::default()
     }));
+    let heartbeat = Arc::new(AtomicU64::new(0));
     let metrics = Arc::new(Metrics::new());
     let metrics_server = match config.metrics.listen {
         Some(addr) => Some(MetricsServer::start(addr, metrics.clone())?),
@@ -135,6 +138,7 @@ fn run(args: Args) -> Result<()> {
         registry.events().clone(),
         status.clone(),
         metrics,
+        heartbeat.clone(),
     )?;
     // Last, so that a status request never sees a half-started agent.
     let admin = AdminServer::start(
@@ -157,8 +161,16 @@ fn run(args: Args) -> Result<()> {
         crossbeam_channel::never()
     };
     let table = registry.table();
+    let stall_limit =
+        Duration::from_millis(config.control.tick_ms * 50).max(Duration::from_secs(5));
+    let mut failed = false;
     loop {
         select! {
+            recv(panics) -> _ => {
+                log::error!("a thread panicked; restoring and exiting");
+                failed = true;
+                break;
+            }
             recv(signals) -> signal => {
                 log::info!("{} received; restoring and shutting down", signal.map(|s| s.as_str()).unwrap_or("signal"));
                 break;
@@ -167,7 +179,17 @@ fn run(args: Args) -> Result<()> {
                 log::info!("--exit-after elapsed; restoring and shutting down");
                 break;
             }
-            recv(watchdog) -> _ => notify::notify("WATCHDOG=1"),
+            // Only a control loop that still ticks keeps the watchdog quiet: a stuck loop
+            // gets the service restarted (and the machine restored by ExecStopPost).
+            recv(watchdog) -> _ => {
+                let last = heartbeat.load(Ordering::Relaxed);
+                let now = dnngov_bpf::Nanos::monotonic_now().0;
+                if last != 0 && now.saturating_sub(last) < stall_limit.as_nanos() as u64 {
+                    notify::notify("WATCHDOG=1");
+                } else {
+                    log::warn!("the control loop has not ticked for {:.1} s", now.saturating_sub(last) as f64 / 1e9);
+                }
+            }
             recv(report) -> _ => report_apps(&table),
         }
     }
@@ -176,8 +198,25 @@ fn run(args: Args) -> Result<()> {
     drop(metrics_server);
     drop(admin);
     drop(registry);
+    if failed {
+        anyhow::bail!("stopped after a panic; the machine was restored");
+    }
     log::info!("dnngovd stopped");
     Ok(())
+}
+
+/// Turns a panic in any thread into an orderly shutdown: the default hook prints it, then
+/// the main thread is told, stops the control loop (which restores the machine) and exits
+/// non-zero. Without this a panicked control thread would leave the daemon running
+/// ungoverned.
+fn forward_panics() -> Receiver<()> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let _ = tx.try_send(());
+    }));
+    rx
 }
 
 fn every(seconds: u64) -> Receiver<Instant> {

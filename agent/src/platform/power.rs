@@ -123,7 +123,7 @@ pub fn discover(sysfs: &Sysfs) -> Option<PowerSensor> {
         let last = vec![None; zones.len()];
         return Some(PowerSensor::Rapl { zones, last });
     }
-    log::info!("no power sensor found (INA3221 hwmon, Jetson iio, RAPL); power is estimated from the platform model");
+    log::info!("no power sensor found (INA3221 hwmon, Jetson iio, RAPL); power is not measured");
     None
 }
 
