@@ -1,5 +1,7 @@
 //! The output of a decision: a frequency per domain, a sub-network per app, and why.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::governor::GovernorKind;
@@ -46,6 +48,42 @@ pub enum UnservedCause {
     /// Serving it together with higher-priority apps is infeasible (deadlines, shared
     /// devices, power cap): it was degraded first because of its priority.
     DegradedForPriority,
+}
+
+/// A sentence for logs and status output, e.g. "unserved, told to run its cheapest
+/// sub-network: it cannot be served together with ...".
+impl fmt::Display for SubnetReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubnetReason::Plan => write!(f, "the optimiser's plan"),
+            SubnetReason::StepDown { misses } => {
+                write!(f, "stepped down after {misses} consecutive deadline misses")
+            }
+            SubnetReason::StepUp => write!(f, "stepped back up after persistent slack"),
+            SubnetReason::Unserved(cause) => {
+                write!(f, "unserved, told to run its cheapest sub-network: {cause}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for UnservedCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnservedCause::AccuracyFloorUnreachable => {
+                "no sub-network of its library reaches its accuracy floor"
+            }
+            UnservedCause::DeadlineUnreachable => {
+                "no sub-network meeting its accuracy floor is predicted to meet its deadline \
+                 (less the margin), even alone at the highest allowed clocks"
+            }
+            UnservedCause::DegradedForPriority => {
+                "it cannot be served together with the apps of higher priority (on equal \
+                 priority, those with lower ids, i.e. registered earlier): their deadlines, \
+                 shared devices or the power cap leave no room for it"
+            }
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -37,6 +37,10 @@ pub struct Config {
     pub gain_threshold: f64,
     /// ... or gains this many priority-weighted accuracy points.
     pub accuracy_gain_points: f64,
+    /// Hysteresis on deadlines: a plan is adopted only if every predicted latency is under
+    /// `deadline * (1 - optimiser.margin)`, and stays in force while they are under
+    /// `deadline * (1 - keep_margin)` (a smaller margin).
+    pub keep_margin: f64,
 }
 
 impl Default for Config {
@@ -52,15 +56,24 @@ impl Default for Config {
             dwell: Nanos::from_millis(2000),
             gain_threshold: 0.05,
             accuracy_gain_points: 1.0,
+            keep_margin: 0.05,
         }
     }
 }
+
+/// How many samples the declared full-clock latency is worth to the cautious latency fit:
+/// as many as the data at one operating point weighs at steady state (1 / (1 - 0.98)), so
+/// that neither the declaration nor the measurements alone decide the full-clock figure.
+const ANCHOR_WEIGHT: f64 = 50.0;
 
 #[derive(Clone, Debug)]
 struct AppEntry {
     /// What the app declared, to notice a change of targets or library.
     declared: AppState,
     models: Vec<LatencyModel>,
+    /// The same data fitted from the cautious seed ([`LatencyCoefs::seed_flat`]), anchored
+    /// at the declared full-clock latency.
+    cautious: Vec<LatencyModel>,
     /// Latency at full clocks assumed before any observation, per sub-network.
     prior_ms: Vec<f64>,
     controller: AppController,
@@ -120,8 +133,8 @@ impl Manager {
     /// Predicted latency of an app's sub-network at the snapshot's clocks, in ms.
     pub fn predict_latency_ms(&self, snap: &Snapshot, app: u32, subnet: u32) -> Option<f64> {
         let e = self.apps.get(&app)?;
-        let coefs = subnet_coefs(e, subnet as usize)?;
-        Some(coefs.latency_ms(clock_ratios(snap, &e.declared)))
+        let option = subnet_option(e, subnet as usize)?;
+        Some(option.latency_ms(clock_ratios(snap, &e.declared)))
     }
 
     pub fn step(&mut self, snap: &Snapshot) -> Decision {
@@ -248,12 +261,23 @@ impl Manager {
                 )
             })
             .collect();
+        let cautious = prior_ms
+            .iter()
+            .map(|l| {
+                LatencyModel::anchored(
+                    LatencyCoefs::seed_flat(*l),
+                    self.cfg.latency_forgetting,
+                    ANCHOR_WEIGHT,
+                )
+            })
+            .collect();
         let lowest = lowest_meeting_floor(app);
         // Until the first plan, the app runs its cheapest acceptable entry.
         let controller = AppController::new(self.cfg.controller, deadline, lowest, lowest);
         AppEntry {
             declared: declaration(app),
             models,
+            cautious,
             prior_ms,
             controller,
         }
@@ -271,7 +295,7 @@ impl Manager {
                 e.declared.targets.deadline.as_millis_f64() * (1.0 - self.cfg.optimiser.margin);
             // Predictions from the models as they stood at the start of the tick.
             let fits: Vec<bool> = (0..e.models.len())
-                .map(|i| subnet_coefs(e, i).is_some_and(|c| c.latency_ms(r) <= deadline))
+                .map(|i| subnet_option(e, i).is_some_and(|o| o.latency_ms(r) <= deadline))
                 .collect();
             for inf in &app.finished {
                 let s = inf.subnet as usize;
@@ -283,6 +307,7 @@ impl Manager {
                 });
                 if usable {
                     e.models[s].observe(r, inf.latency.as_millis_f64());
+                    e.cautious[s].observe(r, inf.latency.as_millis_f64());
                 }
                 escalate |= action == ControllerAction::Exhausted;
             }
@@ -349,10 +374,12 @@ impl Manager {
                         .library
                         .iter()
                         .enumerate()
-                        .map(|(i, s)| SubnetOption {
-                            accuracy: s.accuracy,
-                            coefs: subnet_coefs(e, i)
-                                .unwrap_or(LatencyCoefs::seed(0.0, e.declared.devices)),
+                        .map(|(i, s)| {
+                            subnet_option(e, i).unwrap_or(SubnetOption {
+                                accuracy: s.accuracy,
+                                coefs: LatencyCoefs::seed(0.0, e.declared.devices),
+                                cautious: None,
+                            })
                         })
                         .collect(),
                 })
@@ -374,18 +401,30 @@ impl Manager {
     }
 
     /// Stability: a periodic plan replaces the one in force only after the dwell time and
-    /// for a clear gain, unless the one in force is now predicted to break a constraint.
+    /// for a clear gain (serving more apps, saving power, or gaining accuracy), unless the
+    /// one in force is now predicted to break a constraint. "Break" has hysteresis: a plan
+    /// is adopted only with latencies under `deadline * (1 - margin)` but kept while they
+    /// stay under `deadline * (1 - keep_margin)`. Energy-optimal plans sit right at the
+    /// adoption bound, so without the band every small model update would tip the plan in
+    /// force over it and force a re-plan, past the dwell time.
     fn should_replace(&self, snap: &Snapshot, problem: &Problem, new: &Plan) -> bool {
         let Some(cur) = &self.plan else { return true };
-        if cur.unserved != new.unserved && new.unserved.len() < cur.unserved.len() {
-            return true;
-        }
-        let Some((cur_power, cur_score)) =
-            evaluate(problem, &self.cfg.optimiser, &cur.freqs, &cur.subnets)
+        let keep = OptimiserConfig {
+            margin: self.cfg.keep_margin.min(self.cfg.optimiser.margin),
+            ..self.cfg.optimiser
+        };
+        let Some((cur_power, cur_score)) = evaluate(problem, &keep, &cur.freqs, &cur.subnets)
         else {
             return true;
         };
         if snap.now.saturating_sub(self.plan_since) < self.cfg.dwell {
+            return false;
+        }
+        if new.unserved.len() < cur.unserved.len() {
+            return true;
+        }
+        if new.unserved.len() > cur.unserved.len() {
+            // The plan in force still serves more apps and still holds.
             return false;
         }
         let saves = new.power.0 <= cur_power.0 * (1.0 - self.cfg.gain_threshold);
@@ -530,21 +569,34 @@ fn lowest_meeting_floor(app: &AppState) -> u32 {
         .unwrap_or(0) as u32
 }
 
-/// A sub-network's latency coefficients: its own model once it has data; otherwise the
-/// nearest observed sibling's, scaled by the ratio of their priors (declared latencies or
-/// cost-based guesses), which carries what was learned about this board and this app's
-/// sensitivity to each clock over to sub-networks it has not run yet.
-fn subnet_coefs(e: &AppEntry, s: usize) -> Option<LatencyCoefs> {
-    let own = e.models.get(s)?;
+/// A sub-network's latency coefficients from one family of models: its own model once it
+/// has data; otherwise the nearest observed sibling's, scaled by the ratio of their priors
+/// (declared latencies or cost-based guesses), which carries what was learned about this
+/// board and this app's sensitivity to each clock over to sub-networks it has not run yet.
+fn sibling_coefs(models: &[LatencyModel], prior_ms: &[f64], s: usize) -> Option<LatencyCoefs> {
+    let own = models.get(s)?;
     if own.samples() > 0 {
         return Some(own.coefs());
     }
-    let sibling = (0..e.models.len())
-        .filter(|o| e.models[*o].samples() > 0 && e.prior_ms[*o] > 0.0)
+    let sibling = (0..models.len())
+        .filter(|o| models[*o].samples() > 0 && prior_ms[*o] > 0.0)
         .min_by_key(|o| (o.abs_diff(s), *o));
     Some(match sibling {
-        Some(o) => e.models[o].coefs().scaled(e.prior_ms[s] / e.prior_ms[o]),
+        Some(o) => models[o].coefs().scaled(prior_ms[s] / prior_ms[o]),
         None => own.coefs(),
+    })
+}
+
+fn subnet_coefs(e: &AppEntry, s: usize) -> Option<LatencyCoefs> {
+    sibling_coefs(&e.models, &e.prior_ms, s)
+}
+
+/// What the optimiser sees of a sub-network: both fits (see [`SubnetOption::cautious`]).
+fn subnet_option(e: &AppEntry, s: usize) -> Option<SubnetOption> {
+    Some(SubnetOption {
+        accuracy: e.declared.library.get(s)?.accuracy,
+        coefs: subnet_coefs(e, s)?,
+        cautious: sibling_coefs(&e.cautious, &e.prior_ms, s),
     })
 }
 

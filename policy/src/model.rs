@@ -10,21 +10,37 @@ use serde::{Deserialize, Serialize};
 use crate::snapshot::{Devices, DomainKind};
 use crate::units::Watts;
 
-/// Recursive least squares with forgetting over a handful of parameters.
+/// Recursive least squares with forgetting over a handful of parameters, constrained to
+/// non-negative parameters.
 ///
-/// Two guards keep it sane on closed-loop data, where the clocks rarely move and most
-/// directions of the parameter space are never excited: the covariance's trace is capped
-/// (forgetting would otherwise inflate it without bound: "windup"), and parameters are
-/// projected onto the non-negative orthant, since every term models a cost that cannot be
-/// negative and a negative one would make a model predict that slowing a clock speeds
-/// inference up.
+/// Every term these models fit is a cost that cannot be negative: a negative latency
+/// coefficient would predict that slowing a clock speeds inference up, and the optimiser's
+/// pruning relies on latency never rising with a clock. The constraint is enforced exactly:
+/// the state is the information form of the exponentially weighted least-squares problem
+/// (`A = sum lambda^k x x'`, `b = sum lambda^k x y`, plus the prior), and the parameters
+/// are its non-negative least-squares solution (Lawson-Hanson active set), recomputed at
+/// each update. Clipping the parameters of a covariance-form RLS instead, as an earlier
+/// version did, lets the estimate and its covariance disagree: on closed-loop data, where
+/// the clocks barely move, each later sample then pushed the clipped estimate further
+/// from the data, and a latency model observed at a flat 50 ms predicted 15 s within
+/// half a second (the daemon then declared the app's deadline unreachable).
+///
+/// Forgetting is directional: each sample discounts only the information along its own
+/// regressor (`A <- A - (1 - lambda) A x x' A / x' A x + x x'`, and `b` alike), not the
+/// whole matrix. Uniform forgetting would let everything learned at other operating points
+/// and the prior itself decay whenever the clocks stay put, as they do under a stable
+/// plan: the fit would wind up to whatever the last operating point allows, a
+/// configuration already tried and found wanting would look promising again a few
+/// seconds later, and the plans would cycle. With directional forgetting a direction the
+/// data stops exciting keeps what was learned about it (or the prior), and the estimate
+/// still follows drift at the operating point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rls {
     theta: Vec<f64>,
-    /// Row-major n x n covariance.
-    p: Vec<f64>,
+    /// Row-major n x n information matrix (inverse covariance) and its right-hand side.
+    info: Vec<f64>,
+    rhs: Vec<f64>,
     forgetting: f64,
-    max_trace: f64,
 }
 
 impl Rls {
@@ -32,16 +48,26 @@ impl Rls {
     /// per unit noise variance: small values trust the seed, large ones the data.
     pub fn new(theta: Vec<f64>, prior_var: &[f64], forgetting: f64) -> Rls {
         let n = theta.len();
-        let mut p = vec![0.0; n * n];
+        let theta: Vec<f64> = theta
+            .into_iter()
+            .map(|t| if t.is_finite() { t.max(0.0) } else { 0.0 })
+            .collect();
+        let prior_info: Vec<f64> = (0..n)
+            .map(|i| {
+                let v = prior_var.get(i).copied().unwrap_or(1.0);
+                1.0 / if v.is_finite() { v.max(1e-9) } else { 1e9 }
+            })
+            .collect();
+        let rhs: Vec<f64> = theta.iter().zip(&prior_info).map(|(t, a)| t * a).collect();
+        let mut info = vec![0.0; n * n];
         for i in 0..n {
-            p[i * n + i] = prior_var.get(i).copied().unwrap_or(1.0);
+            info[i * n + i] = prior_info[i];
         }
-        let max_trace = prior_var.iter().sum::<f64>().max(1e-9) * 10.0;
         Rls {
+            rhs,
             theta,
-            p,
+            info,
             forgetting: forgetting.clamp(0.5, 1.0),
-            max_trace,
         }
     }
 
@@ -53,34 +79,147 @@ impl Rls {
         self.theta.iter().zip(x).map(|(t, x)| t * x).sum()
     }
 
+    /// Adds a weighted observation without forgetting anything: prior knowledge that is
+    /// not a simple per-parameter variance, such as a measurement at one operating point.
+    pub fn add_information(&mut self, x: &[f64], y: f64, weight: f64) {
+        let n = self.theta.len();
+        if x.len() != n || !y.is_finite() || !weight.is_finite() || weight <= 0.0 {
+            return;
+        }
+        if x.iter().any(|v| !v.is_finite()) {
+            return;
+        }
+        for i in 0..n {
+            for j in 0..n {
+                self.info[i * n + j] += weight * x[i] * x[j];
+            }
+            self.rhs[i] += weight * x[i] * y;
+        }
+        if let Some(theta) = nnls(&self.info, &self.rhs, n) {
+            self.theta = theta;
+        }
+    }
+
     pub fn update(&mut self, x: &[f64], y: f64) {
         let n = self.theta.len();
         if x.len() != n || !y.is_finite() || x.iter().any(|v| !v.is_finite()) {
             return;
         }
-        let px: Vec<f64> = (0..n)
-            .map(|i| (0..n).map(|j| self.p[i * n + j] * x[j]).sum())
+        let l = self.forgetting;
+        let ax: Vec<f64> = (0..n)
+            .map(|i| (0..n).map(|j| self.info[i * n + j] * x[j]).sum())
             .collect();
-        let denom = self.forgetting + x.iter().zip(&px).map(|(a, b)| a * b).sum::<f64>();
-        if denom <= 0.0 || !denom.is_finite() {
-            return;
-        }
-        let err = y - self.predict(x);
-        for (t, g) in self.theta.iter_mut().zip(&px) {
-            *t = (*t + g / denom * err).max(0.0);
-        }
-        // P = (P - P x x' P / denom) / lambda; P is symmetric so x' P = (P x)'.
-        for i in 0..n {
-            for j in 0..n {
-                self.p[i * n + j] = (self.p[i * n + j] - px[i] * px[j] / denom) / self.forgetting;
+        let xax: f64 = x.iter().zip(&ax).map(|(a, b)| a * b).sum();
+        if xax > 1e-300 && l < 1.0 {
+            let xb: f64 = x.iter().zip(&self.rhs).map(|(a, b)| a * b).sum();
+            let k = (1.0 - l) / xax;
+            for i in 0..n {
+                for j in 0..n {
+                    self.info[i * n + j] -= k * ax[i] * ax[j];
+                }
+                self.rhs[i] -= k * ax[i] * xb;
             }
         }
-        let trace: f64 = (0..n).map(|i| self.p[i * n + i]).sum();
-        if trace > self.max_trace {
-            let s = self.max_trace / trace;
-            self.p.iter_mut().for_each(|v| *v *= s);
+        for i in 0..n {
+            for j in 0..n {
+                self.info[i * n + j] += x[i] * x[j];
+            }
+            self.rhs[i] += x[i] * y;
+        }
+        if let Some(theta) = nnls(&self.info, &self.rhs, n) {
+            self.theta = theta;
         }
     }
+}
+
+/// Non-negative least squares in normal-equation form: the `t >= 0` minimising
+/// `t' A t - 2 b' t` for a symmetric positive definite `A` (Lawson and Hanson's active-set
+/// method). None when a linear solve fails, which a positive definite `A` rules out.
+fn nnls(a: &[f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
+    let tol = 1e-12 * (1.0 + b.iter().fold(0.0f64, |m, v| m.max(v.abs())));
+    let mut x = vec![0.0; n];
+    let mut passive = vec![false; n];
+    let gradient = |x: &[f64]| -> Vec<f64> {
+        (0..n)
+            .map(|i| b[i] - (0..n).map(|j| a[i * n + j] * x[j]).sum::<f64>())
+            .collect()
+    };
+    // Each outer round adds one variable; the inner loop only removes. 3n rounds is far
+    // more than the method needs on these sizes, and bounds the work on bad input.
+    for _ in 0..3 * n.max(1) {
+        let w = gradient(&x);
+        let Some(j) = (0..n)
+            .filter(|i| !passive[*i] && w[*i] > tol)
+            .max_by(|p, q| w[*p].total_cmp(&w[*q]))
+        else {
+            break;
+        };
+        passive[j] = true;
+        loop {
+            let z = solve_subset(a, b, n, &passive)?;
+            if (0..n).all(|i| !passive[i] || z[i] > 0.0) {
+                x = z;
+                break;
+            }
+            // Step from x towards z until the first passive variable reaches zero.
+            let alpha = (0..n)
+                .filter(|i| passive[*i] && z[*i] <= 0.0)
+                .map(|i| x[i] / (x[i] - z[i]))
+                .fold(1.0f64, f64::min);
+            for i in 0..n {
+                x[i] += alpha * (z[i] - x[i]);
+                if passive[i] && x[i] <= tol {
+                    passive[i] = false;
+                    x[i] = 0.0;
+                }
+            }
+            if !passive.iter().any(|p| *p) {
+                break;
+            }
+        }
+    }
+    Some(x)
+}
+
+/// Solves `A_PP z_P = b_P` for the passive variables (Gaussian elimination with partial
+/// pivoting); the others are zero.
+fn solve_subset(a: &[f64], b: &[f64], n: usize, passive: &[bool]) -> Option<Vec<f64>> {
+    let idx: Vec<usize> = (0..n).filter(|i| passive[*i]).collect();
+    let m = idx.len();
+    let mut mat: Vec<f64> = Vec::with_capacity(m * (m + 1));
+    for &i in &idx {
+        for &j in &idx {
+            mat.push(a[i * n + j]);
+        }
+        mat.push(b[i]);
+    }
+    let w = m + 1;
+    for col in 0..m {
+        let pivot =
+            (col..m).max_by(|p, q| mat[p * w + col].abs().total_cmp(&mat[q * w + col].abs()))?;
+        if mat[pivot * w + col].abs() < 1e-300 {
+            return None;
+        }
+        if pivot != col {
+            for k in 0..w {
+                mat.swap(col * w + k, pivot * w + k);
+            }
+        }
+        for row in col + 1..m {
+            let f = mat[row * w + col] / mat[col * w + col];
+            if f != 0.0 {
+                for k in col..w {
+                    mat[row * w + k] -= f * mat[col * w + k];
+                }
+            }
+        }
+    }
+    let mut z = vec![0.0; n];
+    for r in (0..m).rev() {
+        let s: f64 = (r + 1..m).map(|k| mat[r * w + k] * z[idx[k]]).sum();
+        z[idx[r]] = (mat[r * w + m] - s) / mat[r * w + r];
+    }
+    z.iter().all(|v| v.is_finite()).then_some(z)
 }
 
 /// How much slower than full speed each device runs: `f_max / f`, 1 at full clocks.
@@ -141,6 +280,22 @@ impl LatencyCoefs {
         }
     }
 
+    /// The cautious seed: the whole latency fixed, no clock assumed to matter. Fitted to
+    /// the same data as the split seed (and anchored at the declared full-clock latency,
+    /// see [`LatencyModel::anchored`]), it gives a clock a share of the latency only for
+    /// what the measurements show: the slow-down measured at lower clocks, or differences
+    /// between operating points. Where the split fit extrapolates a speed-up from a single
+    /// operating point (which a board whose latency does not follow that clock never
+    /// delivers), this one predicts what was measured.
+    pub fn seed_flat(latency_full_ms: f64) -> LatencyCoefs {
+        LatencyCoefs {
+            gpu_ms: 0.0,
+            cpu_ms: 0.0,
+            mem_ms: 0.0,
+            fixed_ms: latency_full_ms.max(0.0),
+        }
+    }
+
     pub fn scaled(&self, k: f64) -> LatencyCoefs {
         LatencyCoefs {
             gpu_ms: self.gpu_ms * k,
@@ -169,6 +324,21 @@ impl LatencyModel {
             rls: Rls::new(theta, &[var; 4], forgetting),
             samples: 0,
         }
+    }
+
+    /// Seeded like [`LatencyModel::seeded`], and the seed's latency at full clocks also
+    /// held as a measurement worth `weight` samples: a declared latency is the app's own
+    /// measurement at full clocks. Data at lower clocks is then explained by the clocks
+    /// (what slowed down) rather than by moving the full-clock figure, which forgetting
+    /// keeps until the model is observed at full clocks itself.
+    pub fn anchored(seed: LatencyCoefs, forgetting: f64, weight: f64) -> LatencyModel {
+        let mut m = LatencyModel::seeded(seed, forgetting);
+        m.rls.add_information(
+            &ClockRatios::FULL.features(),
+            seed.latency_ms(ClockRatios::FULL),
+            weight,
+        );
+        m
     }
 
     pub fn observe(&mut self, r: ClockRatios, latency_ms: f64) {
@@ -459,6 +629,76 @@ mod tests {
         // Slower GPU must still predict slower inference.
         let slower = ClockRatios { gpu: 3.0, ..r };
         assert!(m.predict_ms(slower) > m.predict_ms(r));
+    }
+
+    /// The active-set solver against the definition: over every subset of free
+    /// variables, the best feasible stationary point.
+    #[test]
+    fn nnls_matches_exhaustive_search() {
+        let mut rng = Noise(7);
+        for n in 1..=6usize {
+            for _ in 0..200 {
+                // A = M'M + small ridge: symmetric positive definite.
+                let m: Vec<f64> = (0..n * n).map(|_| rng.unit() - 0.3).collect();
+                let mut a = vec![0.0; n * n];
+                for i in 0..n {
+                    for j in 0..n {
+                        a[i * n + j] = (0..n).map(|k| m[k * n + i] * m[k * n + j]).sum();
+                    }
+                    a[i * n + i] += 1e-3;
+                }
+                let b: Vec<f64> = (0..n).map(|_| rng.unit() - 0.5).collect();
+                let cost = |x: &[f64]| {
+                    let quad: f64 = (0..n)
+                        .map(|i| (0..n).map(|j| x[i] * a[i * n + j] * x[j]).sum::<f64>())
+                        .sum();
+                    quad - 2.0 * (0..n).map(|i| b[i] * x[i]).sum::<f64>()
+                };
+                let best = (0..1u32 << n)
+                    .filter_map(|mask| {
+                        let free: Vec<bool> = (0..n).map(|i| mask >> i & 1 == 1).collect();
+                        let z = solve_subset(&a, &b, n, &free)?;
+                        z.iter().all(|v| *v >= -1e-12).then(|| cost(&z))
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                let x = nnls(&a, &b, n).unwrap();
+                assert!(x.iter().all(|v| *v >= 0.0), "{x:?}");
+                assert!(cost(&x) <= best + 1e-9 * (1.0 + best.abs()), "{x:?}");
+            }
+        }
+    }
+
+    /// Directional forgetting: samples at one operating point do not erase what was
+    /// learned at another.
+    #[test]
+    fn latency_fit_remembers_other_operating_points() {
+        let mut m = LatencyModel::seeded(
+            LatencyCoefs::seed(
+                50.0,
+                Devices {
+                    cpu: false,
+                    gpu: true,
+                },
+            ),
+            0.98,
+        );
+        let a = ClockRatios {
+            gpu: 1.0,
+            cpu: 1.0,
+            mem: 1.0,
+        };
+        let b = ClockRatios { gpu: 2.0, ..a };
+        // The GPU does not matter on this board: 50 ms at both clocks.
+        for _ in 0..100 {
+            m.observe(a, 50.0);
+            m.observe(b, 50.0);
+        }
+        // A long stay at one point ...
+        for _ in 0..5000 {
+            m.observe(a, 50.0);
+        }
+        // ... keeps the other point's lesson.
+        assert!((m.predict_ms(b) - 50.0).abs() < 1.0, "{}", m.predict_ms(b));
     }
 
     #[test]

@@ -81,7 +81,25 @@ pub struct DomainOption {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SubnetOption {
     pub accuracy: f64,
+    /// The latency model: its split between clocks also apportions the sub-network's
+    /// power between domains.
     pub coefs: LatencyCoefs,
+    /// A second fit of the same data that assumes no speed-up from a clock until the data
+    /// shows one. The latency used for every constraint is the larger of the two, so a
+    /// configuration away from everything observed is never predicted faster than the
+    /// evidence allows (see `model::LatencyCoefs::seed_flat`). None: `coefs` alone.
+    pub cautious: Option<LatencyCoefs>,
+}
+
+impl SubnetOption {
+    /// The latency the constraints use at the given clocks.
+    pub fn latency_ms(&self, r: ClockRatios) -> f64 {
+        let l = self.coefs.latency_ms(r);
+        match &self.cautious {
+            Some(c) => l.max(c.latency_ms(r)),
+            None => l,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -363,7 +381,7 @@ impl<'a> Prepared<'a> {
             let mut any = false;
             for (si, s) in app.subnets.iter().enumerate() {
                 let c = &s.coefs;
-                let lat = c.latency_ms(r);
+                let lat = s.latency_ms(r);
                 let j = ai * n + si;
                 out.ok[j] = s.accuracy >= app.accuracy_floor && lat <= app.deadline_ms * margin;
                 any |= out.ok[j];

@@ -393,6 +393,7 @@ fn small_problem() -> impl Strategy<Value = (dnngov_policy::optimiser::Problem, 
                             mem_ms: *m,
                             fixed_ms: *f,
                         },
+                        cautious: None,
                     }
                 })
                 .collect();

@@ -231,6 +231,7 @@ pub fn problem(snap: &Snapshot) -> dnngov_policy::optimiser::Problem {
                             s.latency_full.unwrap_or(Nanos(0)).as_millis_f64(),
                             a.devices,
                         ),
+                        cautious: None,
                     })
                     .collect(),
             })
