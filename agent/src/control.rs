@@ -679,7 +679,7 @@ impl Control {
                     app.handle.name,
                     subnet.id,
                     subnet.accuracy_pct,
-                    subnet_reason_text(d.reason)
+                    d.reason
                 );
                 let _ = app.handle.request_subnet(subnet.id, reason);
                 self.metrics
@@ -770,7 +770,7 @@ impl Control {
                     .domains
                     .iter()
                     .find(|d| d.domain as usize == index)
-                    .map(|d| freq_reason_text(d.reason))
+                    .map(|d| d.reason.to_string())
                     .unwrap_or_default();
                 DomainStatus {
                     name: domain.id.to_string(),
@@ -892,38 +892,6 @@ fn kind_of(domain: &Domain) -> policy::DomainKind {
             } else {
                 policy::DomainKind::Memory
             }
-        }
-    }
-}
-
-/// Why a domain has its frequency, for people.
-fn freq_reason_text(reason: policy::FreqReason) -> String {
-    match reason {
-        policy::FreqReason::Base(kind) => format!("{kind:?} (no app constrains it)").to_lowercase(),
-        policy::FreqReason::RateLimited(kind) => format!("{kind:?} rate limit").to_lowercase(),
-        policy::FreqReason::HeldWhileBusy => "held: the CPU stayed busy".into(),
-        policy::FreqReason::NoTelemetry => "left as is: no utilisation telemetry".into(),
-        policy::FreqReason::Plan => "joint plan for the apps".into(),
-        policy::FreqReason::AppFloor { app } => format!("raised for app {app}'s misses"),
-    }
-}
-
-/// Why an app runs its sub-network, for people.
-fn subnet_reason_text(reason: policy::SubnetReason) -> String {
-    match reason {
-        policy::SubnetReason::Plan => "joint plan".into(),
-        policy::SubnetReason::StepDown { misses } => {
-            format!("stepped down after {misses} missed deadlines")
-        }
-        policy::SubnetReason::StepUp => "stepped up: latency has slack".into(),
-        policy::SubnetReason::Unserved(policy::UnservedCause::AccuracyFloorUnreachable) => {
-            "cannot be served: no sub-network reaches its accuracy floor".into()
-        }
-        policy::SubnetReason::Unserved(policy::UnservedCause::DeadlineUnreachable) => {
-            "cannot be served: no sub-network above its floor meets its deadline even at full clocks".into()
-        }
-        policy::SubnetReason::Unserved(policy::UnservedCause::DegradedForPriority) => {
-            "degraded: apps of higher priority need the shared devices".into()
         }
     }
 }

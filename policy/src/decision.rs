@@ -52,6 +52,20 @@ pub enum UnservedCause {
 
 /// A sentence for logs and status output, e.g. "unserved, told to run its cheapest
 /// sub-network: it cannot be served together with ...".
+impl fmt::Display for FreqReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = |k: &GovernorKind| format!("{k:?}").to_lowercase();
+        match self {
+            FreqReason::Base(k) => write!(f, "{} (no app constrains it)", kind(k)),
+            FreqReason::RateLimited(k) => write!(f, "{} rate limit", kind(k)),
+            FreqReason::HeldWhileBusy => f.write_str("held: the CPU stayed busy"),
+            FreqReason::NoTelemetry => f.write_str("left as is: no utilisation telemetry"),
+            FreqReason::Plan => f.write_str("the optimiser's plan for the apps"),
+            FreqReason::AppFloor { app } => write!(f, "raised for app {app}'s misses"),
+        }
+    }
+}
+
 impl fmt::Display for SubnetReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
