@@ -2,7 +2,7 @@
 //!
 //! Two threads, joined by a channel (the registry and admin threads feed them):
 //! - `control` owns the eBPF skeletons (or the procfs fallback) through a [`Sampler`] that
-//!   reads the machine every tick (CPU busy time, inference records, GPU load; current
+//!   reads the machine every tick (CPU busy time, inference records; GPU load, current
 //!   frequencies, ceilings and power every 100 ms), turns each sample and the registered
 //!   apps into a policy snapshot, runs the policy [`Manager`], writes sub-network requests
 //!   into the apps' pages and sends frequency changes on. Sampling lives on this thread
@@ -24,7 +24,7 @@ use crate::platform::{
 };
 use crate::registry::{AppHandle, AppTable, RegistryEvent};
 use anyhow::Result;
-use crossbeam_channel::{select, tick, Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use dnngov_bpf::{AppBinary, InferenceRecord, Source, Telemetry};
 use dnngov_policy as policy;
 use governor_proto::shm::Reason;
@@ -190,6 +190,7 @@ impl ControlLoop {
             gpu_load: governed.gpu_load,
             gpu_busy_ns: 0,
             last_at: None,
+            last_gpu_load: 0.0,
             ticks: 0,
         };
         if let Some(reason) = sampler.telemetry.fallback_reason() {
@@ -237,7 +238,7 @@ impl ControlLoop {
             heartbeat,
         };
         threads.push(spawn("control", move || {
-            control.run(events, tick(tick_period), stop_rx)
+            control.run(events, tick_period, stop_rx)
         })?);
         Ok(ControlLoop {
             stop: Some(stop_tx),
@@ -312,8 +313,10 @@ struct Sampler {
     readers: Actuator,
     power: Option<PowerSensor>,
     gpu_load: Option<PathBuf>,
+    /// GPU busy time integrated up to `last_at`, and the load read then.
     gpu_busy_ns: u64,
     last_at: Option<u64>,
+    last_gpu_load: f64,
     ticks: u32,
 }
 
@@ -344,28 +347,40 @@ impl Sampler {
         let mut records = Vec::new();
         self.telemetry.drain_inferences(&mut records);
         let at = bpf.at.0;
-        if let (Some(file), Some(last)) = (&self.gpu_load, self.last_at) {
-            if let Ok(load) = platform::devfreq::read_gpu_load(&self.sysfs, file) {
-                let busy = (at.saturating_sub(last) as f64 * load.clamp(0.0, 1.0)) as u64;
-                self.gpu_busy_ns = self.gpu_busy_ns.wrapping_add(busy);
-            }
-        }
-        self.last_at = Some(at);
         let slow = self
             .ticks
             .is_multiple_of(SLOW_EVERY)
             .then(|| self.slow_sample(at));
         self.ticks = self.ticks.wrapping_add(1);
+        // The load file is read with the slow sample (the driver itself averages over
+        // tens of ms); between reads the busy time grows at the last load read.
+        let gpu_busy = self.gpu_load.as_ref().map(|_| {
+            let since = at.saturating_sub(self.last_at.unwrap_or(at));
+            self.gpu_busy_ns
+                .wrapping_add((since as f64 * self.last_gpu_load) as u64)
+        });
         Sample {
             at: policy::Nanos(at),
             bpf,
             records,
-            gpu_busy: self.gpu_load.as_ref().map(|_| self.gpu_busy_ns),
+            gpu_busy,
             slow,
         }
     }
 
     fn slow_sample(&mut self, at: u64) -> SlowSample {
+        if let Some(file) = &self.gpu_load {
+            if let Some(last) = self.last_at {
+                let since = at.saturating_sub(last);
+                self.gpu_busy_ns = self
+                    .gpu_busy_ns
+                    .wrapping_add((since as f64 * self.last_gpu_load) as u64);
+            }
+            if let Ok(load) = platform::devfreq::read_gpu_load(&self.sysfs, file) {
+                self.last_gpu_load = load.clamp(0.0, 1.0);
+            }
+            self.last_at = Some(at);
+        }
         let domains = self.readers.domains();
         SlowSample {
             current: domains
@@ -414,35 +429,40 @@ struct Control {
 }
 
 impl Control {
-    fn run(
-        mut self,
-        events: Receiver<RegistryEvent>,
-        ticker: Receiver<Instant>,
-        stop: Receiver<()>,
-    ) {
+    fn run(mut self, events: Receiver<RegistryEvent>, period: Duration, stop: Receiver<()>) {
         // Apps registered before the loop started.
         for handle in self.table.apps() {
             self.join(handle);
         }
+        let mut next = Instant::now();
         loop {
-            select! {
-                recv(stop) -> _ => return,
-                recv(events) -> event => match event {
+            // One wait per tick, on the stop channel: a stop (or the sender dropped)
+            // wakes it at once, otherwise it times out at the tick. Cheaper than a select
+            // over every channel, and events are rare enough to drain once a tick.
+            match stop.recv_deadline(next) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+            // After a stall, tick from now on rather than in a burst to catch up: the
+            // counters are cumulative and the inference records wait in the ring buffer.
+            let now = Instant::now();
+            next += period;
+            if next < now {
+                next = now + period;
+            }
+            loop {
+                match events.try_recv() {
                     Ok(RegistryEvent::Joined(handle)) => self.join(handle),
                     Ok(RegistryEvent::Left { app_id, .. }) => self.leave(app_id),
                     Ok(RegistryEvent::TargetChanged { .. }) => {}
-                    Err(_) => return,
-                },
-                // A tick missed while deciding is skipped, not queued: the next sample
-                // covers the time since the last one (counters are cumulative, and the
-                // inference records wait in the ring buffer).
-                recv(ticker) -> _ => {
-                    let sample = self.sampler.sample();
-                    let at = sample.at.0;
-                    self.step(sample);
-                    self.heartbeat.store(at, Ordering::Relaxed);
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
                 }
             }
+            let sample = self.sampler.sample();
+            let at = sample.at.0;
+            self.step(sample);
+            self.heartbeat.store(at, Ordering::Relaxed);
         }
     }
 
