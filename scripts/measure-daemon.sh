@@ -4,6 +4,7 @@
 # the fixture Xavier NX board. Writes nothing outside a temporary directory.
 #
 #   ./scripts/measure-daemon.sh [SECONDS]      (default 60)
+#   TICK_MS=20 ./scripts/measure-daemon.sh     (another control tick)
 set -eu
 cd "$(dirname "$0")/.."
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
@@ -25,7 +26,8 @@ trap cleanup EXIT INT TERM
 
 target/release/examples/write_fixture xavier_nx "$work/board" >/dev/null
 export DNNGOV_SOCKET="$work/agent.sock"
-target/release/dnngovd --sysfs-root "$work/board" --socket "$DNNGOV_SOCKET" \
+printf '[control]\ntick_ms = %s\n' "${TICK_MS:-10}" > "$work/config.toml"
+target/release/dnngovd --config "$work/config.toml" --sysfs-root "$work/board" --socket "$DNNGOV_SOCKET" \
     --admin-socket "$work/admin.sock" --state-dir "$work/state" --report-every 0 \
     2>"$work/dnngovd.log" &
 agent=$!
@@ -44,9 +46,9 @@ sleep "$seconds"
 end=$(cpu)
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$agent/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$agent/status")
-awk -v s="$start" -v e="$end" -v t="$ticks" -v w="$seconds" -v r="$rss" -v h="$hwm" 'BEGIN {
+awk -v k="${TICK_MS:-10}" -v s="$start" -v e="$end" -v t="$ticks" -v w="$seconds" -v r="$rss" -v h="$hwm" 'BEGIN {
     cpu = (e - s) / t
-    printf "dnngovd over %d s with 2 apps: %.2f s of CPU = %.2f %% of one core\n", w, cpu, 100 * cpu / w
+    printf "dnngovd over %d s with 2 apps, tick %s ms: %.2f s of CPU = %.2f %% of one core\n", w, k, cpu, 100 * cpu / w
     printf "resident memory: %.1f MiB (peak %.1f MiB)\n", r / 1024, h / 1024
 }'
 grep -c "sub-network" "$work/dnngovd.log" | xargs printf "sub-network changes logged: %s\n"
