@@ -113,6 +113,31 @@ struct TrackedApp {
     handle: Arc<AppHandle>,
     source: InferenceSource,
     last_count: u64,
+    last_latency_sum: u64,
+}
+
+/// The apps' own counters in their pages, for the telemetry of apps whose markers are
+/// not probed (no eBPF, or a binary without the marker symbols).
+struct PageCounters(AppTable);
+
+impl dnngov_bpf::SharedMemoryInferences for PageCounters {
+    fn inference_counters(&self) -> Vec<(u32, dnngov_bpf::InferenceCounters)> {
+        self.0
+            .apps()
+            .iter()
+            .map(|app| {
+                let report = app.report();
+                (
+                    app.app_id,
+                    dnngov_bpf::InferenceCounters {
+                        count: report.inferences_completed,
+                        misses: report.deadline_misses,
+                        latency_sum: dnngov_bpf::Nanos(report.latency_sum_ns),
+                    },
+                )
+            })
+            .collect()
+    }
 }
 
 /// The running loop's threads; dropping it (or [`ControlLoop::stop`]) stops them and
@@ -182,7 +207,7 @@ impl ControlLoop {
         let (apply_tx, apply_rx) = crossbeam_channel::unbounded::<platform::Decision>();
         let mut threads = Vec::new();
 
-        let sampler = Sampler {
+        let mut sampler = Sampler {
             telemetry: Telemetry::open(&dnngov_bpf::Config::default()),
             sysfs: governed.sysfs.clone(),
             readers: Actuator::new(governed.sysfs.clone(), domains.clone()),
@@ -195,13 +220,16 @@ impl ControlLoop {
         };
         if let Some(reason) = sampler.telemetry.fallback_reason() {
             notes.push(format!(
-                "eBPF telemetry unavailable ({reason}); using procfs and shared-memory counters"
+                "{reason}; using procfs and shared-memory counters"
             ));
             log::warn!(
-                "eBPF telemetry unavailable ({reason}); using procfs and shared-memory counters"
+                "{reason}; using procfs and shared-memory counters"
             );
         }
         let bpf_source = sampler.telemetry.source();
+        sampler
+            .telemetry
+            .set_shared_memory(Box::new(PageCounters(table.clone())));
         // Known before the first tick, so `dnngovctl status` says it from the start.
         lock(&status).notes = notes.clone();
         threads.push(spawn("actuation", move || actuate(takeover, apply_rx))?);
@@ -484,13 +512,14 @@ impl Control {
             }
             _ => InferenceSource::SharedMemory,
         };
-        let last_count = handle.report().inferences_completed;
+        let report = handle.report();
         self.apps.insert(
             handle.app_id,
             TrackedApp {
                 handle,
                 source,
-                last_count,
+                last_count: report.inferences_completed,
+                last_latency_sum: report.latency_sum_ns,
             },
         );
     }
@@ -603,15 +632,18 @@ impl Control {
                 })
                 .collect();
             let new = report.inferences_completed.wrapping_sub(app.last_count);
+            let latency_sum = report.latency_sum_ns.wrapping_sub(app.last_latency_sum);
             app.last_count = report.inferences_completed;
+            app.last_latency_sum = report.latency_sum_ns;
             if finished.is_empty() && new > 0 && app.source == InferenceSource::SharedMemory {
-                // Without probes, the page only has the latest latency: count each new
-                // inference with it (bounded, so a stalled loop does not flood the model).
+                // Without probes, the page has counters only: count each new inference
+                // with the mean latency since the last tick (bounded, so a stalled loop
+                // does not flood the model).
                 let subnet = report.active_subnet.and_then(index_of).unwrap_or(0) as u32;
                 for _ in 0..new.min(16) {
                     finished.push(policy::Inference {
                         end: sample.at,
-                        latency: policy::Nanos(report.last_latency_ns),
+                        latency: policy::Nanos(latency_sum / new),
                         subnet,
                     });
                 }
@@ -842,14 +874,13 @@ impl Control {
             },
         });
         for app in self.apps.values() {
-            let probed = sample
+            let source = sample
                 .bpf
                 .app(app.handle.app_id)
-                .map(|a| a.source)
-                .filter(|s| *s == Source::Bpf);
+                .map_or(Source::Unavailable, |a| a.source);
             telemetry.push(SourceStatus {
                 what: format!("inferences of app {}", app.handle.app_id),
-                source: probed.map_or("shared memory".to_string(), |s| s.to_string()),
+                source: source.to_string(),
             });
         }
         let mut status = lock(&self.status);

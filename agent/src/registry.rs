@@ -119,6 +119,8 @@ pub struct AppReport {
     pub inferences_completed: u64,
     pub deadline_misses: u64,
     pub last_latency_ns: u64,
+    /// Sum of all completed inferences' latencies.
+    pub latency_sum_ns: u64,
     /// Start of the inference in flight, if one is.
     pub inference_begin_ns: Option<u64>,
 }
@@ -178,6 +180,7 @@ impl AppHandle {
             inferences_completed,
             deadline_misses: app.deadline_misses.load(Ordering::Relaxed),
             last_latency_ns: app.last_latency_ns.load(Ordering::Relaxed),
+            latency_sum_ns: app.latency_sum_ns.load(Ordering::Relaxed),
             inference_begin_ns: (begin != 0).then_some(begin),
         }
     }

@@ -121,6 +121,7 @@ fn copy_app_block(from: &ShmPage, to: &ShmPage) {
     copy(&from.deadline_misses, &to.deadline_misses);
     copy(&from.last_latency_ns, &to.last_latency_ns);
     copy(&from.inference_begin_ns, &to.inference_begin_ns);
+    copy(&from.latency_sum_ns, &to.latency_sum_ns);
     copy(&from.inferences_completed, &to.inferences_completed);
 }
 

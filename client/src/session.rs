@@ -237,6 +237,7 @@ impl Session {
         let deadline = shared.deadline_ns.load(Ordering::Relaxed);
         let app = &self.page().app;
         app.last_latency_ns.store(latency, Ordering::Relaxed);
+        app.latency_sum_ns.fetch_add(latency, Ordering::Relaxed);
         if deadline != 0 && latency > deadline {
             app.deadline_misses.fetch_add(1, Ordering::Relaxed);
         }

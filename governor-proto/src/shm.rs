@@ -63,7 +63,10 @@ pub struct AppBlock {
     pub last_latency_ns: AtomicU64,
     /// `CLOCK_MONOTONIC` start of the inference in flight, 0 when none is.
     pub inference_begin_ns: AtomicU64,
-    _reserved: [u8; 16],
+    /// Sum of the latencies of all completed inferences, in ns (with
+    /// `inferences_completed`, the mean latency over any interval).
+    pub latency_sum_ns: AtomicU64,
+    _reserved: [u8; 8],
 }
 
 /// The whole page.
@@ -96,6 +99,7 @@ const _: () = {
     assert!(offset_of!(AppBlock, deadline_misses) == 24);
     assert!(offset_of!(AppBlock, last_latency_ns) == 32);
     assert!(offset_of!(AppBlock, inference_begin_ns) == 40);
+    assert!(offset_of!(AppBlock, latency_sum_ns) == 48);
 };
 
 /// Why the agent asked for a sub-network.
@@ -316,6 +320,11 @@ pub fn layout_table() -> Vec<(&'static str, usize, usize)> {
         (
             "app.inference_begin_ns",
             P + offset_of!(AppBlock, inference_begin_ns),
+            8,
+        ),
+        (
+            "app.latency_sum_ns",
+            P + offset_of!(AppBlock, latency_sum_ns),
             8,
         ),
     ]

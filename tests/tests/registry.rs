@@ -119,6 +119,11 @@ fn rust_python_and_c_apps_register_switch_and_leave() {
             "{}: slept 1 ms",
             handle.name
         );
+        assert!(
+            report.latency_sum_ns >= 5 * 1_000_000,
+            "{}: five inferences of at least 1 ms each",
+            handle.name
+        );
         assert!(report.heartbeat_ns > 0);
         assert_eq!(report.inference_begin_ns, None);
     }
