@@ -1,0 +1,219 @@
+//! `dnngov-sim`: runs scenario files against the governors and prints or plots the results.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use dnngov_policy::GovernorKind;
+use dnngov_sim::governors::Which;
+use dnngov_sim::report::{app_table, compare, table, write_plots};
+use dnngov_sim::{run, Platform, Scenario};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Simulated boards and DNN workloads for dnngov, in virtual time"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every governor and the oracle on one scenario and seed: a table and SVG plots.
+    Compare {
+        scenario: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where the SVG plots go.
+        #[arg(long, default_value = "sim-out")]
+        out: PathBuf,
+        /// A platform file to use instead of the scenario's.
+        #[arg(long)]
+        platform: Option<PathBuf>,
+        /// Comma-separated governors to run (default: all); the oracle runs unless
+        /// --no-oracle.
+        #[arg(long, value_delimiter = ',')]
+        governors: Vec<String>,
+        #[arg(long)]
+        no_oracle: bool,
+    },
+    /// schedutil against dnngov over several seeds: energy and misses per seed.
+    Seeds {
+        scenario: PathBuf,
+        /// Seeds 1 to this.
+        #[arg(long, default_value_t = 5)]
+        count: u64,
+        #[arg(long)]
+        platform: Option<PathBuf>,
+    },
+    /// One governor on one scenario; prints its metrics and the simulation speed.
+    Run {
+        scenario: PathBuf,
+        #[arg(long, default_value = "dnngov")]
+        governor: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        platform: Option<PathBuf>,
+        /// Also print the sampled time series as CSV.
+        #[arg(long)]
+        series: bool,
+    },
+}
+
+fn load(scenario: &Path, platform: Option<&Path>) -> Result<(Scenario, Platform)> {
+    let scn = Scenario::load(scenario)?;
+    let plat = match platform {
+        Some(p) => Platform::load(p)?,
+        None => Platform::load(&scn.platform_path())?,
+    };
+    Ok((scn, plat))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Compare {
+            scenario,
+            seed,
+            out,
+            platform,
+            governors,
+            no_oracle,
+        } => {
+            let (scn, plat) = load(&scenario, platform.as_deref())?;
+            let which = if governors.is_empty() {
+                Which::ALL.to_vec()
+            } else {
+                governors
+                    .iter()
+                    .map(|g| which_by_name(g))
+                    .collect::<Result<Vec<_>>>()?
+            };
+            let c = compare(&scn, &plat, seed, &which, !no_oracle)?;
+            println!(
+                "{} ({}), seed {seed}, {} s simulated on {} (all figures simulated)\n",
+                scn.name, scn.description, scn.duration_s, plat.name
+            );
+            print!("{}", table(&c));
+            let per_app = app_table(&c);
+            if !per_app.is_empty() {
+                print!("\nPer app:\n\n{per_app}");
+            }
+            let total: f64 = c.runs.iter().map(|r| r.metrics.simulated_s).sum();
+            let wall: f64 = c.wall.iter().map(|w| w.as_secs_f64()).sum();
+            println!(
+                "\n{} runs, {total:.0} virtual s in {wall:.2} wall-clock s (oracle search included): {:.0}x real time",
+                c.runs.len(),
+                total / wall.max(1e-9)
+            );
+            let prefix = scn.name.to_lowercase();
+            for f in write_plots(&c, &out, &prefix)? {
+                println!("wrote {}", f.display());
+            }
+        }
+        Cmd::Seeds {
+            scenario,
+            count,
+            platform,
+        } => {
+            let (scn, plat) = load(&scenario, platform.as_deref())?;
+            println!(
+                "{} ({}), {} s simulated on {} (all figures simulated)\n",
+                scn.name, scn.description, scn.duration_s, plat.name
+            );
+            println!("| seed | schedutil energy J | dnngov energy J | energy / schedutil | schedutil miss % | dnngov miss % | schedutil latency mean ms | dnngov latency mean ms |");
+            println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for seed in 1..=count {
+                let c = compare_pair(&scn, &plat, seed)?;
+                let (a, b) = (&c.0.metrics, &c.1.metrics);
+                println!(
+                    "| {seed} | {:.1} | {:.1} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    a.energy_j,
+                    b.energy_j,
+                    b.energy_j / a.energy_j,
+                    a.miss_pct,
+                    b.miss_pct,
+                    a.latency_mean_ms,
+                    b.latency_mean_ms
+                );
+            }
+        }
+        Cmd::Run {
+            scenario,
+            governor,
+            seed,
+            platform,
+            series,
+        } => {
+            let (scn, plat) = load(&scenario, platform.as_deref())?;
+            let mut g = which_by_name(&governor)?.build(&scn, &plat)?;
+            let start = Instant::now();
+            let r = run(&scn, &plat, g.as_mut(), seed)?;
+            let wall = start.elapsed().as_secs_f64();
+            if series {
+                print_series(&r.series);
+            }
+            println!("{:#?}", r.metrics);
+            println!(
+                "simulated {:.1} s in {:.3} s of wall-clock time: {:.0}x real time",
+                r.metrics.simulated_s,
+                wall,
+                r.metrics.simulated_s / wall.max(1e-9)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn which_by_name(name: &str) -> Result<Which> {
+    match Which::ALL.iter().find(|w| w.name() == name) {
+        Some(w) => Ok(*w),
+        None => {
+            let names: Vec<&str> = Which::ALL.iter().map(|w| w.name()).collect();
+            bail!("unknown governor {name:?}; known: {}", names.join(", "))
+        }
+    }
+}
+
+fn compare_pair(
+    scn: &Scenario,
+    plat: &Platform,
+    seed: u64,
+) -> Result<(dnngov_sim::RunResult, dnngov_sim::RunResult)> {
+    let mut out = Vec::new();
+    for w in [Which::Kernel(GovernorKind::Schedutil), Which::Dnngov] {
+        let mut g = w.build(scn, plat)?;
+        out.push(run(scn, plat, g.as_mut(), seed)?);
+    }
+    let b = out.pop().expect("two runs");
+    let a = out.pop().expect("two runs");
+    Ok((a, b))
+}
+
+fn print_series(s: &dnngov_sim::Series) {
+    let mut head = vec!["t_s".to_string()];
+    head.extend(s.domain_names.iter().map(|d| format!("{d}_mhz")));
+    head.push("power_w".into());
+    for a in &s.app_names {
+        head.extend([
+            format!("{a}_latency_ms"),
+            format!("{a}_deadline_ms"),
+            format!("{a}_subnet"),
+        ]);
+    }
+    println!("{}", head.join(","));
+    for i in 0..s.t_s.len() {
+        let mut row = vec![format!("{:.1}", s.t_s[i])];
+        row.extend(s.freq_mhz.iter().map(|f| format!("{:.1}", f[i])));
+        row.push(format!("{:.3}", s.power_w[i]));
+        for a in 0..s.app_names.len() {
+            row.push(format!("{:.2}", s.latency_ms[a][i]));
+            row.push(format!("{:.1}", s.deadline_ms[a][i]));
+            row.push(format!("{}", s.subnet[a][i]));
+        }
+        println!("{}", row.join(","));
+    }
+}

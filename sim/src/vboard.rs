@@ -1,0 +1,414 @@
+//! The virtual board: a sysfs-like tree under a root directory kept in step with the
+//! simulated board in real time, so a governor that reads and writes sysfs (the agent, or
+//! a shell) can run against it as against a board.
+//!
+//! It lays down the files of FACTS §3 for every domain of a platform file (cpufreq
+//! policies, the GPU devfreq device and its load file, the EMC debugfs clock, CPU online
+//! flags, the INA3221 power monitor), then at every control tick: publishes the current
+//! frequencies, GPU load and power reading, reads the control files, and sets each domain
+//! the way its governor file says: `userspace` from `scaling_setspeed` / `userspace/set_freq`,
+//! `performance` / `powersave` at the limits, any other governor emulated by the policy
+//! crate's schedutil within `min`/`max`; the EMC follows `rate` while `mrq_rate_locked` is 1,
+//! else the GPU as the stock board does.
+//!
+//! Apps outside the model (`dnngov-vapp`, which registers through the client shim) report
+//! their virtual GPU and CPU time in [`external_busy_dir`]; the board adds it to the GPU
+//! load, to CPU 0's busy time (where its emulated governors see both) and to the power
+//! reading. Not modelled: thermal zones, `stats/time_in_state`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use dnngov_policy::snapshot::{resolve_at_least, resolve_at_most};
+use dnngov_policy::{BaseGovernor, DomainKind, GovernorConfig, Hz, Snapshot};
+
+use crate::engine::{Control, Strategy};
+use crate::platform::{DomainSpec, Kind, Platform};
+
+/// Where the INA3221 monitor lives under the root when the platform file names none.
+const DEFAULT_HWMON: &str = "sys/bus/i2c/drivers/ina3221/7-0040/hwmon";
+/// The GPU load file of Xavier-era kernels (per mille).
+const GPU_LOAD: &str = "sys/devices/gpu.0/load";
+/// Board input voltage reported with the power reading, mV.
+const RAIL_MV: f64 = 5000.0;
+
+/// Where apps outside the model report their cumulative busy time, one file per process
+/// holding `<GPU ns> <CPU ns>`.
+pub fn external_busy_dir(root: &Path) -> PathBuf {
+    root.join("run/dnngov-vboard/busy")
+}
+
+fn read_pair(path: &Path) -> Option<(u64, u64)> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut it = text.split_whitespace().map(|w| w.parse::<u64>());
+    let gpu = it.next()?.ok()?;
+    let cpu = match it.next() {
+        Some(c) => c.ok()?,
+        None => 0,
+    };
+    Some((gpu, cpu))
+}
+
+/// The domain's directory under `root`: its platform `sysfs` entry, else the usual place.
+pub fn domain_dir(root: &Path, d: &DomainSpec) -> PathBuf {
+    let rel = match &d.sysfs {
+        Some(p) => p.trim_start_matches('/').to_string(),
+        None => match d.kind {
+            Kind::Cpu => format!("sys/devices/system/cpu/cpufreq/policy{}", d.id),
+            Kind::Gpu => format!("sys/class/devfreq/{}", d.name),
+            Kind::Memory => "sys/kernel/debug/bpmp/debug/clk/emc".to_string(),
+        },
+    };
+    root.join(rel)
+}
+
+fn write(path: &Path, value: impl ToString) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::write(path, format!("{}\n", value.to_string()))
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn read_word(path: &Path) -> Option<String> {
+    Some(fs::read_to_string(path).ok()?.trim().to_string())
+}
+
+fn join<T: ToString>(xs: impl IntoIterator<Item = T>) -> String {
+    xs.into_iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A board in a directory. Use it as the [`Strategy`] of [`crate::run`].
+pub struct VirtualBoard {
+    root: PathBuf,
+    plat: Platform,
+    base: BaseGovernor,
+    hwmon: PathBuf,
+    /// Pace virtual time to the wall clock; off in tests that only check the files.
+    realtime: bool,
+    start: Option<Instant>,
+    last_tick: Option<u64>,
+    last_gpu_busy: Option<(u64, u64)>,
+    /// Last reading of each external app's busy file: (GPU, CPU) ns.
+    external: std::collections::BTreeMap<PathBuf, (u64, u64)>,
+    /// External busy time reported but not yet accounted: apps report an inference's time
+    /// when it ends, the board spreads it over the ticks that had room for it.
+    gpu_backlog: u64,
+    cpu_backlog: u64,
+    /// External busy time accounted so far, added to the model's counters.
+    gpu_total: u64,
+    cpu_total: u64,
+}
+
+impl VirtualBoard {
+    /// Lays the tree down under `root` (creating it), every domain at its maximum clock
+    /// with the governor a stock board boots with.
+    pub fn create(root: &Path, plat: &Platform, realtime: bool) -> Result<VirtualBoard> {
+        let hwmon = root
+            .join(
+                plat.power_sensor
+                    .as_ref()
+                    .map(|s| s.sysfs.trim_start_matches('/').to_string())
+                    .unwrap_or_else(|| DEFAULT_HWMON.to_string()),
+            )
+            .join("hwmon1");
+        let board = VirtualBoard {
+            root: root.to_path_buf(),
+            plat: plat.clone(),
+            base: BaseGovernor::new(GovernorConfig::default()),
+            hwmon,
+            realtime,
+            start: None,
+            last_tick: None,
+            last_gpu_busy: None,
+            external: std::collections::BTreeMap::new(),
+            gpu_backlog: 0,
+            cpu_backlog: 0,
+            gpu_total: 0,
+            cpu_total: 0,
+        };
+        board
+            .lay_down()
+            .with_context(|| format!("laying the virtual board down under {}", root.display()))?;
+        Ok(board)
+    }
+
+    fn lay_down(&self) -> io::Result<()> {
+        let cpu_base = self.root.join("sys/devices/system/cpu");
+        let n = self.plat.cpu_count();
+        let all = format!("0-{}", n.saturating_sub(1));
+        for f in ["online", "possible", "present"] {
+            write(&cpu_base.join(f), &all)?;
+        }
+        for d in &self.plat.domains {
+            let dir = domain_dir(&self.root, d);
+            let (lo, hi) = (d.freqs_khz[0], *d.freqs_khz.last().expect("validated"));
+            match d.kind {
+                Kind::Cpu => {
+                    let cpus = join(&d.cpus);
+                    write(&dir.join("related_cpus"), &cpus)?;
+                    write(&dir.join("affected_cpus"), &cpus)?;
+                    write(&dir.join("scaling_driver"), "tegra194")?;
+                    write(
+                        &dir.join("scaling_available_governors"),
+                        "interactive conservative ondemand userspace powersave performance schedutil",
+                    )?;
+                    write(&dir.join("scaling_governor"), "schedutil")?;
+                    write(&dir.join("cpuinfo_min_freq"), lo)?;
+                    write(&dir.join("cpuinfo_max_freq"), hi)?;
+                    write(
+                        &dir.join("cpuinfo_transition_latency"),
+                        d.transition_us * 1000,
+                    )?;
+                    write(
+                        &dir.join("scaling_available_frequencies"),
+                        join(&d.freqs_khz),
+                    )?;
+                    write(&dir.join("scaling_min_freq"), lo)?;
+                    write(&dir.join("scaling_max_freq"), hi)?;
+                    write(&dir.join("scaling_cur_freq"), hi)?;
+                    write(&dir.join("scaling_setspeed"), "<unsupported>")?;
+                    for c in &d.cpus {
+                        write(&cpu_base.join(format!("cpu{c}/online")), 1)?;
+                    }
+                }
+                Kind::Gpu => {
+                    let hz: Vec<u64> = d.freqs_khz.iter().map(|k| k * 1000).collect();
+                    write(&dir.join("name"), &d.name)?;
+                    write(&dir.join("governor"), "nvhost_podgov")?;
+                    write(
+                        &dir.join("available_governors"),
+                        "wmark_active nvhost_podgov userspace performance simple_ondemand",
+                    )?;
+                    write(&dir.join("available_frequencies"), join(&hz))?;
+                    write(&dir.join("cur_freq"), hi * 1000)?;
+                    write(&dir.join("target_freq"), hi * 1000)?;
+                    write(&dir.join("min_freq"), lo * 1000)?;
+                    write(&dir.join("max_freq"), hi * 1000)?;
+                    write(&dir.join("polling_interval"), 50)?;
+                    write(&dir.join("userspace/set_freq"), "undefined")?;
+                    write(&self.root.join(GPU_LOAD), 0)?;
+                }
+                Kind::Memory => {
+                    write(&dir.join("rate"), hi * 1000)?;
+                    write(&dir.join("min_rate"), lo * 1000)?;
+                    write(&dir.join("max_rate"), hi * 1000)?;
+                    write(&dir.join("mrq_rate_locked"), 0)?;
+                }
+            }
+        }
+        let rail = self
+            .plat
+            .power_sensor
+            .as_ref()
+            .map_or("VDD_IN".to_string(), |s| s.rail.clone());
+        write(&self.hwmon.join("name"), "ina3221")?;
+        write(&self.hwmon.join("in1_label"), rail)?;
+        write(&self.hwmon.join("in1_input"), RAIL_MV)?;
+        write(&self.hwmon.join("curr1_input"), 0)?;
+        Ok(())
+    }
+
+    /// Adds the busy time external apps reported since the previous call to the backlogs.
+    fn collect_external(&mut self) {
+        let Ok(entries) = fs::read_dir(external_busy_dir(&self.root)) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Some(now) = read_pair(&path) else {
+                continue;
+            };
+            let before = self.external.insert(path, now).unwrap_or(now);
+            self.gpu_backlog += now.0.saturating_sub(before.0);
+            self.cpu_backlog += now.1.saturating_sub(before.1);
+        }
+    }
+
+    /// Writes what a board would show now: current clocks, CPU online flags, GPU load,
+    /// the power reading.
+    fn publish(&mut self, snap: &Snapshot) -> io::Result<()> {
+        self.collect_external();
+        let mut external_w = 0.0;
+        let span = self
+            .last_tick
+            .map_or(0, |t0| snap.now.0.saturating_sub(t0))
+            .max(1);
+        self.last_tick = Some(snap.now.0);
+        let cpu_extra = self.cpu_backlog.min(span);
+        self.cpu_backlog -= cpu_extra;
+        self.cpu_total += cpu_extra;
+        for (d, s) in self.plat.domains.iter().zip(&snap.domains) {
+            let dir = domain_dir(&self.root, d);
+            match d.kind {
+                Kind::Cpu => {
+                    write(&dir.join("scaling_cur_freq"), s.cur.khz())?;
+                    if d.cpus.contains(&0) {
+                        external_w += d.dynamic_w(s.cur, 1.0 - d.idle_activity) * cpu_extra as f64
+                            / span as f64;
+                    }
+                }
+                Kind::Gpu => {
+                    write(&dir.join("cur_freq"), s.cur.0)?;
+                    write(&dir.join("target_freq"), s.cur.0)?;
+                    if let Some(busy) = s.busy {
+                        let now = snap.now.0;
+                        if let Some((t0, b0)) = self.last_gpu_busy {
+                            let span = now.saturating_sub(t0).max(1);
+                            let own = busy.0.saturating_sub(b0);
+                            let extra = self.gpu_backlog.min(span.saturating_sub(own));
+                            self.gpu_backlog -= extra;
+                            self.gpu_total += extra;
+                            // The busy share the model did not account, at this clock.
+                            external_w += d.dynamic_w(s.cur, 1.0 - d.idle_activity) * extra as f64
+                                / span as f64;
+                            let load = (own + extra) * 1000 / span;
+                            write(&self.root.join(GPU_LOAD), load.min(1000))?;
+                        }
+                        self.last_gpu_busy = Some((now, busy.0));
+                    }
+                }
+                // Locked, `rate` is the request a governor wrote: the clock reaches it
+                // within the transition latency, and overwriting it would undo the write.
+                Kind::Memory => {
+                    if read_u64(&dir.join("mrq_rate_locked")) != Some(1) {
+                        write(&dir.join("rate"), s.cur.0)?;
+                    }
+                }
+            }
+        }
+        let cpu_base = self.root.join("sys/devices/system/cpu");
+        for c in &snap.cpus {
+            write(
+                &cpu_base.join(format!("cpu{}/online", c.cpu)),
+                u8::from(c.online),
+            )?;
+        }
+        if let Some(p) = snap.power {
+            // P = mV * mA / 1000 (mW), FACTS §3.
+            let watts = p.0 + external_w;
+            write(
+                &self.hwmon.join("curr1_input"),
+                (watts * 1e6 / RAIL_MV).round(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The frequency each domain's control files ask for.
+    fn requested(&self, d: &DomainSpec, table: &[Hz], emulated: Hz, gpu_speed: f64) -> Hz {
+        let dir = domain_dir(&self.root, d);
+        let (min, max, want) = match d.kind {
+            Kind::Cpu => {
+                let khz = |f: &str| read_u64(&dir.join(f)).map(Hz::from_khz);
+                let want = match read_word(&dir.join("scaling_governor")).as_deref() {
+                    Some("userspace") => khz("scaling_setspeed").unwrap_or(emulated),
+                    Some("performance") => Hz(u64::MAX),
+                    Some("powersave") => Hz(0),
+                    _ => emulated,
+                };
+                (khz("scaling_min_freq"), khz("scaling_max_freq"), want)
+            }
+            Kind::Gpu => {
+                let hz = |f: &str| read_u64(&dir.join(f)).map(Hz);
+                let want = match read_word(&dir.join("governor")).as_deref() {
+                    Some("userspace") => hz("userspace/set_freq").unwrap_or(emulated),
+                    Some("performance") => Hz(u64::MAX),
+                    Some("powersave") => Hz(0),
+                    _ => emulated,
+                };
+                (hz("min_freq"), hz("max_freq"), want)
+            }
+            Kind::Memory => {
+                let hz = |f: &str| read_u64(&dir.join(f)).map(Hz);
+                let want = if read_u64(&dir.join("mrq_rate_locked")) == Some(1) {
+                    hz("rate").unwrap_or(emulated)
+                } else {
+                    let max = d.max_hz().as_f64();
+                    resolve_at_least(table, Hz((max * gpu_speed).ceil() as u64))
+                };
+                (hz("min_rate"), hz("max_rate"), want)
+            }
+        };
+        let lo = min.unwrap_or(table[0]);
+        let hi = max.unwrap_or(*table.last().expect("validated")).max(lo);
+        // As cpufreq does: clamp into [min, max], then the lowest table entry at or above,
+        // unless that would pass max.
+        let up = resolve_at_least(table, want.clamp(lo, hi));
+        if up <= hi {
+            up
+        } else {
+            resolve_at_most(table, hi)
+        }
+    }
+}
+
+impl Strategy for VirtualBoard {
+    fn name(&self) -> String {
+        "vboard".into()
+    }
+
+    fn decide(&mut self, snap: &Snapshot) -> Control {
+        if self.realtime {
+            let start = *self.start.get_or_insert_with(Instant::now);
+            let due = start + Duration::from_nanos(snap.now.0);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if let Err(e) = self.publish(snap) {
+            log::warn!(
+                "virtual board: publishing under {}: {e}",
+                self.root.display()
+            );
+        }
+        // The emulated governors see the external apps' busy time too.
+        let mut seen = snap.clone();
+        for d in &mut seen.domains {
+            if d.kind == DomainKind::Gpu {
+                d.busy = d.busy.map(|b| dnngov_policy::Nanos(b.0 + self.gpu_total));
+            }
+        }
+        for c in seen.cpus.iter_mut().filter(|c| c.cpu == 0) {
+            c.busy = dnngov_policy::Nanos(c.busy.0 + self.cpu_total);
+        }
+        let snap = &seen;
+        let emulated = self.base.update(snap);
+        let gpu_speed = snap
+            .domains
+            .iter()
+            .zip(&emulated)
+            .find(|(d, _)| d.kind == DomainKind::Gpu)
+            .map(|(d, _)| {
+                let requested = self
+                    .plat
+                    .domains
+                    .iter()
+                    .find(|p| p.id == d.id)
+                    .map(|p| self.requested(p, &d.table, d.cur, 1.0))
+                    .unwrap_or(d.cur);
+                requested.as_f64() / d.max_freq().as_f64()
+            })
+            .unwrap_or(1.0);
+        let freqs = self
+            .plat
+            .domains
+            .iter()
+            .zip(snap.domains.iter().zip(&emulated))
+            .map(|(p, (d, e))| (d.id, self.requested(p, &d.table, e.freq, gpu_speed)))
+            .collect();
+        Control {
+            freqs,
+            subnets: Vec::new(),
+        }
+    }
+}
