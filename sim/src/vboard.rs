@@ -52,6 +52,27 @@ fn read_pair(path: &Path) -> Option<(u64, u64)> {
     Some((gpu, cpu))
 }
 
+/// As the kernel does, `sys/class/devfreq/<device>` points at the device's directory
+/// wherever the platform puts it; the agent discovers devfreq devices through the class.
+fn link_devfreq_class(root: &Path, dir: &Path) -> io::Result<()> {
+    let class = root.join("sys/class/devfreq");
+    // The class entry bears the device's own name, the last part of its directory.
+    let Some(name) = dir.file_name() else {
+        return Ok(());
+    };
+    let link = class.join(name);
+    if link == dir || fs::symlink_metadata(&link).is_ok() {
+        return Ok(());
+    }
+    fs::create_dir_all(&class)?;
+    // Relative, like the kernel's, so the tree can be moved.
+    let relative = dir
+        .strip_prefix(root.join("sys"))
+        .map(|rest| Path::new("../..").join(rest))
+        .unwrap_or_else(|_| dir.to_path_buf());
+    std::os::unix::fs::symlink(relative, link)
+}
+
 /// The domain's directory under `root`: its platform `sysfs` entry, else the usual place.
 pub fn domain_dir(root: &Path, d: &DomainSpec) -> PathBuf {
     let rel = match &d.sysfs {
@@ -197,6 +218,7 @@ impl VirtualBoard {
                     write(&dir.join("polling_interval"), 50)?;
                     write(&dir.join("userspace/set_freq"), "undefined")?;
                     write(&self.root.join(GPU_LOAD), 0)?;
+                    link_devfreq_class(&self.root, &dir)?;
                 }
                 Kind::Memory => {
                     write(&dir.join("rate"), hi * 1000)?;

@@ -137,7 +137,12 @@ fn main() -> Result<()> {
             accuracy_floor_pct: Some(cli.floor),
             priority: 0,
         },
-        default_subnet: None,
+        // Without an agent the app runs its static deployment, as an app tuned offline
+        // would: the most accurate sub-network that meets the deadline at full clocks.
+        default_subnet: lib
+            .iter()
+            .rposition(|(_, latency)| *latency <= cli.deadline_ms)
+            .map(|i| i as u32),
     };
     let mut options = Options::default();
     if let Some(s) = &cli.socket {
@@ -150,7 +155,7 @@ fn main() -> Result<()> {
     let split = Split::default();
     let deadline = ms(cli.deadline_ms);
     let (mut gpu_busy_ns, mut cpu_busy_ns) = (0u64, 0u64);
-    let (mut done, mut missed, mut latency_sum) = (0u64, 0u64, 0.0);
+    let (mut done, mut missed, mut latency_sum, mut accuracy_sum) = (0u64, 0u64, 0.0, 0.0);
     let mut next = Instant::now();
     while cli.frames.is_none_or(|n| done < n) {
         let subnet = session.current_subnet().min(lib.len() as u32 - 1);
@@ -170,6 +175,7 @@ fn main() -> Result<()> {
         let latency = session.end();
         done += 1;
         latency_sum += latency.as_secs_f64() * 1000.0;
+        accuracy_sum += lib[subnet as usize].0;
         if latency > deadline {
             missed += 1;
         }
@@ -193,9 +199,10 @@ fn main() -> Result<()> {
         }
     }
     println!(
-        "{done} frames, mean latency {:.1} ms, {missed} missed the {} ms deadline",
+        "{done} frames, mean latency {:.1} ms, {missed} missed the {} ms deadline, mean accuracy {:.2} %",
         latency_sum / done.max(1) as f64,
-        cli.deadline_ms
+        cli.deadline_ms,
+        accuracy_sum / done.max(1) as f64
     );
     Ok(())
 }
