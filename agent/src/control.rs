@@ -219,12 +219,8 @@ impl ControlLoop {
             ticks: 0,
         };
         if let Some(reason) = sampler.telemetry.fallback_reason() {
-            notes.push(format!(
-                "{reason}; using procfs and shared-memory counters"
-            ));
-            log::warn!(
-                "{reason}; using procfs and shared-memory counters"
-            );
+            notes.push(format!("{reason}; using procfs and shared-memory counters"));
+            log::warn!("{reason}; using procfs and shared-memory counters");
         }
         let bpf_source = sampler.telemetry.source();
         sampler
