@@ -28,6 +28,9 @@ pub struct AgentConfig {
     pub admin_socket: PathBuf,
     pub group: String,
     pub state_dir: PathBuf,
+    /// A board description (`platforms/*.toml`): seeds the policy's power model, and
+    /// gives a power estimate where the board has no sensor.
+    pub platform: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -38,6 +41,7 @@ impl Default for AgentConfig {
             admin_socket: PathBuf::from(crate::admin::DEFAULT_ADMIN_SOCKET),
             group: "dnngov".into(),
             state_dir: PathBuf::from("/run/dnngov"),
+            platform: None,
         }
     }
 }

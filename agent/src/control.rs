@@ -45,6 +45,8 @@ pub struct Governed {
     pub notes: Vec<String>,
     pub power: Option<PowerSensor>,
     pub gpu_load: Option<PathBuf>,
+    /// The board description, when one is configured.
+    pub board: Option<policy::platform::Platform>,
 }
 
 impl Governed {
@@ -72,7 +74,14 @@ impl Governed {
             notes,
             power: platform.power,
             gpu_load: platform.gpu_load,
+            board: None,
         }
+    }
+
+    /// Adds a board description (`platforms/*.toml`).
+    pub fn with_board(mut self, board: Option<policy::platform::Platform>) -> Governed {
+        self.board = board;
+        self
     }
 }
 
@@ -100,6 +109,8 @@ pub struct SlowSample {
     pub ceiling: Vec<Option<platform::Hz>>,
     pub online: Option<Vec<u32>>,
     pub power: Option<PowerReading>,
+    /// The GPU load file's reading (0..=1), when there is one.
+    pub gpu_load: Option<f64>,
 }
 
 /// Where an app's inferences are measured.
@@ -160,6 +171,7 @@ impl ControlLoop {
         metrics: Arc<Metrics>,
         heartbeat: Arc<AtomicU64>,
     ) -> Result<ControlLoop> {
+        let board = governed.board.clone();
         let mut notes = governed.notes.clone();
         let takeover = if governed.domains.is_empty() {
             None
@@ -202,6 +214,7 @@ impl ControlLoop {
             );
         }
 
+        let governed_power_missing = governed.power.is_none();
         let tick_period = Duration::from_millis(config.control.tick_ms);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (apply_tx, apply_rx) = crossbeam_channel::unbounded::<platform::Decision>();
@@ -230,6 +243,30 @@ impl ControlLoop {
         lock(&status).notes = notes.clone();
         threads.push(spawn("actuation", move || actuate(takeover, apply_rx))?);
 
+        let kinds: Vec<policy::DomainKind> = domains.iter().map(kind_of).collect();
+        let specs: Vec<Option<policy::platform::DomainSpec>> = match &board {
+            Some(board) => domains
+                .iter()
+                .zip(&kinds)
+                .map(|(d, kind)| matching_spec(board, d, *kind))
+                .collect(),
+            None => vec![None; domains.len()],
+        };
+        if let Some(board) = &board {
+            let described = specs.iter().filter(|s| s.is_some()).count();
+            log::info!(
+                "board description {}: {described} of {} governed domains described",
+                board.name,
+                domains.len()
+            );
+            if governed_power_missing {
+                notes.push(format!(
+                    "no power sensor: power is estimated from the {} description",
+                    board.name
+                ));
+            }
+        }
+        let declared = board.as_ref().map(|board| declared_power(board, &specs));
         let manager = policy::Manager::new(policy::Config {
             optimiser: policy::OptimiserConfig {
                 mode: match config.control.objective {
@@ -239,12 +276,16 @@ impl ControlLoop {
                 ..policy::OptimiserConfig::default()
             },
             reoptimise_every: policy::Nanos::from_millis(config.control.optimiser_period_ms),
+            platform: declared.unwrap_or_default(),
             ..policy::Config::default()
         });
         let control = Control {
             manager,
             tables: domains.iter().map(table_of).collect(),
-            kinds: domains.iter().map(kind_of).collect(),
+            kinds,
+            board,
+            specs,
+            last_busy: BTreeMap::new(),
             domains,
             table,
             apps: BTreeMap::new(),
@@ -423,6 +464,7 @@ impl Sampler {
                 Some(sensor) => sensor.read(&self.sysfs, platform::Nanos(at)).ok().flatten(),
                 None => None,
             },
+            gpu_load: self.gpu_load.as_ref().map(|_| self.last_gpu_load),
         }
     }
 }
@@ -433,6 +475,11 @@ struct Control {
     /// Per domain, computed once: the policy's frequency table and the domain's kind.
     tables: Vec<Vec<policy::Hz>>,
     kinds: Vec<policy::DomainKind>,
+    /// The board description, and per governed domain the entry describing it.
+    board: Option<policy::platform::Platform>,
+    specs: Vec<Option<policy::platform::DomainSpec>>,
+    /// CPU busy counters at the last estimate, and when.
+    last_busy: BTreeMap<u32, u64>,
     table: AppTable,
     apps: BTreeMap<u32, TrackedApp>,
     sampler: Sampler,
@@ -531,7 +578,10 @@ impl Control {
 
     fn step(&mut self, mut sample: Sample) {
         let fresh_power = match sample.slow.take() {
-            Some(slow) => {
+            Some(mut slow) => {
+                if slow.power.is_none() {
+                    slow.power = self.estimate_power(&sample, &slow);
+                }
                 if let Some(reading) = &slow.power {
                     self.energy.record(platform::Nanos(sample.at.0), reading);
                 }
@@ -738,6 +788,57 @@ impl Control {
         }
     }
 
+    /// Board power from the board description, where there is no sensor: each described
+    /// domain at its frequency with its measured activity (CPUs: busy fraction since the
+    /// last estimate; GPU: its load file; memory: the GPU's load, as the EMC mostly
+    /// serves it), plus the board's base power. Flagged as estimated everywhere it shows.
+    fn estimate_power(&mut self, sample: &Sample, slow: &SlowSample) -> Option<PowerReading> {
+        let board = self.board.as_ref()?;
+        let wall = sample
+            .at
+            .0
+            .saturating_sub(*self.last_busy.get(&u32::MAX).unwrap_or(&0));
+        let busy: BTreeMap<u32, f64> = sample
+            .bpf
+            .cpus
+            .iter()
+            .filter_map(|c| {
+                let before = *self.last_busy.get(&c.cpu)?;
+                (wall > 0).then(|| (c.cpu, c.busy.0.wrapping_sub(before) as f64 / wall as f64))
+            })
+            .collect();
+        self.last_busy = sample.bpf.cpus.iter().map(|c| (c.cpu, c.busy.0)).collect();
+        self.last_busy.insert(u32::MAX, sample.at.0);
+        let mut total = board.base_power_w;
+        for (index, spec) in self.specs.iter().enumerate() {
+            let Some(spec) = spec else { continue };
+            let Some(freq) = self.sent.get(&index).copied().or(slow.current[index]) else {
+                continue;
+            };
+            let activities: Vec<f64> = match self.kinds[index] {
+                policy::DomainKind::Cpu => spec
+                    .cpus
+                    .iter()
+                    .filter(|cpu| slow.online.as_ref().is_none_or(|o| o.contains(cpu)))
+                    .map(|cpu| busy.get(cpu).copied().unwrap_or(0.0))
+                    .collect(),
+                _ => vec![slow.gpu_load.unwrap_or(0.0)],
+            };
+            total += spec.power_w(policy::Hz(freq.0), &activities);
+        }
+        let total = platform::Watts(total);
+        Some(PowerReading {
+            source: platform::SensorKind::Estimated,
+            rails: vec![platform::power::RailPower {
+                name: "board".into(),
+                power: total,
+                energy: None,
+            }],
+            total,
+            total_energy: None,
+        })
+    }
+
     /// Adds `total - (what was added before)` to a counter series.
     fn export_total(&mut self, key: String, total: f64, counter: impl FnOnce(f64)) {
         let before = self.exported.insert(key, total).unwrap_or(0.0);
@@ -902,6 +1003,58 @@ fn marker_binary(pid: u32) -> Option<PathBuf> {
         }
     }
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// The board description's entry for a governed domain: a CPU domain by the CPUs they
+/// share, a GPU or memory domain by kind.
+fn matching_spec(
+    board: &policy::platform::Platform,
+    domain: &Domain,
+    kind: policy::DomainKind,
+) -> Option<policy::platform::DomainSpec> {
+    let cpus: Vec<u32> = domain
+        .cpus
+        .as_ref()
+        .map(|c| c.cpus().to_vec())
+        .unwrap_or_default();
+    board
+        .domains
+        .iter()
+        .filter(|spec| spec.kind.policy() == kind)
+        .max_by_key(|spec| {
+            if kind == policy::DomainKind::Cpu {
+                spec.cpus.iter().filter(|c| cpus.contains(c)).count()
+            } else {
+                1
+            }
+        })
+        .filter(|spec| {
+            kind != policy::DomainKind::Cpu || spec.cpus.iter().any(|c| cpus.contains(c))
+        })
+        .cloned()
+}
+
+/// The description's power figures under the governed domains' ids (their indices).
+fn declared_power(
+    board: &policy::platform::Platform,
+    specs: &[Option<policy::platform::DomainSpec>],
+) -> policy::PlatformPower {
+    let described = board.declared_power();
+    policy::PlatformPower {
+        static_power: described.static_power,
+        domains: specs
+            .iter()
+            .enumerate()
+            .filter_map(|(index, spec)| {
+                let spec = spec.as_ref()?;
+                let power = described.domains.iter().find(|d| d.domain == spec.id)?;
+                Some(policy::DomainPower {
+                    domain: index as u32,
+                    ..*power
+                })
+            })
+            .collect(),
+    }
 }
 
 fn policy_hz(hz: platform::Hz) -> policy::Hz {

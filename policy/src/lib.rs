@@ -45,6 +45,7 @@ pub mod governor;
 pub mod manager;
 pub mod model;
 pub mod optimiser;
+pub mod platform;
 pub mod snapshot;
 pub mod units;
 

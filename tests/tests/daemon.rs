@@ -407,3 +407,34 @@ fn misbehaving_clients_leave_the_other_app_served_and_memory_flat() {
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(daemon.wait().success());
 }
+
+#[test]
+fn without_a_power_sensor_the_board_description_gives_an_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("board");
+    fixture::generic_arm(&root).unwrap();
+    let description = dnngov_tests::workspace_root().join("platforms/generic-arm.toml");
+    let daemon = Daemon::start_with(
+        dir.path(),
+        &root,
+        &format!("[agent]\nplatform = \"{}\"\n", description.display()),
+    );
+    daemon.wait_for("an estimated power reading", || {
+        let status = daemon.ctl(&["status"]).unwrap();
+        status["power"].as_array().is_some_and(|rails| {
+            rails.iter().any(|r| {
+                r["estimated"] == Value::Bool(true)
+                    && r["watts"].as_f64().is_some_and(|w| w > 0.5 && w < 20.0)
+            })
+        })
+    });
+    let status = daemon.ctl(&["status"]).unwrap();
+    assert!(
+        status["notes"]
+            .to_string()
+            .contains("estimated from the generic-arm description"),
+        "{status}"
+    );
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(daemon.wait().success());
+}

@@ -46,6 +46,9 @@ struct Args {
     /// Directory of the saved-state file (overrides agent.state_dir).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Board description, platforms/*.toml (overrides agent.platform).
+    #[arg(long)]
+    platform: Option<PathBuf>,
     /// Seconds between log lines summarising each app (0: none).
     #[arg(long, default_value_t = 10)]
     report_every: u64,
@@ -97,6 +100,9 @@ fn load_config(args: &Args) -> Result<Config> {
             *field = value.clone();
         }
     }
+    if args.platform.is_some() {
+        agent.platform = args.platform.clone();
+    }
     Ok(config)
 }
 
@@ -130,7 +136,11 @@ fn run(args: Args) -> Result<()> {
         Some(addr) => Some(MetricsServer::start(addr, metrics.clone())?),
         None => None,
     };
-    let governed = Governed::discover(&config.agent.sysfs_root);
+    let board = match &config.agent.platform {
+        Some(path) => Some(dnngov_policy::platform::Platform::load(path)?),
+        None => None,
+    };
+    let governed = Governed::discover(&config.agent.sysfs_root).with_board(board);
     let control = ControlLoop::start(
         &config,
         governed,
