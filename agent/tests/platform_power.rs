@@ -4,10 +4,9 @@ use std::fs;
 use std::path::Path;
 
 use dnngov_agent::platform::fixture;
-use dnngov_agent::platform::power::{DomainPowerModel, RailPower};
+use dnngov_agent::platform::power::RailPower;
 use dnngov_agent::platform::{
-    DomainId, EnergyMeter, Hz, Joules, Nanos, Platform, PowerModel, PowerReading, PowerSensor,
-    SensorKind, Sysfs, Watts,
+    EnergyMeter, Joules, Nanos, Platform, PowerReading, PowerSensor, SensorKind, Sysfs, Watts,
 };
 
 fn sensor(
@@ -97,25 +96,25 @@ fn rapl_power_comes_from_counter_deltas_across_a_wrap() {
 }
 
 #[test]
-fn machines_without_sensors_fall_back_to_an_estimate_flagged_as_such() {
+fn machines_without_sensors_have_none_and_the_meter_flags_estimates() {
     let (_dir, _sysfs, sensor) = sensor(fixture::generic_arm);
     assert!(sensor.is_none());
-    let model = PowerModel {
-        idle: Watts(1.0),
-        domains: vec![DomainPowerModel {
-            id: DomainId::Cpu(4),
-            busy_at_max: Watts(4.0),
-            max: Hz::from_khz(1_800_000),
+    let estimate = PowerReading {
+        source: SensorKind::Estimated,
+        rails: vec![RailPower {
+            name: "board".into(),
+            power: Watts(1.25),
+            energy: None,
         }],
+        total: Watts(1.25),
+        total_energy: None,
     };
-    let r = model.estimate(&[(DomainId::Cpu(4), Hz::from_khz(900_000), 0.5)]);
-    assert!(r.is_estimated());
-    // 1 W idle + 4 W x 0.5 busy x (1/2)^3.
-    assert!(close(r.total.0, 1.25));
+    assert!(estimate.is_estimated());
     let mut meter = EnergyMeter::new();
-    meter.record(Nanos(0), &r);
-    meter.record(Nanos::from_millis(1000), &r);
+    meter.record(Nanos(0), &estimate);
+    meter.record(Nanos::from_millis(1000), &estimate);
     assert!(meter.includes_estimates());
+    assert!(close(meter.total().0, 1.25));
 }
 
 fn reading(rails: &[(&str, f64)], total: f64) -> PowerReading {

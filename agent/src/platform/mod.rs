@@ -28,7 +28,7 @@ pub use cpulist::CpuList;
 pub use devfreq::DevfreqDevice;
 pub use domain::{CannotGovern, Domain, DomainId, Mechanism, Plan, Unavailable};
 pub use emc::Emc;
-pub use power::{EnergyMeter, PowerModel, PowerReading, PowerSensor, SensorKind};
+pub use power::{EnergyMeter, PowerReading, PowerSensor, SensorKind};
 pub use state::{restore, RestoreReport, SavedState, Takeover, DEFAULT_STATE_FILE};
 pub use sysfs::{Sysfs, SysfsError, WriteFailure};
 pub use thermal::{CoolingDevice, ThermalZone};

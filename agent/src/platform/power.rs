@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::domain::DomainId;
 use super::sysfs::{Sysfs, SysfsError};
-use super::units::{Hz, Joules, Nanos, Watts};
+use super::units::{Joules, Nanos, Watts};
 
 pub const HWMON_CLASS: &str = "sys/class/hwmon";
 pub const IIO_DEVICES: &str = "sys/bus/iio/devices";
@@ -20,7 +19,7 @@ pub enum SensorKind {
     Ina3221Hwmon,
     JetsonIio,
     Rapl,
-    /// No sensor: computed from a [`PowerModel`].
+    /// No sensor: estimated from a board description (the agent's control loop does it).
     Estimated,
 }
 
@@ -327,57 +326,6 @@ fn measured(source: SensorKind, rails: Vec<RailPower>) -> PowerReading {
         rails,
         total,
         total_energy,
-    }
-}
-
-/// A domain's share of an estimate.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DomainPowerModel {
-    pub id: DomainId,
-    /// Dynamic power when fully busy at `max`.
-    pub busy_at_max: Watts,
-    pub max: Hz,
-}
-
-/// Power with no sensor: idle plus, per domain, busy power scaled by utilisation and by the
-/// cube of the frequency ratio (dynamic power goes with V^2 f, and V rises roughly with f).
-/// Coefficients come from the board description; the result is flagged as estimated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PowerModel {
-    pub idle: Watts,
-    pub domains: Vec<DomainPowerModel>,
-}
-
-impl PowerModel {
-    /// `state`: per domain its current frequency and utilisation (0..=1).
-    pub fn estimate(&self, state: &[(DomainId, Hz, f64)]) -> PowerReading {
-        let mut rails = vec![RailPower {
-            name: "idle".into(),
-            power: self.idle,
-            energy: None,
-        }];
-        for model in &self.domains {
-            let Some((_, freq, util)) = state.iter().find(|(id, _, _)| *id == model.id) else {
-                continue;
-            };
-            let ratio = if model.max.0 == 0 {
-                0.0
-            } else {
-                (freq.0 as f64 / model.max.0 as f64).min(1.0)
-            };
-            rails.push(RailPower {
-                name: model.id.to_string(),
-                power: Watts(model.busy_at_max.0 * util.clamp(0.0, 1.0) * ratio.powi(3)),
-                energy: None,
-            });
-        }
-        let total = rails.iter().fold(Watts(0.0), |acc, r| acc + r.power);
-        PowerReading {
-            source: SensorKind::Estimated,
-            rails,
-            total,
-            total_energy: None,
-        }
     }
 }
 
