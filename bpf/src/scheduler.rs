@@ -4,7 +4,7 @@
 //! elsewhere.
 
 use std::collections::BTreeSet;
-use std::mem::size_of;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -15,6 +15,9 @@ use crate::owned::OwnedSkel;
 use crate::probe::KernelProbe;
 use crate::sched_classic_skel::{SchedClassicSkel, SchedClassicSkelBuilder};
 use crate::sched_skel::types::cpu_state;
+
+/// Slots in the programs' CPU array (`DNNGOV_MAX_CPUS` in `intf.h`).
+const DNNGOV_MAX_CPUS: usize = 1024;
 use crate::sched_skel::{SchedSkel, SchedSkelBuilder};
 use crate::snapshot::{CpuBusy, ProcessCpu};
 use crate::source::{Nanos, Source};
@@ -42,6 +45,8 @@ pub(crate) struct Scheduler {
     _link: Link,
     loaded: Loaded,
     watched: BTreeSet<u32>,
+    /// Possible CPUs with a slot (at most [`DNNGOV_MAX_CPUS`]).
+    cpus: usize,
 }
 
 impl Scheduler {
@@ -93,6 +98,12 @@ impl Scheduler {
                 (Loaded::Classic(skel), link)
             }
         };
+        let possible = libbpf_rs::num_possible_cpus()
+            .map_err(|e| Error::bpf("counting the possible CPUs", e))?;
+        let cpus = possible.min(DNNGOV_MAX_CPUS);
+        if possible > cpus {
+            log::warn!("{possible} possible CPUs: busy time is counted for the first {cpus}");
+        }
         log::info!(
             "sched_switch telemetry attached ({})",
             match variant {
@@ -104,13 +115,26 @@ impl Scheduler {
             _link: link,
             loaded,
             watched: BTreeSet::new(),
+            cpus,
         })
     }
 
-    fn cpu_states(&self) -> &dyn MapCore {
+    /// The first of the [`DNNGOV_MAX_CPUS`] slots in the program's mapped `.bss`.
+    fn slots(&self) -> Option<*const cpu_state> {
         match &self.loaded {
-            Loaded::Btf(s) => &s.get().maps.cpu_states,
-            Loaded::Classic(s) => &s.get().maps.cpu_states,
+            Loaded::Btf(s) => s
+                .get()
+                .maps
+                .bss_data
+                .as_deref()
+                .map(|bss| bss.dnngov_cpus.as_ptr()),
+            // The same header defines both variants' slots.
+            Loaded::Classic(s) => s
+                .get()
+                .maps
+                .bss_data
+                .as_deref()
+                .map(|bss| bss.dnngov_cpus.as_ptr().cast::<cpu_state>()),
         }
     }
 
@@ -156,32 +180,28 @@ impl Scheduler {
         }
     }
 
+    /// Every possible CPU's slot, read from mapped memory (no system call).
     fn read_states(&self) -> Vec<cpu_state> {
-        match self
-            .cpu_states()
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-        {
-            Ok(Some(per_cpu)) => per_cpu.iter().map(|b| parse_cpu_state(b)).collect(),
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                log::warn!("reading per-CPU scheduler state: {e}");
-                Vec::new()
-            }
-        }
+        let Some(first) = self.slots() else {
+            log::warn!("the scheduler program's .bss is not mapped");
+            return Vec::new();
+        };
+        (0..self.cpus)
+            // SAFETY: `cpus` <= DNNGOV_MAX_CPUS, the length of the array `first` starts,
+            // which lives in the skeleton's mapping for as long as `self`.
+            .map(|cpu| read_slot(unsafe { first.add(cpu) }))
+            .collect()
+    }
+
+    /// Busy time per CPU at `now`.
+    pub(crate) fn read_cpus(&self, now: Nanos) -> Vec<CpuBusy> {
+        cpus_of(&self.read_states(), now)
     }
 
     /// Busy time per CPU and on-CPU time per watched process at `now`.
     pub(crate) fn read(&self, now: Nanos) -> (Vec<CpuBusy>, Vec<ProcessCpu>) {
         let states = self.read_states();
-        let cpus = states
-            .iter()
-            .enumerate()
-            .map(|(cpu, st)| CpuBusy {
-                cpu: cpu as u32,
-                busy: Nanos(st.busy_ns.wrapping_add(running_for(st, now))),
-                source: Source::Bpf,
-            })
-            .collect();
+        let cpus = cpus_of(&states, now);
         let processes = self
             .watched
             .iter()
@@ -208,6 +228,18 @@ impl Scheduler {
     }
 }
 
+fn cpus_of(states: &[cpu_state], now: Nanos) -> Vec<CpuBusy> {
+    states
+        .iter()
+        .enumerate()
+        .map(|(cpu, st)| CpuBusy {
+            cpu: cpu as u32,
+            busy: Nanos(st.busy_ns.wrapping_add(running_for(st, now))),
+            source: Source::Bpf,
+        })
+        .collect()
+}
+
 /// The unaccounted slice of a CPU running a non-idle task since its last switch.
 fn running_for(st: &cpu_state, now: Nanos) -> u64 {
     if st.since_ns == 0 || st.cur_idle != 0 || now.0 < st.since_ns {
@@ -217,13 +249,39 @@ fn running_for(st: &cpu_state, now: Nanos) -> u64 {
     }
 }
 
-fn parse_cpu_state(bytes: &[u8]) -> cpu_state {
-    if bytes.len() < size_of::<cpu_state>() {
-        return cpu_state::default();
+/// Reads after this many changes under the reader take the last values read: a CPU
+/// switching tasks that often is busy, and its figures are at most one switch old.
+const SLOT_RETRIES: u32 = 16;
+
+/// One CPU's slot, consistent: the fields are read between two equal, even values of
+/// its sequence count (the program makes it odd while it writes).
+fn read_slot(slot: *const cpu_state) -> cpu_state {
+    // SAFETY (all loads): `slot` points to a live, aligned `cpu_state` in memory shared
+    // with the kernel, which writes it concurrently; every field is read atomically.
+    let u64_at = |field: *const u64| unsafe { AtomicU64::from_ptr(field.cast_mut()) };
+    let u32_at = |field: *const u32| unsafe { AtomicU32::from_ptr(field.cast_mut()) };
+    let (seq, busy, since, tgid, idle) = unsafe {
+        (
+            u64_at(&raw const (*slot).seq),
+            u64_at(&raw const (*slot).busy_ns),
+            u64_at(&raw const (*slot).since_ns),
+            u32_at(&raw const (*slot).cur_tgid),
+            u32_at(&raw const (*slot).cur_idle),
+        )
+    };
+    let mut st = cpu_state::default();
+    for _ in 0..SLOT_RETRIES {
+        let before = seq.load(Ordering::Acquire);
+        st.busy_ns = busy.load(Ordering::Acquire);
+        st.since_ns = since.load(Ordering::Acquire);
+        st.cur_tgid = tgid.load(Ordering::Acquire);
+        st.cur_idle = idle.load(Ordering::Acquire);
+        if before % 2 == 0 && seq.load(Ordering::Acquire) == before {
+            break;
+        }
+        std::hint::spin_loop();
     }
-    // SAFETY: the length was checked; `cpu_state` is plain old data and the
-    // buffer may be unaligned, hence read_unaligned.
-    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<cpu_state>()) }
+    st
 }
 
 fn read_u64(bytes: &[u8]) -> Option<u64> {
@@ -241,6 +299,7 @@ mod tests {
             since_ns: 100,
             cur_tgid: 7,
             cur_idle: 0,
+            ..Default::default()
         };
         assert_eq!(running_for(&st, Nanos(150)), 50);
         assert_eq!(running_for(&st, Nanos(50)), 0);
@@ -252,10 +311,38 @@ mod tests {
     }
 
     #[test]
-    fn short_buffers_parse_as_empty_state() {
-        assert_eq!(parse_cpu_state(&[0u8; 3]).busy_ns, 0);
-        let mut raw = vec![0u8; size_of::<cpu_state>() + 1];
-        raw[1..9].copy_from_slice(&42u64.to_ne_bytes());
-        assert_eq!(parse_cpu_state(&raw[1..]).busy_ns, 42);
+    fn a_slot_reads_whole() {
+        let slot = cpu_state {
+            busy_ns: 42,
+            since_ns: 7,
+            cur_tgid: 9,
+            cur_idle: 1,
+            seq: 4,
+            ..Default::default()
+        };
+        let read = read_slot(&slot);
+        assert_eq!(
+            (read.busy_ns, read.since_ns, read.cur_tgid, read.cur_idle),
+            (42, 7, 9, 1)
+        );
+        // A slot left odd (a writer that never finishes) still reads, after the retries.
+        let odd = cpu_state { seq: 5, ..slot };
+        assert_eq!(read_slot(&odd).busy_ns, 42);
+    }
+
+    use std::mem::size_of;
+
+    #[test]
+    fn both_variants_share_the_slot_layout() {
+        assert_eq!(
+            size_of::<crate::sched_skel::types::bss>(),
+            DNNGOV_MAX_CPUS * size_of::<cpu_state>(),
+            "DNNGOV_MAX_CPUS matches intf.h"
+        );
+        assert_eq!(
+            size_of::<cpu_state>(),
+            size_of::<crate::sched_classic_skel::types::cpu_state>()
+        );
+        assert_eq!(size_of::<cpu_state>(), 64, "one cache line per CPU");
     }
 }

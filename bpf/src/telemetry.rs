@@ -161,6 +161,24 @@ impl Telemetry {
         self.shm = Some(source);
     }
 
+    /// Busy time per CPU now, and nothing else: one map read with BPF (`/proc/stat` on the
+    /// fallback). What a control loop needs every tick; processes and apps are empty and
+    /// the GPU unavailable. [`Telemetry::snapshot`] reads everything.
+    pub fn cpu_snapshot(&self) -> Snapshot {
+        let at = Nanos::monotonic_now();
+        let cpus = match &self.bpf {
+            Some(bpf) => bpf.sched.read_cpus(at),
+            None => self.procfs.cpus(),
+        };
+        Snapshot {
+            at,
+            cpus,
+            processes: Vec::new(),
+            apps: Vec::new(),
+            gpu: GpuActivity::unavailable(),
+        }
+    }
+
     /// Reads every counter now.
     pub fn snapshot(&self) -> Snapshot {
         let at = Nanos::monotonic_now();

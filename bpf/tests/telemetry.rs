@@ -73,6 +73,12 @@ fn busy_child_measures_300ms_on_cpu_within_10_percent() {
         snap.total_busy().0 >= measured,
         "CPUs were busy at least as long as the child"
     );
+    // The per-tick read gives the same CPUs, counted on from the full read.
+    let quick = t.cpu_snapshot();
+    assert_eq!(quick.cpus.len(), snap.cpus.len());
+    assert!(quick.cpus.iter().all(|c| c.source == Source::Bpf));
+    assert!(quick.total_busy() >= snap.total_busy());
+    assert!(quick.processes.is_empty() && quick.apps.is_empty());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! once at discovery, and the names of the files actuation writes. Values are kHz on disk
 //! and [`Hz`] here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::cpulist::CpuList;
 use super::sysfs::{Sysfs, SysfsError};
@@ -128,6 +128,10 @@ pub fn discover(sysfs: &Sysfs) -> Vec<Result<CpufreqPolicy, SysfsError>> {
 
 fn read_cpus(sysfs: &Sysfs, rel: PathBuf) -> Result<CpuList, SysfsError> {
     let text = sysfs.read(&rel)?;
+    parse_cpus(sysfs, &rel, text)
+}
+
+fn parse_cpus(sysfs: &Sysfs, rel: &Path, text: String) -> Result<CpuList, SysfsError> {
     CpuList::parse(&text).map_err(|_| SysfsError::Parse {
         path: sysfs.path(&rel),
         content: text,
@@ -189,10 +193,10 @@ fn read_policy(sysfs: &Sysfs, id: u32, dir: PathBuf) -> Result<CpufreqPolicy, Sy
 /// Online CPUs (`sys/devices/system/cpu/online`); `None` when the file is absent.
 pub fn online_cpus(sysfs: &Sysfs) -> Result<Option<CpuList>, SysfsError> {
     let rel = PathBuf::from(CPU_DIR).join("online");
-    if !sysfs.exists(&rel) {
-        return Ok(None);
+    match sysfs.read_optional(&rel)? {
+        Some(text) => parse_cpus(sysfs, &rel, text).map(Some),
+        None => Ok(None),
     }
-    read_cpus(sysfs, rel).map(Some)
 }
 
 #[cfg(test)]

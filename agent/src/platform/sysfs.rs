@@ -3,23 +3,91 @@
 //! the kernel clamps limits silently and a fixture tree accepts anything, so comparing what
 //! was written with what reads back is the one check that means the same in both.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::units::{FreqUnit, Hz};
 
 /// Where `sys/...` is looked up. Paths handed to it are relative (`sys/class/devfreq`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Sysfs {
     root: PathBuf,
+    /// Set by [`Sysfs::keeping_files_open`]: read files stay open, shared by the clones.
+    open: Option<Arc<OpenFiles>>,
 }
+
+impl PartialEq for Sysfs {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root
+    }
+}
+
+impl Eq for Sysfs {}
 
 impl Default for Sysfs {
     fn default() -> Self {
         Sysfs::new("/")
     }
+}
+
+/// Attribute files kept open between reads. An attribute read again from offset 0 is
+/// generated afresh by the kernel (sysfs, debugfs and hwmon alike), so a loop that reads
+/// the same few files every tick pays one `pread` each instead of a path walk, an open and
+/// a close. A fixture tree's files are rewritten in place, which reads the same way.
+#[derive(Default)]
+struct OpenFiles(Mutex<HashMap<PathBuf, fs::File>>);
+
+/// Files beyond this many are read the ordinary way (a loop reads a few dozen).
+const MAX_OPEN_FILES: usize = 128;
+
+impl fmt::Debug for OpenFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.0.lock().map_or(0, |files| files.len());
+        write!(f, "OpenFiles({count} open)")
+    }
+}
+
+impl OpenFiles {
+    /// The file's content through a kept-open descriptor; `None` when that does not work
+    /// (not openable, gone since), so the caller reads the ordinary way and reports the
+    /// error it meets.
+    fn read(&self, path: &Path) -> Option<String> {
+        let mut files = self.0.lock().ok()?;
+        if let Some(file) = files.get(path) {
+            match read_from_start(file) {
+                Ok(text) => return Some(text),
+                // Removed (ENODEV on a vanished device) or replaced: open it again.
+                Err(_) => {
+                    files.remove(path);
+                }
+            }
+        }
+        if files.len() >= MAX_OPEN_FILES {
+            return None;
+        }
+        let file = fs::File::open(path).ok()?;
+        let text = read_from_start(&file).ok()?;
+        files.insert(path.to_path_buf(), file);
+        Some(text)
+    }
+}
+
+fn read_from_start(file: &fs::File) -> io::Result<String> {
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::new();
+    loop {
+        let n = file.read_at(&mut buf, out.len() as u64)?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// What went wrong with a write, so a caller can branch (EINVAL on a governor means
@@ -114,7 +182,19 @@ impl SysfsError {
 
 impl Sysfs {
     pub fn new(root: impl Into<PathBuf>) -> Sysfs {
-        Sysfs { root: root.into() }
+        Sysfs {
+            root: root.into(),
+            open: None,
+        }
+    }
+
+    /// The same root, keeping every file it reads open for the next read (for a loop that
+    /// reads the same attributes many times a second). Writes are unaffected.
+    pub fn keeping_files_open(&self) -> Sysfs {
+        Sysfs {
+            root: self.root.clone(),
+            open: Some(Arc::new(OpenFiles::default())),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -136,6 +216,9 @@ impl Sysfs {
     /// The file's content exactly as stored, newline included.
     pub fn read_raw(&self, rel: impl AsRef<Path>) -> Result<String, SysfsError> {
         let path = self.path(rel);
+        if let Some(text) = self.open.as_ref().and_then(|open| open.read(&path)) {
+            return Ok(text);
+        }
         fs::read_to_string(&path).map_err(|source| SysfsError::Read { path, source })
     }
 
@@ -261,6 +344,37 @@ mod tests {
         let mut v = vec!["policy10", "policy2", "policy0"];
         v.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(v, vec!["policy0", "policy2", "policy10"]);
+    }
+
+    #[test]
+    fn kept_open_files_read_what_is_there_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("scaling_cur_freq");
+        std::fs::write(&f, "1190400\n").unwrap();
+        let s = Sysfs::new(dir.path()).keeping_files_open();
+        let clone = s.clone();
+        assert_eq!(s.read_u64("scaling_cur_freq").unwrap(), 1_190_400);
+        // Rewritten in place (what the kernel's attributes and the fixtures do): the
+        // kept descriptor reads the new value, through every clone.
+        std::fs::write(&f, "729600\n").unwrap();
+        assert_eq!(clone.read_u64("scaling_cur_freq").unwrap(), 729_600);
+        std::fs::write(&f, "1907200 and more text than before\n").unwrap();
+        assert_eq!(
+            s.read("scaling_cur_freq").unwrap(),
+            "1907200 and more text than before"
+        );
+        // Missing files and directories still give the ordinary errors naming the path.
+        let err = s.read("gone").unwrap_err();
+        assert!(err.to_string().contains("gone"), "{err}");
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        assert!(s.read("d").is_err());
+        assert_eq!(
+            format!("{:?}", s.open.as_ref().unwrap()),
+            "OpenFiles(1 open)"
+        );
+        // Writes go through their own descriptor and are read back through the kept one.
+        s.write_checked("scaling_cur_freq", "115200").unwrap();
+        assert_eq!(s.read_u64("scaling_cur_freq").unwrap(), 115_200);
     }
 
     #[test]

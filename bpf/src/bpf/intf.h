@@ -25,9 +25,17 @@ enum dnngov_limits {
 	DNNGOV_MAX_GPU_PROCS = 1024,
 	/* Bytes of each app's record ring; a power of two and a page multiple. */
 	DNNGOV_RING_BYTES = 64 * 1024,
+	/* CPUs whose busy time is counted (CPU numbers below this). */
+	DNNGOV_MAX_CPUS = 1024,
 };
 
-/* Per-CPU scheduler state, one slot per CPU in a per-CPU array. */
+/*
+ * Scheduler state of one CPU: one slot per CPU number in a global array that
+ * the agent reads from mapped memory, without a system call. Only the CPU
+ * itself writes its slot, between two increments of `seq` (odd while it
+ * writes); the reader retries while `seq` is odd or changes under it. A whole
+ * cache line per CPU, so CPUs do not write each other's lines.
+ */
 struct cpu_state {
 	/* Cumulative ns this CPU ran anything but its idle task. */
 	u64 busy_ns;
@@ -37,6 +45,9 @@ struct cpu_state {
 	u32 cur_tgid;
 	/* 1 while the idle task runs. */
 	u32 cur_idle;
+	/* Odd while the CPU updates the fields above. */
+	u64 seq;
+	u64 _pad[4];
 };
 
 /* Key of an inference between its begin and end markers. */

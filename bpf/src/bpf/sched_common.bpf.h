@@ -13,12 +13,8 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, u32);
-	__type(value, struct cpu_state);
-} cpu_states SEC(".maps");
+/* Indexed by CPU number; in .bss, which libbpf maps into the agent's memory. */
+struct cpu_state dnngov_cpus[DNNGOV_MAX_CPUS];
 
 /*
  * tgid -> on-CPU ns. The agent inserts a zero to watch a process; only keys
@@ -31,18 +27,18 @@ struct {
 	__type(value, u64);
 } proc_on_cpu SEC(".maps");
 
-/* Forces the record type into BTF so the skeleton emits it for Rust. */
-struct cpu_state dnngov_cpu_state_layout = {};
-
 static __always_inline void account_switch(u32 prev_tgid, bool prev_idle,
 					   u32 next_tgid, bool next_idle)
 {
 	u64 now = bpf_ktime_get_ns();
-	u32 zero = 0;
-	struct cpu_state *st = bpf_map_lookup_elem(&cpu_states, &zero);
+	u32 cpu = bpf_get_smp_processor_id();
+	struct cpu_state *st;
 
-	if (!st)
+	if (cpu >= DNNGOV_MAX_CPUS)
 		return;
+	st = &dnngov_cpus[cpu];
+	/* Odd from here to the end: a reader seeing it retries. */
+	__sync_fetch_and_add(&st->seq, 1);
 	/* since_ns is 0 until the first switch after load: nothing to charge yet. */
 	if (st->since_ns && !prev_idle) {
 		u64 delta = now - st->since_ns;
@@ -57,6 +53,7 @@ static __always_inline void account_switch(u32 prev_tgid, bool prev_idle,
 	st->since_ns = now;
 	st->cur_tgid = next_idle ? 0 : next_tgid;
 	st->cur_idle = next_idle;
+	__sync_fetch_and_add(&st->seq, 1);
 }
 
 #endif /* __DNNGOV_SCHED_COMMON_H */
