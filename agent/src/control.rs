@@ -5,7 +5,9 @@
 //!   reads the machine every tick (CPU busy time, inference records; GPU load, current
 //!   frequencies, ceilings and power every 100 ms), turns each sample and the registered
 //!   apps into a policy snapshot, runs the policy [`Manager`], writes sub-network requests
-//!   into the apps' pages and sends frequency changes on. Sampling lives on this thread
+//!   into the apps' pages and sends frequency changes on (a frequency hold, [`Holds`], set
+//!   through the admin socket for profiling, replaces the policy's choice for the domains
+//!   it names). Sampling lives on this thread
 //!   rather than its own: a hand-off per tick cost as much CPU as the sampling itself;
 //! - `actuation` owns the [`Takeover`]: it applies frequencies (sysfs writes may block on
 //!   a slow driver; the loop must not) and, when the loop stops (or the control thread
@@ -15,7 +17,7 @@
 //! Units: the platform layer, the telemetry and the policy each keep their own newtypes;
 //! the conversions between them live in this file only.
 
-use crate::admin::{DomainStatus, RailStatus, SourceStatus, StatusReport};
+use crate::admin::{DomainStatus, EnergyStatus, Holds, RailStatus, SourceStatus, StatusReport};
 use crate::config::{Config, Objective};
 use crate::metrics::{app_labels, label, Metrics};
 use crate::platform::{
@@ -24,7 +26,7 @@ use crate::platform::{
 };
 use crate::registry::{AppHandle, AppTable, RegistryEvent};
 use anyhow::Result;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use dnngov_bpf::{AppBinary, InferenceRecord, Source, Telemetry};
 use dnngov_policy as policy;
 use governor_proto::shm::Reason;
@@ -90,9 +92,13 @@ impl Governed {
 /// all the rest of its work.
 const SLOW_EVERY: u32 = 10;
 
+/// The longest a stop waits for the control thread to notice it, whatever the tick.
+const MAX_STOP_DELAY: Duration = Duration::from_millis(50);
+
 /// One tick's observations.
 pub struct Sample {
     pub at: policy::Nanos,
+    /// Busy time per CPU (the rest of the telemetry is read with the slow sample).
     pub bpf: dnngov_bpf::Snapshot,
     pub records: Vec<InferenceRecord>,
     /// Cumulative GPU busy time integrated from the load file, when there is one.
@@ -111,6 +117,8 @@ pub struct SlowSample {
     pub power: Option<PowerReading>,
     /// The GPU load file's reading (0..=1), when there is one.
     pub gpu_load: Option<f64>,
+    /// Every telemetry counter (processes, apps, the GPU, and where each comes from).
+    pub telemetry: dnngov_bpf::Snapshot,
 }
 
 /// Where an app's inferences are measured.
@@ -156,6 +164,7 @@ impl dnngov_bpf::SharedMemoryInferences for PageCounters {
 pub struct ControlLoop {
     stop: Option<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
+    holds: Holds,
 }
 
 impl ControlLoop {
@@ -220,10 +229,12 @@ impl ControlLoop {
         let (apply_tx, apply_rx) = crossbeam_channel::unbounded::<platform::Decision>();
         let mut threads = Vec::new();
 
+        // The sampler reads the same few dozen files every slow tick: keep them open.
+        let kept_open = governed.sysfs.keeping_files_open();
         let mut sampler = Sampler {
             telemetry: Telemetry::open(&dnngov_bpf::Config::default()),
-            sysfs: governed.sysfs.clone(),
-            readers: Actuator::new(governed.sysfs.clone(), domains.clone()),
+            sysfs: kept_open.clone(),
+            readers: Actuator::new(kept_open, domains.clone()),
             power: governed.power,
             gpu_load: governed.gpu_load,
             gpu_busy_ns: 0,
@@ -244,6 +255,14 @@ impl ControlLoop {
         threads.push(spawn("actuation", move || actuate(takeover, apply_rx))?);
 
         let kinds: Vec<policy::DomainKind> = domains.iter().map(kind_of).collect();
+        let holds = Holds::new(
+            governed.sysfs.clone(),
+            domains
+                .iter()
+                .cloned()
+                .zip(kinds.iter().map(|k| admin_kind(*k)))
+                .collect(),
+        );
         let specs: Vec<Option<policy::platform::DomainSpec>> = match &board {
             Some(board) => domains
                 .iter()
@@ -301,6 +320,8 @@ impl ControlLoop {
             metrics,
             exported: BTreeMap::new(),
             heartbeat,
+            holds: holds.clone(),
+            energy_at: 0,
         };
         threads.push(spawn("control", move || {
             control.run(events, tick_period, stop_rx)
@@ -308,7 +329,13 @@ impl ControlLoop {
         Ok(ControlLoop {
             stop: Some(stop_tx),
             threads,
+            holds,
         })
+    }
+
+    /// The frequency hold the admin socket sets; the loop applies it over the policy.
+    pub fn holds(&self) -> Holds {
+        self.holds.clone()
     }
 
     /// Stops every thread and restores the machine; returns once that is done.
@@ -408,7 +435,7 @@ impl Sampler {
     }
 
     fn sample(&mut self) -> Sample {
-        let bpf = self.telemetry.snapshot();
+        let bpf = self.telemetry.cpu_snapshot();
         let mut records = Vec::new();
         self.telemetry.drain_inferences(&mut records);
         let at = bpf.at.0;
@@ -465,6 +492,7 @@ impl Sampler {
                 None => None,
             },
             gpu_load: self.gpu_load.as_ref().map(|_| self.last_gpu_load),
+            telemetry: self.telemetry.snapshot(),
         }
     }
 }
@@ -497,6 +525,10 @@ struct Control {
     /// Counter values already added to the metrics, by series, so only deltas are added.
     exported: BTreeMap<String, f64>,
     heartbeat: Arc<AtomicU64>,
+    /// Frequencies held for profiling, applied over the policy's.
+    holds: Holds,
+    /// When the energy meter last counted (`CLOCK_MONOTONIC` ns).
+    energy_at: u64,
 }
 
 impl Control {
@@ -507,12 +539,20 @@ impl Control {
         }
         let mut next = Instant::now();
         loop {
-            // One wait per tick, on the stop channel: a stop (or the sender dropped)
-            // wakes it at once, otherwise it times out at the tick. Cheaper than a select
-            // over every channel, and events are rare enough to drain once a tick.
-            match stop.recv_deadline(next) {
-                Err(RecvTimeoutError::Timeout) => {}
-                _ => return,
+            // One sleep per tick, then a look at the stop channel (a stop, or the sender
+            // dropped, ends the loop within a tick). Cheaper than a timed wait on the
+            // channel, which registers and unregisters a waker every tick; events are
+            // rare enough to drain once a tick.
+            loop {
+                let now = Instant::now();
+                if now >= next {
+                    break;
+                }
+                std::thread::sleep((next - now).min(MAX_STOP_DELAY));
+                match stop.try_recv() {
+                    Err(TryRecvError::Empty) => {}
+                    _ => return,
+                }
             }
             // After a stall, tick from now on rather than in a burst to catch up: the
             // counters are cumulative and the inference records wait in the ring buffer.
@@ -584,6 +624,7 @@ impl Control {
                 }
                 if let Some(reading) = &slow.power {
                     self.energy.record(platform::Nanos(sample.at.0), reading);
+                    self.energy_at = sample.at.0;
                 }
                 let fresh = slow.power.clone();
                 self.slow = Some(slow);
@@ -591,7 +632,8 @@ impl Control {
             }
             None => None,
         };
-        let Some(slow) = self.slow.clone() else {
+        // Taken for the tick and put back, rather than cloned every tick.
+        let Some(slow) = self.slow.take() else {
             return;
         };
         let snapshot = self.snapshot(&sample, &slow, fresh_power.as_ref());
@@ -605,6 +647,7 @@ impl Control {
             self.export_metrics(&slow);
             self.last_status = Some(Instant::now());
         }
+        self.slow = Some(slow);
     }
 
     /// `fresh_power`: a reading taken since the previous tick (the policy's power model
@@ -694,12 +737,13 @@ impl Control {
                     });
                 }
             }
-            let labels = app_labels(handle.app_id, &handle.name);
-            let histogram = self.metrics.latency_seconds.get_or_create(&labels);
-            for inference in &finished {
-                histogram.observe(inference.latency.0 as f64 / 1e9);
+            if !finished.is_empty() {
+                let labels = app_labels(handle.app_id, &handle.name);
+                let histogram = self.metrics.latency_seconds.get_or_create(&labels);
+                for inference in &finished {
+                    histogram.observe(inference.latency.0 as f64 / 1e9);
+                }
             }
-            drop(histogram);
             let target = handle.target();
             apps.push(policy::AppState {
                 id: handle.app_id,
@@ -740,12 +784,18 @@ impl Control {
 
     fn act(&mut self, snapshot: &policy::Snapshot, decision: &policy::Decision) {
         let mut change = platform::Decision::new();
-        for d in &decision.domains {
-            let index = d.domain as usize;
+        // A hold (profiling) overrides the policy for the domains it names.
+        let held = self.holds.held(snapshot.now.0);
+        let wishes = decision
+            .domains
+            .iter()
+            .map(|d| (d.domain as usize, platform::Hz(d.freq.0)))
+            .filter(|(index, _)| held.as_ref().is_none_or(|h| !h.contains_key(index)))
+            .chain(held.iter().flatten().map(|(&index, &freq)| (index, freq)));
+        for (index, freq) in wishes {
             let Some(domain) = self.domains.get(index) else {
                 continue;
             };
-            let freq = platform::Hz(d.freq.0);
             if self.sent.get(&index) != Some(&freq) {
                 change = change.with(domain.id.clone(), freq);
                 self.sent.insert(index, freq);
@@ -923,6 +973,7 @@ impl Control {
                     .unwrap_or_default();
                 DomainStatus {
                     name: domain.id.to_string(),
+                    kind: Some(admin_kind(self.kinds[index])),
                     current_hz: self
                         .sent
                         .get(&index)
@@ -967,12 +1018,12 @@ impl Control {
             source: if sample.gpu_busy.is_some() {
                 "GPU load file".to_string()
             } else {
-                sample.bpf.gpu.source.to_string()
+                slow.telemetry.gpu.source.to_string()
             },
         });
         for app in self.apps.values() {
-            let source = sample
-                .bpf
+            let source = slow
+                .telemetry
                 .app(app.handle.app_id)
                 .map_or(Source::Unavailable, |a| a.source);
             telemetry.push(SourceStatus {
@@ -980,9 +1031,15 @@ impl Control {
                 source: source.to_string(),
             });
         }
+        let energy = slow.power.as_ref().map(|reading| EnergyStatus {
+            joules: self.energy.total().0,
+            at_monotonic_ns: self.energy_at,
+            estimated: reading.is_estimated() || self.energy.includes_estimates(),
+        });
         let mut status = lock(&self.status);
         status.domains = domains;
         status.power = power;
+        status.energy = energy;
         status.telemetry = telemetry;
         status.notes = self.notes.clone();
     }
@@ -1093,6 +1150,14 @@ fn kind_of(domain: &Domain) -> policy::DomainKind {
                 policy::DomainKind::Memory
             }
         }
+    }
+}
+
+fn admin_kind(kind: policy::DomainKind) -> crate::admin::DomainKind {
+    match kind {
+        policy::DomainKind::Cpu => crate::admin::DomainKind::Cpu,
+        policy::DomainKind::Gpu => crate::admin::DomainKind::Gpu,
+        policy::DomainKind::Memory => crate::admin::DomainKind::Memory,
     }
 }
 

@@ -28,10 +28,17 @@
 //!
 //! Without an agent the session runs the default sub-network and reconnects in the
 //! background; no call on the inference path blocks or makes a syscall.
+//!
+//! Choosing the library to register: [`profile`] measures the candidate sub-networks at
+//! a sweep of DVFS settings (holding each through the agent's admin socket, [`admin`]),
+//! keeps the Pareto-optimal ones and saves them as a profile that
+//! [`AppSpec::from_profile`] registers.
 
+pub mod admin;
 pub mod ffi;
 pub mod markers;
 mod page;
+pub mod profile;
 pub mod session;
 
 pub use governor_proto::{Device, Subnet, Target};

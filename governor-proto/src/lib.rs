@@ -8,8 +8,12 @@
 //!   sealed memfd and passed with `SCM_RIGHTS`, through which the agent asks for a
 //!   sub-network and the app reports what it runs and how fast.
 //!
+//! The operator's side has its own socket and messages ([`admin`]): status, target
+//! overrides, and frequency holds for profiling.
+//!
 //! This crate has no threads, no I/O and no sysfs: it is the vocabulary both sides share.
 
+pub mod admin;
 pub mod message;
 pub mod shm;
 pub mod validate;

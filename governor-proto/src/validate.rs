@@ -1,7 +1,9 @@
 //! Decoding and validation of what an app sends. Everything an app sends is untrusted:
 //! this is the one place that turns bytes into a [`Request`] the agent may act on.
 
-use crate::message::{ErrorCode, RegisterRequest, Reply, Request, Target, PROTOCOL_VERSION};
+use crate::message::{
+    ErrorCode, RegisterRequest, Reply, Request, Subnet, Target, PROTOCOL_VERSION,
+};
 use crate::{
     MAX_DEADLINE_MS, MAX_NAME_BYTES, MAX_PACKET_BYTES, MAX_SUBNETS, MIN_DEADLINE_MS, MIN_NAME_BYTES,
 };
@@ -120,7 +122,7 @@ pub fn validate_register(register: &RegisterRequest) -> Result<(), ProtoError> {
             "devices lists a device twice",
         ));
     }
-    validate_subnets(register)?;
+    validate_subnets(&register.subnets)?;
     validate_target(&register.target)?;
     if let Some(default) = register.default_subnet {
         if !register.subnets.iter().any(|s| s.id == default) {
@@ -133,8 +135,9 @@ pub fn validate_register(register: &RegisterRequest) -> Result<(), ProtoError> {
     Ok(())
 }
 
-fn validate_subnets(register: &RegisterRequest) -> Result<(), ProtoError> {
-    let subnets = &register.subnets;
+/// Checks a sub-network library: 1..=[`MAX_SUBNETS`] entries, unique ids, valid names,
+/// accuracies, latencies and costs, ordered from least to most accurate.
+pub fn validate_subnets(subnets: &[Subnet]) -> Result<(), ProtoError> {
     if subnets.is_empty() || subnets.len() > MAX_SUBNETS {
         return Err(ProtoError::new(
             ErrorCode::InvalidSubnets,

@@ -6,7 +6,8 @@
 //! against an in-process registry through `DNNGOV_SOCKET`, and must exit 0 after
 //! registering under the name its marker gives (`app=NAME`) and completing the number of
 //! inferences it gives (`inferences=N`), as the agent reads them from the app's shared
-//! page. The Rust block must be the crate-level example of client/src/lib.rs, which
+//! page. The Rust blocks must be, in order, the crate-level example of client/src/lib.rs
+//! and the module-level example of client/src/profile.rs, which
 //! `cargo test -p dnngov-client --doc` compiles.
 
 use dnngov_agent::registry::{AppHandle, Registry, RegistryConfig, RegistryEvent};
@@ -229,11 +230,11 @@ fn python_examples_register_and_run_their_inferences() {
     }
 }
 
-/// The crate-level example of client/src/lib.rs, as rustdoc shows it (hidden `# ` lines
-/// left out).
-fn crate_example() -> String {
-    let source = std::fs::read_to_string(workspace_root().join("client/src/lib.rs"))
-        .expect("client/src/lib.rs is readable");
+/// The first example in the `//!` documentation of `file` (crate- or module-level), as
+/// rustdoc shows it (hidden `# ` lines left out).
+fn module_example(file: &str) -> String {
+    let source = std::fs::read_to_string(workspace_root().join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
     let docs: Vec<&str> = source
         .lines()
         .filter_map(|line| line.strip_prefix("//!"))
@@ -242,13 +243,13 @@ fn crate_example() -> String {
     let start = docs
         .iter()
         .position(|line| line.starts_with("```"))
-        .expect("client/src/lib.rs has a crate-level example");
+        .unwrap_or_else(|| panic!("{file} has no example in its `//!` documentation"));
     let end = start
         + 1
         + docs[start + 1..]
             .iter()
             .position(|line| line.starts_with("```"))
-            .expect("the crate-level example is closed");
+            .unwrap_or_else(|| panic!("{file}: the example is not closed"));
     docs[start + 1..end]
         .iter()
         .filter(|line| !line.starts_with("# "))
@@ -257,13 +258,20 @@ fn crate_example() -> String {
 }
 
 #[test]
-fn rust_example_is_the_client_crates_compiled_example() {
+fn rust_examples_are_the_client_crates_compiled_examples() {
     let text = std::fs::read_to_string(workspace_root().join(DOC)).unwrap();
     let blocks = fenced_blocks(&text, "rust");
-    assert_eq!(blocks.len(), 1, "{DOC} has one ```rust block");
+    let sources = ["client/src/lib.rs", "client/src/profile.rs"];
     assert_eq!(
-        blocks[0],
-        crate_example(),
-        "the Rust example of {DOC} and the crate-level example of client/src/lib.rs differ"
+        blocks.len(),
+        sources.len(),
+        "{DOC} has one ```rust block per example of {sources:?}"
     );
+    for (block, file) in blocks.iter().zip(sources) {
+        assert_eq!(
+            *block,
+            module_example(file),
+            "a Rust example of {DOC} and the example of {file} differ"
+        );
+    }
 }

@@ -1,11 +1,12 @@
-//! dnngovctl: asks the running dnngovd what it does, overrides an app's target, and
-//! restores the machine after a crash.
+//! dnngovctl: asks the running dnngovd what it does, overrides an app's target, holds
+//! frequencies for profiling, and restores the machine after a crash.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use dnngov_agent::admin::{self, AdminReply, AdminRequest, AppStatus, StatusReport};
+use dnngov_agent::admin::{AdminReply, AdminRequest, AppStatus, HoldStatus, StatusReport};
 use dnngov_agent::config::{Config, DEFAULT_CONFIG_PATH};
 use dnngov_agent::platform;
+use dnngov_client::admin::{refused_as_error, request};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -40,6 +41,27 @@ enum Command {
         #[arg(long, conflicts_with_all = ["deadline_ms", "accuracy_floor_pct"])]
         clear: bool,
     },
+    /// Hold frequencies for profiling, over the policy's choice, until `release` or the
+    /// end of the lease
+    ///
+    /// Each value snaps to the nearest frequency the domain offers that is not above its
+    /// ceiling. A second hold replaces the first; sending the same hold again renews it.
+    Hold {
+        /// Every CPU domain (cpufreq policy) at this frequency.
+        #[arg(long)]
+        cpu_mhz: Option<f64>,
+        /// Every GPU domain at this frequency.
+        #[arg(long)]
+        gpu_mhz: Option<f64>,
+        /// The memory clock (EMC, or memory devfreq) at this frequency.
+        #[arg(long)]
+        mem_mhz: Option<f64>,
+        /// How long the hold lasts unless renewed, in seconds (default 30, at most 600).
+        #[arg(long)]
+        lease_s: Option<f64>,
+    },
+    /// End the frequency hold: the policy sets every domain again.
+    Release,
     /// Put back the governors and limits dnngovd saved (after a crash; the systemd unit
     /// runs this after every stop). Does nothing when nothing is saved.
     Restore {
@@ -75,8 +97,8 @@ fn run(args: Args) -> Result<i32> {
         .unwrap_or_else(|| config.agent.admin_socket.clone());
     match args.command {
         Command::Status => {
-            let reply = admin::request(&admin_socket, &AdminRequest::Status)?;
-            let AdminReply::Status(status) = check(reply)? else {
+            let reply = request(&admin_socket, &AdminRequest::Status)?;
+            let AdminReply::Status(status) = refused_as_error(reply)? else {
                 bail!("dnngovd answered something other than a status");
             };
             if args.json {
@@ -86,8 +108,8 @@ fn run(args: Args) -> Result<i32> {
             }
         }
         Command::Apps => {
-            let reply = admin::request(&admin_socket, &AdminRequest::Apps)?;
-            let AdminReply::Apps { apps } = check(reply)? else {
+            let reply = request(&admin_socket, &AdminRequest::Apps)?;
+            let AdminReply::Apps { apps } = refused_as_error(reply)? else {
                 bail!("dnngovd answered something other than a list of apps");
             };
             if args.json {
@@ -105,21 +127,53 @@ fn run(args: Args) -> Result<i32> {
             if !clear && deadline_ms.is_none() && accuracy_floor_pct.is_none() {
                 bail!("give --deadline-ms, --accuracy-floor, or --clear");
             }
-            let request = AdminRequest::SetTarget {
+            let set = AdminRequest::SetTarget {
                 app,
                 deadline_ms,
                 accuracy_floor_pct,
                 clear,
             };
-            let AdminReply::Done { message } = check(admin::request(&admin_socket, &request)?)?
+            let AdminReply::Done { message } = refused_as_error(request(&admin_socket, &set)?)?
             else {
                 bail!("dnngovd answered something unexpected");
             };
-            if args.json {
-                println!("{}", serde_json::json!({ "done": message }));
-            } else {
-                println!("{message}");
+            print_done(args.json, &message);
+        }
+        Command::Hold {
+            cpu_mhz,
+            gpu_mhz,
+            mem_mhz,
+            lease_s,
+        } => {
+            if cpu_mhz.is_none() && gpu_mhz.is_none() && mem_mhz.is_none() {
+                bail!("give at least one of --cpu-mhz, --gpu-mhz, --mem-mhz");
             }
+            let hold = AdminRequest::Hold {
+                cpu_hz: hz_of("--cpu-mhz", cpu_mhz)?,
+                gpu_hz: hz_of("--gpu-mhz", gpu_mhz)?,
+                mem_hz: hz_of("--mem-mhz", mem_mhz)?,
+                lease_ms: match lease_s {
+                    Some(s) if s.is_finite() && s > 0.0 => Some((s * 1e3).round() as u64),
+                    Some(s) => bail!("--lease-s {s}: give a number of seconds above 0"),
+                    None => None,
+                },
+            };
+            let AdminReply::Held(held) = refused_as_error(request(&admin_socket, &hold)?)? else {
+                bail!("dnngovd answered something other than a hold");
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&held)?);
+            } else {
+                print_hold(&held);
+            }
+        }
+        Command::Release => {
+            let AdminReply::Done { message } =
+                refused_as_error(request(&admin_socket, &AdminRequest::Release)?)?
+            else {
+                bail!("dnngovd answered something unexpected");
+            };
+            print_done(args.json, &message);
         }
         Command::Restore {
             state_file,
@@ -169,11 +223,36 @@ fn run(args: Args) -> Result<i32> {
     Ok(0)
 }
 
-fn check(reply: AdminReply) -> Result<AdminReply> {
-    match reply {
-        AdminReply::Error { message } => bail!("dnngovd refused: {message}"),
-        other => Ok(other),
+/// A frequency flag in MHz as Hz.
+fn hz_of(flag: &str, mhz: Option<f64>) -> Result<Option<u64>> {
+    match mhz {
+        None => Ok(None),
+        Some(m) if m.is_finite() && m > 0.0 => Ok(Some((m * 1e6).round() as u64)),
+        Some(m) => bail!("{flag} {m}: give a frequency in MHz above 0"),
     }
+}
+
+fn print_done(json: bool, message: &str) {
+    if json {
+        println!("{}", serde_json::json!({ "done": message }));
+    } else {
+        println!("{message}");
+    }
+}
+
+fn print_hold(hold: &HoldStatus) {
+    for d in &hold.domains {
+        println!(
+            "held {} at {} MHz (asked {} MHz)",
+            d.domain,
+            d.hz as f64 / 1e6,
+            d.requested_hz as f64 / 1e6
+        );
+    }
+    println!(
+        "for {:.1} s unless renewed (send the same hold again); `dnngovctl release` ends it",
+        hold.lease_ms as f64 / 1e3
+    );
 }
 
 fn print_status(status: &StatusReport) {
@@ -215,6 +294,17 @@ fn print_status(status: &StatusReport) {
                 if rail.estimated { "  (estimated)" } else { "" }
             );
         }
+    }
+    if let Some(energy) = &status.energy {
+        println!(
+            "energy {:>17.1} J since dnngovd started (board){}",
+            energy.joules,
+            if energy.estimated {
+                "  (estimated)"
+            } else {
+                ""
+            }
+        );
     }
     println!();
     print_apps(&status.apps);

@@ -11,7 +11,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use crossbeam_channel::{select, tick, Receiver};
-use dnngov_agent::admin::{AdminReply, AdminRequest, AdminServer, AppStatus, StatusReport};
+use dnngov_agent::admin::{app_status, AdminReply, AdminRequest, AdminServer, Holds, StatusReport};
 use dnngov_agent::config::{Config, DEFAULT_CONFIG_PATH};
 use dnngov_agent::control::{ControlLoop, Governed};
 use dnngov_agent::metrics::{Metrics, MetricsServer};
@@ -154,7 +154,7 @@ fn run(args: Args) -> Result<()> {
     let admin = AdminServer::start(
         &config.agent.admin_socket,
         group,
-        admin_handler(registry.table(), status.clone(), started),
+        admin_handler(registry.table(), status.clone(), control.holds(), started),
     )?;
     notify::notify("READY=1");
     log::info!(
@@ -240,17 +240,41 @@ fn every(seconds: u64) -> Receiver<Instant> {
 fn admin_handler(
     table: AppTable,
     status: Arc<Mutex<StatusReport>>,
+    holds: Holds,
     started: Instant,
 ) -> dnngov_agent::admin::Handler {
     Arc::new(move |request| match request {
         AdminRequest::Status => {
             let mut report = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
             report.uptime_s = started.elapsed().as_secs_f64();
-            report.apps = table.apps().iter().map(|a| AppStatus::of(a)).collect();
+            report.apps = table.apps().iter().map(|a| app_status(a)).collect();
+            holds.describe(&mut report);
             AdminReply::Status(report)
         }
         AdminRequest::Apps => AdminReply::Apps {
-            apps: table.apps().iter().map(|a| AppStatus::of(a)).collect(),
+            apps: table.apps().iter().map(|a| app_status(a)).collect(),
+        },
+        AdminRequest::Hold {
+            cpu_hz,
+            gpu_hz,
+            mem_hz,
+            lease_ms,
+        } => match holds.hold(cpu_hz, gpu_hz, mem_hz, lease_ms) {
+            Ok(hold) => AdminReply::Held(hold),
+            Err(message) => AdminReply::Error { message },
+        },
+        AdminRequest::Release => AdminReply::Done {
+            message: match holds.release() {
+                Some(domains) => format!(
+                    "released the hold of {}; the policy sets them again",
+                    domains
+                        .iter()
+                        .map(|d| d.domain.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => "nothing was held".to_string(),
+            },
         },
         AdminRequest::SetTarget {
             app,
@@ -307,7 +331,7 @@ fn admin_handler(
 
 fn report_apps(table: &AppTable) {
     for app in table.apps() {
-        let s = AppStatus::of(&app);
+        let s = app_status(&app);
         log::info!(
             "app {} \"{}\": {} inferences, {:.1} % missed, last {:.2} ms against {} ms, sub-network {}",
             s.app_id,

@@ -133,7 +133,7 @@ fn read_cpus(sysfs: &Sysfs, rel: PathBuf) -> Result<CpuList, SysfsError> {
 
 fn parse_cpus(sysfs: &Sysfs, rel: &Path, text: String) -> Result<CpuList, SysfsError> {
     CpuList::parse(&text).map_err(|_| SysfsError::Parse {
-        path: sysfs.path(&rel),
+        path: sysfs.path(rel),
         content: text,
         expected: "a CPU list",
     })
