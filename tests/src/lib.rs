@@ -9,9 +9,9 @@ use nix::sys::socket::{
 use std::io::{BufRead, BufReader, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The workspace's root folder.
 pub fn workspace_root() -> PathBuf {
@@ -217,4 +217,126 @@ pub fn built_binary(name: &str) -> PathBuf {
     let path = client_library_dir().join(name);
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// A real `dnngovd` on a fixture tree, with its sockets, state and log in one folder
+/// (`agent.sock`, `admin.sock`, `state/`, `dnngovd.log`) and a 20 ms tick. Killed when
+/// dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path, sysfs_root: &Path) -> Daemon {
+        Self::start_with(dir, sysfs_root, "")
+    }
+
+    /// `extra`: more configuration lines.
+    pub fn start_with(dir: &Path, sysfs_root: &Path, extra: &str) -> Daemon {
+        let config = dir.join("config.toml");
+        std::fs::write(&config, format!("[control]\ntick_ms = 20\n{extra}")).unwrap();
+        let log = std::fs::File::create(dir.join("dnngovd.log")).unwrap();
+        let child = Command::new(built_binary("dnngovd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--sysfs-root")
+            .arg(sysfs_root)
+            .arg("--socket")
+            .arg(dir.join("agent.sock"))
+            .arg("--admin-socket")
+            .arg(dir.join("admin.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--report-every")
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dnngovd starts");
+        let daemon = Daemon {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        daemon.wait_for("dnngovd to answer on its admin socket", || {
+            daemon.ctl(&["status"]).is_some()
+        });
+        daemon
+    }
+
+    pub fn app_socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.join("admin.sock")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state/saved-state.json")
+    }
+
+    /// `dnngovctl --json ARGS`, as it ran.
+    pub fn ctl_output(&self, args: &[&str]) -> Output {
+        Command::new(built_binary("dnngovctl"))
+            .arg("--admin-socket")
+            .arg(self.admin_socket())
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("dnngovctl runs")
+    }
+
+    /// `dnngovctl --json ARGS`; `None` when it fails.
+    pub fn ctl(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let output = self.ctl_output(args);
+        output
+            .status
+            .success()
+            .then(|| serde_json::from_slice(&output.stdout).expect("dnngovctl --json prints JSON"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dnngovd.log")).unwrap_or_default()
+    }
+
+    /// Polls `condition` for up to 20 s; fails with the daemon's log.
+    pub fn wait_for(&self, what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !condition() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; dnngovd's log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
+            .expect("signal dnngovd");
+    }
+
+    /// Waits for the daemon to exit (after a signal).
+    pub fn wait(mut self) -> ExitStatus {
+        let status = self.child.wait().expect("wait for dnngovd");
+        std::mem::forget(self);
+        status
+    }
+
+    /// SIGTERM, and the daemon exits cleanly.
+    pub fn stop(self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.wait();
+        assert!(status.success(), "dnngovd exits cleanly: {status}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -4,108 +4,11 @@
 //! `dnngovctl restore`.
 
 use dnngov_agent::platform::fixture;
-use dnngov_tests::{built_binary, TestApp};
+use dnngov_tests::{built_binary, Daemon, TestApp};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, sysfs_root: &Path) -> Daemon {
-        Self::start_with(dir, sysfs_root, "")
-    }
-
-    /// `extra`: more configuration lines.
-    fn start_with(dir: &Path, sysfs_root: &Path, extra: &str) -> Daemon {
-        let config = dir.join("config.toml");
-        std::fs::write(&config, format!("[control]\ntick_ms = 20\n{extra}")).unwrap();
-        let log = std::fs::File::create(dir.join("dnngovd.log")).unwrap();
-        let child = Command::new(built_binary("dnngovd"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--sysfs-root")
-            .arg(sysfs_root)
-            .arg("--socket")
-            .arg(dir.join("agent.sock"))
-            .arg("--admin-socket")
-            .arg(dir.join("admin.sock"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--report-every")
-            .arg("0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("dnngovd starts");
-        let daemon = Daemon {
-            child,
-            dir: dir.to_path_buf(),
-        };
-        daemon.wait_for("dnngovd to answer on its admin socket", || {
-            daemon.ctl(&["status"]).is_some()
-        });
-        daemon
-    }
-
-    /// `dnngovctl --json ARGS`; `None` when it fails.
-    fn ctl(&self, args: &[&str]) -> Option<Value> {
-        let output = Command::new(built_binary("dnngovctl"))
-            .arg("--admin-socket")
-            .arg(self.dir.join("admin.sock"))
-            .arg("--json")
-            .args(args)
-            .output()
-            .expect("dnngovctl runs");
-        output
-            .status
-            .success()
-            .then(|| serde_json::from_slice(&output.stdout).expect("dnngovctl --json prints JSON"))
-    }
-
-    fn state_file(&self) -> PathBuf {
-        self.dir.join("state/saved-state.json")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("dnngovd.log")).unwrap_or_default()
-    }
-
-    fn wait_for(&self, what: &str, mut condition: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !condition() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; dnngovd's log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
-            .expect("signal dnngovd");
-    }
-
-    fn wait(mut self) -> std::process::ExitStatus {
-        let status = self.child.wait().expect("wait for dnngovd");
-        std::mem::forget(self);
-        status
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn read(root: &Path, rel: &str) -> String {
     std::fs::read_to_string(root.join(rel))

@@ -7,110 +7,14 @@
 use dnngov_agent::platform::fixture;
 use dnngov_client::profile::{self, CandidateInfo, Profile, Setting, SweepOptions};
 use dnngov_client::{AppSpec, Device, Options, Session, Target};
-use dnngov_tests::{built_binary, client_library, python3, workspace_root};
+use dnngov_tests::{client_library, python3, workspace_root, Daemon};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const GPU_SET_FREQ: &str = "sys/devices/17000000.gv11b/devfreq/17000000.gv11b/userspace/set_freq";
 const GPU: &str = "devfreq 17000000.gv11b";
-
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, sysfs_root: &Path) -> Daemon {
-        let config = dir.join("config.toml");
-        std::fs::write(&config, "[control]\ntick_ms = 20\n").unwrap();
-        let log = std::fs::File::create(dir.join("dnngovd.log")).unwrap();
-        let child = Command::new(built_binary("dnngovd"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--sysfs-root")
-            .arg(sysfs_root)
-            .arg("--socket")
-            .arg(dir.join("agent.sock"))
-            .arg("--admin-socket")
-            .arg(dir.join("admin.sock"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--report-every")
-            .arg("0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("dnngovd starts");
-        let daemon = Daemon {
-            child,
-            dir: dir.to_path_buf(),
-        };
-        daemon.wait_for("dnngovd to answer on its admin socket", || {
-            daemon.ctl(&["status"]).is_some()
-        });
-        daemon
-    }
-
-    fn admin_socket(&self) -> PathBuf {
-        self.dir.join("admin.sock")
-    }
-
-    /// `dnngovctl --json ARGS`, as it ran.
-    fn ctl_output(&self, args: &[&str]) -> Output {
-        Command::new(built_binary("dnngovctl"))
-            .arg("--admin-socket")
-            .arg(self.admin_socket())
-            .arg("--json")
-            .args(args)
-            .output()
-            .expect("dnngovctl runs")
-    }
-
-    /// `dnngovctl --json ARGS`; `None` when it fails.
-    fn ctl(&self, args: &[&str]) -> Option<Value> {
-        let output = self.ctl_output(args);
-        output
-            .status
-            .success()
-            .then(|| serde_json::from_slice(&output.stdout).expect("dnngovctl --json prints JSON"))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("dnngovd.log")).unwrap_or_default()
-    }
-
-    fn wait_for(&self, what: &str, mut condition: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !condition() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; dnngovd's log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("signal dnngovd");
-        let status = self.child.wait().expect("wait for dnngovd");
-        assert!(status.success(), "dnngovd exits cleanly: {status}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A frequency file of the fixture. The agent's writes are plain file writes here
 /// (truncate, then write), so a read may fall between the two: read again.
