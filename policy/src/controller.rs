@@ -66,9 +66,15 @@ pub struct AppController {
     /// The lowest sub-network meeting the accuracy floor.
     lowest: u32,
     floor_steps: u32,
-    /// The first inference after a switch pays for the rebuild; it says nothing about
-    /// the sub-network's steady latency.
-    skip_next: bool,
+    /// The sub-network of the last inference seen. The first inference of a sub-network
+    /// after another one (or the app's first inference) pays for the switch or the
+    /// start-up (a rebuild, seconds in Dynamic-OFA's logs; 244 ms measured on a TX2): it
+    /// says nothing about the sub-network's steady latency, so it is neither judged nor
+    /// learned. Switches are detected from what the app reports, so a switch the
+    /// controller did not ask for (the app's start, a plan adopted before the controller
+    /// knew the app's sub-network) is caught too.
+    #[serde(default)]
+    last_seen: Option<u32>,
     reason: SubnetReason,
 }
 
@@ -84,18 +90,15 @@ impl AppController {
             ceiling: subnet,
             lowest: lowest.min(subnet),
             floor_steps: 0,
-            skip_next: false,
+            last_seen: None,
             reason: SubnetReason::Plan,
         }
     }
 
     /// Adopts a new plan: its sub-network becomes both the current one and the ceiling.
     pub fn follow_plan(&mut self, deadline_ms: f64, subnet: u32, lowest: u32) {
-        if subnet != self.subnet {
-            self.skip_next = true;
-        }
         *self = AppController {
-            skip_next: self.skip_next,
+            last_seen: self.last_seen,
             ..AppController::new(self.cfg, deadline_ms, subnet, lowest)
         };
     }
@@ -106,6 +109,13 @@ impl AppController {
 
     pub fn reason(&self) -> SubnetReason {
         self.reason
+    }
+
+    /// Whether a full window of the latest inferences of its sub-network all finished
+    /// within `bound_ms`: measured evidence that the configuration in force serves the app,
+    /// whatever the models predict.
+    pub fn meeting(&self, bound_ms: f64) -> bool {
+        self.window.len() == self.cfg.window.max(1) && self.window.iter().all(|l| *l <= bound_ms)
     }
 
     /// Table steps the app asks above the plan on the domains it uses.
@@ -122,12 +132,13 @@ impl AppController {
         inf: &Inference,
         fits: impl Fn(u32) -> bool,
     ) -> (ControllerAction, bool) {
+        let switched = self.last_seen != Some(inf.subnet);
+        self.last_seen = Some(inf.subnet);
         if inf.subnet != self.subnet {
             // The app has not switched yet: its latency belongs to the old choice.
-            return (ControllerAction::None, true);
+            return (ControllerAction::None, !switched);
         }
-        if self.skip_next {
-            self.skip_next = false;
+        if switched {
             return (ControllerAction::None, false);
         }
         let lat = inf.latency.as_millis_f64();
@@ -147,7 +158,6 @@ impl AppController {
             self.window.clear();
             if self.subnet > self.lowest {
                 self.subnet -= 1;
-                self.skip_next = true;
                 self.reason = SubnetReason::StepDown { misses };
                 return (ControllerAction::SteppedDown { misses }, true);
             }
@@ -171,7 +181,6 @@ impl AppController {
             }
             if self.subnet < self.ceiling && fits(self.subnet + 1) {
                 self.subnet += 1;
-                self.skip_next = true;
                 self.window.clear();
                 self.reason = SubnetReason::StepUp;
                 return (ControllerAction::SteppedUp, true);
@@ -226,6 +235,11 @@ mod tests {
             ..ControllerConfig::default()
         };
         let mut c = AppController::new(cfg, 60.0, 2, 2);
+        // The app's first inference pays its start-up: neither judged nor learned.
+        assert_eq!(
+            c.on_inference(&inf(900.0, 2), |_| true),
+            (ControllerAction::None, false)
+        );
         let mut actions = Vec::new();
         for _ in 0..6 {
             actions.push(c.on_inference(&inf(90.0, 2), |_| true).0);
@@ -240,6 +254,7 @@ mod tests {
     fn steps_up_only_after_persistent_slack_and_when_predicted_to_fit() {
         let cfg = ControllerConfig::default();
         let mut c = AppController::new(cfg, 60.0, 4, 0);
+        c.on_inference(&inf(70.0, 4), |_| true); // the first, skipped
         for _ in 0..3 {
             c.on_inference(&inf(70.0, 4), |_| true);
         }
@@ -269,10 +284,46 @@ mod tests {
         assert_eq!(c.subnet(), 4);
     }
 
+    /// A switch the controller did not ask for (the app's start on another sub-network, a
+    /// plan adopted before the app's first report) is detected from what the app reports:
+    /// the first inference of the new sub-network, with its one-off cost, is neither judged
+    /// nor learned, and the next ones are.
+    #[test]
+    fn first_inference_after_any_switch_is_skipped() {
+        let mut c = AppController::new(ControllerConfig::default(), 60.0, 2, 2);
+        // The app starts on sub-network 4 (its own default): old choice, usable but not
+        // judged; then switches to 2 and pays 244 ms once.
+        assert_eq!(
+            c.on_inference(&inf(56.0, 4), |_| true),
+            (ControllerAction::None, false)
+        );
+        assert_eq!(
+            c.on_inference(&inf(56.0, 4), |_| true),
+            (ControllerAction::None, true)
+        );
+        assert_eq!(
+            c.on_inference(&inf(290.0, 2), |_| true),
+            (ControllerAction::None, false)
+        );
+        // Two more slow ones would step down (or raise a floor) if the first had counted.
+        for _ in 0..2 {
+            assert_eq!(
+                c.on_inference(&inf(70.0, 2), |_| true),
+                (ControllerAction::None, true)
+            );
+        }
+        assert_eq!(c.floor_steps(), 0);
+        assert_eq!(
+            c.on_inference(&inf(70.0, 2), |_| true).0,
+            ControllerAction::RaisedFloor
+        );
+    }
+
     #[test]
     fn slack_just_under_deadline_is_not_enough_to_step_up() {
         let mut c = AppController::new(ControllerConfig::default(), 60.0, 3, 0);
         c.follow_plan(60.0, 3, 0);
+        c.on_inference(&inf(61.0, 3), |_| true); // the first, skipped
         for _ in 0..3 {
             c.on_inference(&inf(61.0, 3), |_| true);
         }

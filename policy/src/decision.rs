@@ -18,6 +18,10 @@ pub enum FreqReason {
     HeldWhileBusy,
     /// No busy-time telemetry for this device: its frequency is left as it is.
     NoTelemetry,
+    /// A memory clock without busy-time telemetry that no plan sets: it follows the speed
+    /// of the GPU's decided clock (of the fastest CPU domain when there is no GPU), as the
+    /// stock EMC scaling follows GPU activity.
+    FollowsUsers,
     /// The system optimiser's plan.
     Plan,
     /// An app controller raised the plan's frequency after repeated misses.
@@ -60,6 +64,9 @@ impl fmt::Display for FreqReason {
             FreqReason::RateLimited(k) => write!(f, "{} rate limit", kind(k)),
             FreqReason::HeldWhileBusy => f.write_str("held: the CPU stayed busy"),
             FreqReason::NoTelemetry => f.write_str("left as is: no utilisation telemetry"),
+            FreqReason::FollowsUsers => {
+                f.write_str("follows the GPU's clock (no utilisation telemetry of its own)")
+            }
             FreqReason::Plan => f.write_str("the optimiser's plan for the apps"),
             FreqReason::AppFloor { app } => write!(f, "raised for app {app}'s misses"),
         }

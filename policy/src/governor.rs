@@ -180,15 +180,19 @@ impl BaseGovernor {
     /// Advances utilisation with this snapshot's counters and chooses a frequency for every
     /// domain, in the snapshot's order.
     pub fn update(&mut self, snap: &Snapshot) -> Vec<BaseChoice> {
+        let mut choices = Vec::with_capacity(snap.domains.len());
+        self.update_into(snap, &mut choices);
+        choices
+    }
+
+    /// [`BaseGovernor::update`] into a buffer the caller keeps from tick to tick.
+    pub fn update_into(&mut self, snap: &Snapshot, choices: &mut Vec<BaseChoice>) {
         let elapsed = self.last_now.map(|t| snap.now.saturating_sub(t));
-        let choices = snap
-            .domains
-            .iter()
-            .map(|d| {
-                let activity = self.observe(snap, d, elapsed);
-                self.choose(snap, d, activity)
-            })
-            .collect();
+        choices.clear();
+        for d in &snap.domains {
+            let activity = self.observe(snap, d, elapsed);
+            choices.push(self.choose(snap, d, activity));
+        }
         for c in &snap.cpus {
             self.cpu_busy.insert(c.cpu, c.busy);
         }
@@ -198,7 +202,6 @@ impl BaseGovernor {
             }
         }
         self.last_now = Some(snap.now);
-        choices
     }
 
     fn observe(

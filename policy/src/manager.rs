@@ -2,7 +2,7 @@
 //! the plan in force, dwell timers) and combines the three levels into one decision.
 //! `step` is deterministic: the same sequence of snapshots gives the same decisions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,8 +13,8 @@ use crate::model::{
     ClockRatios, DomainLoad, LatencyCoefs, LatencyModel, PlatformPower, PowerModel,
 };
 use crate::optimiser::{
-    evaluate, optimise, AppProblem, DomainOption, Mode, OptimiserConfig, Plan, Problem,
-    SubnetOption,
+    evaluate_plan, evaluate_plan_resources, optimise, AppProblem, DomainOption, Mode,
+    OptimiserConfig, Plan, Problem, SubnetOption,
 };
 use crate::snapshot::{AppState, DomainKind, FreqDomain, Snapshot};
 use crate::units::{Hz, Nanos};
@@ -77,7 +77,63 @@ struct AppEntry {
     /// Latency at full clocks assumed before any observation, per sub-network.
     prior_ms: Vec<f64>,
     controller: AppController,
+    /// Recent inferences (start, end, sub-network), to estimate how much of another app's
+    /// latency was waiting for this one on a shared GPU.
+    recent: VecDeque<(Nanos, Nanos, u32)>,
+    /// Samples the controller found representative, held until every other app sharing
+    /// the GPU has reported what ran beside them (see [`Manager::learn`]).
+    pending: VecDeque<Pending>,
+    /// Per sub-network: whether the last sample was rejected as an outlier.
+    rejected_last: Vec<bool>,
+    /// Contended samples (see [`CLEAN_WAIT`]) skipped since the last clean one.
+    contended: u32,
+    /// Learned samples in a row slower than the constraints predicted by more than
+    /// the optimiser's margin (see [`BIAS_SAMPLES`]) ...
+    slow_run: u32,
+    /// ... the least ratio of one of them to what the fits predicted before the run ...
+    slow_ratio: f64,
+    /// ... and those fits' coefficients per sub-network (split, cautious), as the run
+    /// started.
+    before_slow: Vec<(LatencyCoefs, Option<LatencyCoefs>)>,
 }
+
+/// One inference waiting to be learned.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    subnet: usize,
+    ratios: ClockRatios,
+    latency_ms: f64,
+    start: Nanos,
+    end: Nanos,
+}
+
+/// How long inference intervals are kept for the interference estimate.
+const RECENT_SPAN: Nanos = Nanos::from_millis(2000);
+/// At most this many are kept per app.
+const RECENT_MAX: usize = 64;
+/// A sample is learned at the latest this long after it ended, even if another app that
+/// shares the GPU has not reported since (it is then taken as idle).
+const SETTLE: Nanos = Nanos::from_millis(1000);
+/// A sample more than this many times its prediction is learned only if the next one of
+/// the same sub-network is too: a one-off (a switch, a page fault storm) is not the
+/// sub-network's latency, a lasting change is.
+const OUTLIER_RATIO: f64 = 2.0;
+/// A sample whose estimated wait for other apps is over this fraction of its latency is
+/// contended: the estimate's error would be a large part of what is learned. Contended
+/// samples are skipped while clean ones come, and learned (corrected) after
+/// [`CONTENDED_RUN`] in a row, so an app that always shares still learns.
+const CLEAN_WAIT: f64 = 0.1;
+const CONTENDED_RUN: u32 = 20;
+/// A sudden, lasting slow-down (another job takes part of the GPU, a clock the telemetry
+/// does not show) is learned by the fits over tens of samples, and meanwhile they mix data
+/// from before and after it: plans are made with latencies that are too short, and the
+/// split between clocks can come out anywhere (a CPU part learned as nothing, and the CPU
+/// then planned at its minimum). When this many learned samples in a row all ran slower
+/// than the constraints predicted them by more than the optimiser's margin (the model
+/// error plans are made to absorb), or two in a row by more than twice the margin, every
+/// observed fit of the app is scaled by the least of those ratios, its split between
+/// clocks kept and its history dropped as out of date, and the optimiser runs at once.
+const BIAS_SAMPLES: u32 = 3;
 
 /// Everything about the hardware whose change calls for a new plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +142,28 @@ struct HardwareKey {
     domains: Vec<FreqDomain>,
     online: Vec<(u32, bool)>,
     caps: crate::snapshot::Caps,
+}
+
+impl HardwareKey {
+    /// Whether a snapshot shows the same hardware (what [`Manager::track_hardware`] would
+    /// build from it equals this key), without building it.
+    fn matches(&self, snap: &Snapshot) -> bool {
+        self.domains.len() == snap.domains.len()
+            && self.domains.iter().zip(&snap.domains).all(|(k, d)| {
+                k.id == d.id
+                    && k.kind == d.kind
+                    && k.table == d.table
+                    && k.max_limit == d.max_limit
+                    && k.cpus == d.cpus
+            })
+            && self.online.len() == snap.cpus.len()
+            && self
+                .online
+                .iter()
+                .zip(&snap.cpus)
+                .all(|(k, c)| k.0 == c.cpu && k.1 == c.online)
+            && self.caps == snap.caps
+    }
 }
 
 /// The stateful policy. Create one per governed machine and call [`Manager::step`] at each
@@ -100,7 +178,16 @@ pub struct Manager {
     plan: Option<Plan>,
     plan_since: Nanos,
     last_optimised: Option<Nanos>,
+    /// Buffers reused from tick to tick, so that a tick allocates only its decision.
+    ids: Vec<u32>,
+    settled: Vec<Settled>,
+    loads: Vec<DomainLoad>,
+    base_choices: Vec<BaseChoice>,
 }
+
+/// A sample ready to learn: (sub-network, clocks, latency less the estimated wait for
+/// other apps on the GPU, that wait as a fraction of the latency).
+type Settled = (usize, ClockRatios, f64, f64);
 
 impl Manager {
     pub fn new(cfg: Config) -> Manager {
@@ -113,6 +200,10 @@ impl Manager {
             plan: None,
             plan_since: Nanos::ZERO,
             last_optimised: None,
+            ids: Vec::new(),
+            settled: Vec::new(),
+            loads: Vec::new(),
+            base_choices: Vec::new(),
         }
     }
 
@@ -138,10 +229,17 @@ impl Manager {
     }
 
     pub fn step(&mut self, snap: &Snapshot) -> Decision {
-        let base = self.base.update(snap);
+        let mut base = std::mem::take(&mut self.base_choices);
+        self.base.update_into(snap, &mut base);
+        let decision = self.step_with(snap, &base);
+        self.base_choices = base;
+        decision
+    }
+
+    fn step_with(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> Decision {
         let mut event = self.track_hardware(snap);
         event |= self.track_apps(snap);
-        event |= self.learn(snap, &base);
+        event |= self.learn(snap, base);
 
         let mut optimised = false;
         let mut adopted = false;
@@ -153,17 +251,22 @@ impl Manager {
         } else if event || due {
             optimised = true;
             self.last_optimised = Some(snap.now);
-            let problem = self.problem(snap, &base);
+            let problem = self.problem(snap, base);
             let new = optimise(&problem, &self.cfg.optimiser);
             if event || self.should_replace(snap, &problem, &new) {
                 self.adopt(snap, new);
                 adopted = true;
             }
         }
-        self.assemble(snap, &base, optimised, adopted)
+        self.assemble(snap, base, optimised, adopted)
     }
 
     fn track_hardware(&mut self, snap: &Snapshot) -> bool {
+        // Compared in place: building the key clones every frequency table, and the
+        // hardware changes only on events.
+        if self.hardware.as_ref().is_some_and(|h| h.matches(snap)) {
+            return false;
+        }
         let key = HardwareKey {
             domains: snap
                 .domains
@@ -192,9 +295,8 @@ impl Manager {
                 self.cfg.power_forgetting,
             ));
         }
-        let changed = self.hardware.as_ref() != Some(&key);
         self.hardware = Some(key);
-        changed
+        true
     }
 
     fn track_apps(&mut self, snap: &Snapshot) -> bool {
@@ -280,19 +382,66 @@ impl Manager {
             cautious,
             prior_ms,
             controller,
+            recent: VecDeque::new(),
+            pending: VecDeque::new(),
+            rejected_last: vec![false; n],
+            contended: 0,
+            slow_run: 0,
+            slow_ratio: f64::INFINITY,
+            before_slow: Vec::with_capacity(n),
         }
     }
 
     /// Feeds models and controllers; true when a controller needs the optimiser.
+    ///
+    /// Controllers judge every inference at once. The latency models learn an app's own
+    /// latency at the clocks: when apps share the GPU, part of what an app measures is
+    /// waiting for the others' inferences, which is planned separately as interference
+    /// (see the optimiser), so it is taken out here. A sample is held until every other
+    /// app on the GPU has reported an inference ending after it (or for [`SETTLE`]); the
+    /// overlap `o` of its interval with each other app's inferences then gives the wait
+    /// estimate `o * f_self * d_other`: while two inferences share the GPU, each waits for
+    /// the other's device work, and `d_other` is the other's device work per unit of its
+    /// measured interval (its device fraction by the split model, times its predicted
+    /// latency alone over what it measured); `f_self`, this one's device fraction, is the
+    /// chance it was on the device itself.
     fn learn(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> bool {
         let mut escalate = false;
         for app in &snap.apps {
             let Some(e) = self.apps.get_mut(&app.id) else {
                 continue;
             };
+            for inf in &app.finished {
+                e.recent
+                    .push_back((inf.end.saturating_sub(inf.latency), inf.end, inf.subnet));
+            }
+            while e.recent.len() > RECENT_MAX
+                || e.recent
+                    .front()
+                    .is_some_and(|f| f.1.saturating_add(RECENT_SPAN) < snap.now)
+            {
+                e.recent.pop_front();
+            }
+        }
+        let plan = &self.plan;
+        let unserved = |id: u32| {
+            plan.as_ref()
+                .is_some_and(|p| p.unserved.iter().any(|u| u.0 == id))
+        };
+        for app in &snap.apps {
+            if app.finished.is_empty() {
+                continue;
+            }
+            let Some(e) = self.apps.get_mut(&app.id) else {
+                continue;
+            };
             let r = clock_ratios(snap, &e.declared);
-            let deadline =
-                e.declared.targets.deadline.as_millis_f64() * (1.0 - self.cfg.optimiser.margin);
+            let t = &e.declared.targets;
+            let deadline = t
+                .deadline
+                .min(t.period.unwrap_or(t.deadline))
+                .as_millis_f64()
+                * (1.0 - self.cfg.optimiser.margin);
             // Predictions from the models as they stood at the start of the tick.
             let fits: Vec<bool> = (0..e.models.len())
                 .map(|i| subnet_option(e, i).is_some_and(|o| o.latency_ms(r) <= deadline))
@@ -306,29 +455,126 @@ impl Manager {
                     fits.get(next as usize).copied().unwrap_or(false)
                 });
                 if usable {
-                    e.models[s].observe(r, inf.latency.as_millis_f64());
-                    e.cautious[s].observe(r, inf.latency.as_millis_f64());
+                    e.pending.push_back(Pending {
+                        subnet: s,
+                        ratios: r,
+                        latency_ms: inf.latency.as_millis_f64(),
+                        start: inf.end.saturating_sub(inf.latency),
+                        end: inf.end,
+                    });
                 }
-                escalate |= action == ControllerAction::Exhausted;
+                // An app the plan already does not serve has nothing more to ask for.
+                escalate |= action == ControllerAction::Exhausted && !unserved(app.id);
             }
         }
-        if let (Some(pm), Some(measured)) = (self.power.as_mut(), snap.power) {
-            let loads: Vec<DomainLoad> = snap
-                .domains
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.clear();
+        ids.extend(
+            self.apps
                 .iter()
-                .zip(base)
-                .filter(|(_, b)| b.reason != FreqReason::NoTelemetry)
-                .map(|(d, b)| DomainLoad {
-                    domain: d.id,
-                    util: b.mean_load,
-                    speed: d.cur.as_f64() / d.max_freq().as_f64().max(1.0),
-                })
-                .collect();
+                .filter(|(_, e)| !e.pending.is_empty())
+                .map(|(id, _)| *id),
+        );
+        let mut settled = std::mem::take(&mut self.settled);
+        for id in ids.iter().copied() {
+            self.settled_samples(id, snap.now, &mut settled);
+            let Some(e) = self.apps.get_mut(&id) else {
+                continue;
+            };
+            for (subnet, r, ms, waited) in settled.drain(..) {
+                e.pending.pop_front();
+                // Samples that waited little for other apps say the most about the app's
+                // own latency: the others are learned only when clean ones are scarce.
+                if waited > CLEAN_WAIT && e.contended < CONTENDED_RUN {
+                    e.contended += 1;
+                    continue;
+                }
+                if waited <= CLEAN_WAIT {
+                    e.contended = 0;
+                }
+                track_slow_down(e, subnet, r, ms, self.cfg.optimiser.margin);
+                let predicted = e.models[subnet].predict_ms(r).max(1e-3);
+                if ms > OUTLIER_RATIO * predicted && !e.rejected_last[subnet] {
+                    e.rejected_last[subnet] = true;
+                    continue;
+                }
+                e.rejected_last[subnet] = false;
+                e.models[subnet].observe(r, ms);
+                e.cautious[subnet].observe(r, ms);
+            }
+            let band = self.cfg.optimiser.margin;
+            let sudden = e.slow_run >= 2 && e.slow_ratio > 1.0 + 2.0 * band;
+            if e.slow_run >= BIAS_SAMPLES || sudden {
+                rescale(e, self.cfg.latency_forgetting);
+                escalate = true;
+            }
+        }
+        self.ids = ids;
+        self.settled = settled;
+        if let (Some(pm), Some(measured)) = (self.power.as_mut(), snap.power) {
+            let loads = &mut self.loads;
+            loads.clear();
+            loads.extend(
+                snap.domains
+                    .iter()
+                    .zip(base)
+                    .filter(|(_, b)| b.reason != FreqReason::NoTelemetry)
+                    .map(|(d, b)| DomainLoad {
+                        domain: d.id,
+                        util: b.mean_load,
+                        speed: d.cur.as_f64() / d.max_freq().as_f64().max(1.0),
+                    }),
+            );
             if loads.len() == snap.domains.len() {
-                pm.observe(&loads, measured);
+                pm.observe(loads, measured);
             }
         }
         escalate
+    }
+
+    /// The app's pending samples that can be learned now, oldest first, each as
+    /// (sub-network, clocks, latency less the estimated wait for other apps on the GPU,
+    /// that wait as a fraction of the latency).
+    fn settled_samples(&self, id: u32, now: Nanos, out: &mut Vec<Settled>) {
+        out.clear();
+        let Some(e) = self.apps.get(&id) else {
+            return;
+        };
+        let gpu = e.declared.devices.gpu;
+        let others = || {
+            self.apps
+                .iter()
+                .filter(move |(o, x)| gpu && **o != id && x.declared.devices.gpu)
+                .map(|(_, x)| x)
+        };
+        for p in &e.pending {
+            let reported = others().all(|o| o.recent.back().is_some_and(|r| r.1 >= p.end));
+            if !reported && now < p.end.saturating_add(SETTLE) {
+                break;
+            }
+            let own = device_fraction(e, p.subnet, p.ratios);
+            let mut wait = 0.0;
+            for o in others() {
+                for (start, end, subnet) in &o.recent {
+                    let overlap = end.min(&p.end).saturating_sub(*start.max(&p.start));
+                    if overlap.0 == 0 {
+                        continue;
+                    }
+                    // The other's device work done during the overlap, spread evenly over
+                    // its measured interval: its device time alone (its model) over what
+                    // the interval took.
+                    let s = *subnet as usize;
+                    let measured = end.saturating_sub(*start).as_millis_f64().max(1e-3);
+                    let alone = subnet_option(o, s).map_or(measured, |x| x.latency_ms(p.ratios));
+                    let density =
+                        device_fraction(o, s, p.ratios) * (alone / measured).clamp(0.0, 1.0);
+                    wait += overlap.as_millis_f64() * own * density;
+                }
+            }
+            // The wait cannot be more than half of what was measured (two sharing).
+            let wait = wait.min(p.latency_ms / 2.0);
+            out.push((p.subnet, p.ratios, p.latency_ms - wait, wait / p.latency_ms));
+        }
     }
 
     fn problem(&self, snap: &Snapshot, base: &[BaseChoice]) -> Problem {
@@ -409,13 +655,37 @@ impl Manager {
     /// force over it and force a re-plan, past the dwell time.
     fn should_replace(&self, snap: &Snapshot, problem: &Problem, new: &Plan) -> bool {
         let Some(cur) = &self.plan else { return true };
-        let keep = OptimiserConfig {
-            margin: self.cfg.keep_margin.min(self.cfg.optimiser.margin),
-            ..self.cfg.optimiser
-        };
-        let Some((cur_power, cur_score)) = evaluate(problem, &keep, &cur.freqs, &cur.subnets)
-        else {
-            return true;
+        let slack = (self.cfg.optimiser.margin - self.cfg.keep_margin).max(0.0);
+        let (cur_power, cur_score) = match evaluate_plan(problem, &self.cfg.optimiser, cur, slack) {
+            Some(held) => held,
+            None => {
+                // Predicted to break. What the apps measure outweighs the prediction: while
+                // every app the plan serves has a full window of inferences within its
+                // bound less `keep_margin`, and the plan still fits the shared devices and
+                // the power cap, it is held to the usual rules below. Otherwise the split
+                // of a latency between clocks, learned at nearly one operating point,
+                // swings the predicted device time, and with it the predicted wait on a
+                // shared GPU, from one model update to the next, and a plan serving every
+                // app and one that drops an app alternate. An app that really misses makes
+                // its controller step down, raise floors and finally force a new plan.
+                let measured = if self.measured_meeting(cur) {
+                    evaluate_plan_resources(problem, &self.cfg.optimiser, cur)
+                } else {
+                    None
+                };
+                match measured {
+                    Some(held) => held,
+                    None => {
+                        // A replacement that serves fewer apps also waits while the plan
+                        // in force still holds with no margin at all.
+                        let holds = || {
+                            evaluate_plan(problem, &self.cfg.optimiser, cur, f64::INFINITY)
+                                .is_some()
+                        };
+                        return !(new.unserved.len() > cur.unserved.len() && holds());
+                    }
+                }
+            }
         };
         if snap.now.saturating_sub(self.plan_since) < self.cfg.dwell {
             return false;
@@ -439,17 +709,38 @@ impl Manager {
         }
     }
 
+    /// Whether every app a plan serves has a full window of inferences within its
+    /// deadline bound (`min(deadline, period)`) less `keep_margin`.
+    fn measured_meeting(&self, plan: &Plan) -> bool {
+        plan.subnets.iter().all(|(id, _)| {
+            self.apps.get(id).is_some_and(|e| {
+                let t = &e.declared.targets;
+                let bound = t
+                    .deadline
+                    .min(t.period.unwrap_or(t.deadline))
+                    .as_millis_f64()
+                    * (1.0 - self.cfg.keep_margin);
+                e.controller.meeting(bound)
+            })
+        })
+    }
+
     fn adopt(&mut self, snap: &Snapshot, plan: Plan) {
-        for (app, subnet) in &plan.subnets {
+        for (app, subnet) in plan.subnets.iter().chain(&plan.best_effort) {
             if let (Some(e), Some(a)) = (
                 self.apps.get_mut(app),
                 snap.apps.iter().find(|a| a.id == *app),
             ) {
-                e.controller.follow_plan(
-                    a.targets.deadline.as_millis_f64(),
-                    *subnet,
-                    lowest_meeting_floor(a).min(*subnet),
-                );
+                // An app planned below its floor (or at best effort) has no lower
+                // sub-network to step down to that the plan did not already weigh.
+                let kept = !plan.unserved.iter().any(|u| u.0 == *app);
+                let lowest = if kept {
+                    lowest_meeting_floor(a).min(*subnet)
+                } else {
+                    *subnet
+                };
+                e.controller
+                    .follow_plan(a.targets.deadline.as_millis_f64(), *subnet, lowest);
             }
         }
         self.plan = Some(plan);
@@ -463,7 +754,7 @@ impl Manager {
         optimised: bool,
         adopted: bool,
     ) -> Decision {
-        let domains = snap
+        let mut domains: Vec<DomainDecision> = snap
             .domains
             .iter()
             .zip(base)
@@ -501,6 +792,7 @@ impl Manager {
                 }
             })
             .collect();
+        follow_for_memory(snap, &mut domains);
         let apps = snap
             .apps
             .iter()
@@ -509,10 +801,23 @@ impl Manager {
                     .plan
                     .as_ref()
                     .and_then(|p| p.unserved.iter().find(|u| u.0 == a.id));
+                let top = a.library.len().saturating_sub(1) as u32;
                 match (unserved, self.apps.get(&a.id)) {
+                    // Planned below its floor, or at best effort: the plan's sub-network
+                    // (the controller's, which follows it), still reported unserved.
+                    (Some((_, cause)), Some(e)) if self.is_served(a.id) => AppDecision {
+                        app: a.id,
+                        subnet: e.controller.subnet().min(top),
+                        reason: SubnetReason::Unserved(*cause),
+                    },
                     (Some((_, cause)), _) => AppDecision {
                         app: a.id,
-                        subnet: 0,
+                        subnet: self
+                            .plan
+                            .as_ref()
+                            .and_then(|p| p.best_effort_of(a.id))
+                            .unwrap_or(0)
+                            .min(top),
                         reason: SubnetReason::Unserved(*cause),
                     },
                     (None, Some(e)) => AppDecision {
@@ -544,6 +849,37 @@ impl Manager {
         self.plan
             .as_ref()
             .is_some_and(|p| p.subnets.iter().any(|s| s.0 == app))
+    }
+}
+
+/// A memory domain without activity telemetry that no plan sets (no app, or none planned)
+/// follows the clocks of its users, as the stock Jetson EMC scaling raises it with GPU
+/// activity: its maximum times the GPU's decided speed (`f / f_max`), rounded up to its
+/// table and kept under its limit and caps. With no GPU domain it follows the fastest
+/// CPU domain. Left where it was, as before, it stays at whatever it started at (the
+/// maximum, on a board whose EMC the agent locks at takeover) and costs power for nothing.
+fn follow_for_memory(snap: &Snapshot, domains: &mut [DomainDecision]) {
+    let speed_of = |kind: DomainKind, domains: &[DomainDecision]| -> Option<f64> {
+        snap.domains
+            .iter()
+            .zip(domains.iter())
+            .filter(|(d, _)| d.kind == kind && (kind != DomainKind::Cpu || snap.online_cpus(d) > 0))
+            .map(|(d, x)| x.freq.as_f64() / d.max_freq().as_f64().max(1.0))
+            .reduce(f64::max)
+    };
+    let Some(speed) =
+        speed_of(DomainKind::Gpu, domains).or_else(|| speed_of(DomainKind::Cpu, domains))
+    else {
+        return;
+    };
+    for (d, x) in snap.domains.iter().zip(domains.iter_mut()) {
+        if d.kind != DomainKind::Memory || x.reason != FreqReason::NoTelemetry {
+            continue;
+        }
+        let target = Hz((d.max_freq().as_f64() * speed.clamp(0.0, 1.0)).ceil() as u64);
+        let f = crate::snapshot::resolve_at_least(&d.table, target).min(snap.allowed_max(d));
+        x.freq = resolve_down(d, f);
+        x.reason = FreqReason::FollowsUsers;
     }
 }
 
@@ -600,11 +936,81 @@ fn subnet_option(e: &AppEntry, s: usize) -> Option<SubnetOption> {
     })
 }
 
-fn app_cpu_domains<'a>(snap: &'a Snapshot, app: &AppState) -> impl Iterator<Item = &'a FreqDomain> {
+/// Counts a sample towards a lasting slow-down (see [`BIAS_SAMPLES`]): slower than the
+/// constraints predict by more than the optimiser's margin extends the run (the first one records
+/// the fits as they stand, before the run's samples move them), anything else ends it.
+fn track_slow_down(e: &mut AppEntry, subnet: usize, r: ClockRatios, ms: f64, band: f64) {
+    let predicted = subnet_option(e, subnet).map_or(ms, |o| o.latency_ms(r));
+    if ms <= predicted * (1.0 + band) {
+        e.slow_run = 0;
+        return;
+    }
+    if e.slow_run == 0 {
+        e.before_slow.clear();
+        for s in 0..e.models.len() {
+            let split = sibling_coefs(&e.models, &e.prior_ms, s).unwrap_or(e.models[s].coefs());
+            e.before_slow
+                .push((split, sibling_coefs(&e.cautious, &e.prior_ms, s)));
+        }
+        e.slow_ratio = f64::INFINITY;
+    }
+    e.slow_run += 1;
+    let before = e
+        .before_slow
+        .get(subnet)
+        .map_or(predicted, |(split, cautious)| {
+            let l = split.latency_ms(r);
+            cautious.map_or(l, |c| l.max(c.latency_ms(r)))
+        });
+    e.slow_ratio = e.slow_ratio.min(ms / before.max(1e-3));
+}
+
+/// Re-seeds every observed latency fit of an app at the fit recorded as a run of slow
+/// samples started, times the least ratio of those samples to their predictions: a
+/// lasting slow-down (see [`BIAS_SAMPLES`]). The split between clocks learned before it is
+/// kept as the prior, the cautious fit is anchored at its scaled full-clock latency, and
+/// the samples that made the old fits are dropped.
+fn rescale(e: &mut AppEntry, forgetting: f64) {
+    let k = e.slow_ratio.max(1.0);
+    for (s, (split, cautious)) in e.before_slow.iter().enumerate() {
+        // Sub-networks not observed yet keep borrowing from an observed sibling.
+        let n = e.models[s].samples();
+        if n > 0 {
+            e.models[s] = LatencyModel::seeded(split.scaled(k), forgetting).with_samples(n);
+        }
+        let n = e.cautious[s].samples();
+        if n > 0 {
+            let flat = cautious.unwrap_or(*split);
+            e.cautious[s] =
+                LatencyModel::anchored(flat.scaled(k), forgetting, ANCHOR_WEIGHT).with_samples(n);
+        }
+    }
+    e.slow_run = 0;
+    e.slow_ratio = f64::INFINITY;
+    e.rejected_last.iter_mut().for_each(|r| *r = false);
+}
+
+/// The share of a sub-network's latency that is device time (GPU and memory-bound parts)
+/// by its split latency model, at the given clocks.
+fn device_fraction(e: &AppEntry, s: usize, r: ClockRatios) -> f64 {
+    let Some(c) = subnet_coefs(e, s) else {
+        return 0.0;
+    };
+    let total = c.latency_ms(r);
+    if total <= 1e-9 {
+        return 0.0;
+    }
+    ((c.gpu_ms * r.gpu + c.mem_ms * r.mem) / total).clamp(0.0, 1.0)
+}
+
+fn app_cpu_domains<'a>(
+    snap: &'a Snapshot,
+    app: &'a AppState,
+) -> impl Iterator<Item = &'a FreqDomain> {
     let any_listed = snap.domains.iter().any(|d| {
         d.kind == DomainKind::Cpu && app.cpu_domains.contains(&d.id) && snap.online_cpus(d) > 0
     });
-    let listed = app.cpu_domains.clone();
+    let listed = &app.cpu_domains;
     snap.domains.iter().filter(move |d| {
         d.kind == DomainKind::Cpu
             && snap.online_cpus(d) > 0

@@ -100,16 +100,26 @@ impl Rls {
         }
     }
 
+    /// One sample with forgetting. Allocates nothing for up to [`STACK_N`] parameters: the
+    /// power model runs it at every tick with a power reading.
     pub fn update(&mut self, x: &[f64], y: f64) {
         let n = self.theta.len();
         if x.len() != n || !y.is_finite() || x.iter().any(|v| !v.is_finite()) {
             return;
         }
         let l = self.forgetting;
-        let ax: Vec<f64> = (0..n)
-            .map(|i| (0..n).map(|j| self.info[i * n + j] * x[j]).sum())
-            .collect();
-        let xax: f64 = x.iter().zip(&ax).map(|(a, b)| a * b).sum();
+        let mut ax_stack = [0.0; STACK_N];
+        let mut ax_heap = Vec::new();
+        let ax: &mut [f64] = if n <= STACK_N {
+            &mut ax_stack[..n]
+        } else {
+            ax_heap.resize(n, 0.0);
+            &mut ax_heap
+        };
+        for (i, v) in ax.iter_mut().enumerate() {
+            *v = (0..n).map(|j| self.info[i * n + j] * x[j]).sum();
+        }
+        let xax: f64 = x.iter().zip(ax.iter()).map(|(a, b)| a * b).sum();
         if xax > 1e-300 && l < 1.0 {
             let xb: f64 = x.iter().zip(&self.rhs).map(|(a, b)| a * b).sum();
             let k = (1.0 - l) / xax;
@@ -126,39 +136,109 @@ impl Rls {
             }
             self.rhs[i] += x[i] * y;
         }
-        if let Some(theta) = nnls(&self.info, &self.rhs, n) {
+        if n <= STACK_N {
+            let mut ws = Workspace::<[f64; STACK_N], [bool; STACK_N]>::stack();
+            if nnls_in(&self.info, &self.rhs, n, &mut ws.view(n)) {
+                self.theta.copy_from_slice(&ws.x[..n]);
+            }
+        } else if let Some(theta) = nnls(&self.info, &self.rhs, n) {
             self.theta = theta;
         }
     }
+}
+
+/// Problems up to this many parameters are solved in stack buffers.
+const STACK_N: usize = 8;
+
+/// Buffers of the non-negative solver: the solution, the passive set, the gradient, the
+/// subset solution, the subset's augmented matrix and its indices.
+struct Workspace<F, B> {
+    x: F,
+    passive: B,
+    w: F,
+    z: F,
+    mat: [f64; STACK_N * (STACK_N + 1)],
+    idx: [usize; STACK_N],
+}
+
+impl Workspace<[f64; STACK_N], [bool; STACK_N]> {
+    fn stack() -> Self {
+        Workspace {
+            x: [0.0; STACK_N],
+            passive: [false; STACK_N],
+            w: [0.0; STACK_N],
+            z: [0.0; STACK_N],
+            mat: [0.0; STACK_N * (STACK_N + 1)],
+            idx: [0; STACK_N],
+        }
+    }
+
+    fn view(&mut self, n: usize) -> View<'_> {
+        View {
+            x: &mut self.x[..n],
+            passive: &mut self.passive[..n],
+            w: &mut self.w[..n],
+            z: &mut self.z[..n],
+            mat: &mut self.mat[..],
+            idx: &mut self.idx[..],
+        }
+    }
+}
+
+struct View<'a> {
+    x: &'a mut [f64],
+    passive: &'a mut [bool],
+    w: &'a mut [f64],
+    z: &'a mut [f64],
+    mat: &'a mut [f64],
+    idx: &'a mut [usize],
 }
 
 /// Non-negative least squares in normal-equation form: the `t >= 0` minimising
 /// `t' A t - 2 b' t` for a symmetric positive definite `A` (Lawson and Hanson's active-set
 /// method). None when a linear solve fails, which a positive definite `A` rules out.
 fn nnls(a: &[f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
-    let tol = 1e-12 * (1.0 + b.iter().fold(0.0f64, |m, v| m.max(v.abs())));
-    let mut x = vec![0.0; n];
-    let mut passive = vec![false; n];
-    let gradient = |x: &[f64]| -> Vec<f64> {
-        (0..n)
-            .map(|i| b[i] - (0..n).map(|j| a[i * n + j] * x[j]).sum::<f64>())
-            .collect()
+    let (mut x, mut passive, mut w, mut z) =
+        (vec![0.0; n], vec![false; n], vec![0.0; n], vec![0.0; n]);
+    let (mut mat, mut idx) = (vec![0.0; n * (n + 1)], vec![0; n]);
+    let mut v = View {
+        x: &mut x,
+        passive: &mut passive,
+        w: &mut w,
+        z: &mut z,
+        mat: &mut mat,
+        idx: &mut idx,
     };
+    nnls_in(a, b, n, &mut v).then_some(x)
+}
+
+/// [`nnls`] in caller-provided buffers; the solution is left in `v.x`. False when a linear
+/// solve fails.
+fn nnls_in(a: &[f64], b: &[f64], n: usize, v: &mut View<'_>) -> bool {
+    let tol = 1e-12 * (1.0 + b.iter().fold(0.0f64, |m, v| m.max(v.abs())));
+    v.x.iter_mut().for_each(|x| *x = 0.0);
+    v.passive.iter_mut().for_each(|p| *p = false);
     // Each outer round adds one variable; the inner loop only removes. 3n rounds is far
     // more than the method needs on these sizes, and bounds the work on bad input.
     for _ in 0..3 * n.max(1) {
-        let w = gradient(&x);
+        for i in 0..n {
+            v.w[i] = b[i] - (0..n).map(|j| a[i * n + j] * v.x[j]).sum::<f64>();
+        }
+        let (w, passive) = (&*v.w, &*v.passive);
         let Some(j) = (0..n)
             .filter(|i| !passive[*i] && w[*i] > tol)
             .max_by(|p, q| w[*p].total_cmp(&w[*q]))
         else {
             break;
         };
-        passive[j] = true;
+        v.passive[j] = true;
         loop {
-            let z = solve_subset(a, b, n, &passive)?;
+            if !solve_subset(a, b, n, v.passive, v.z, v.mat, v.idx) {
+                return false;
+            }
+            let (x, z, passive) = (&mut *v.x, &*v.z, &mut *v.passive);
             if (0..n).all(|i| !passive[i] || z[i] > 0.0) {
-                x = z;
+                x.copy_from_slice(z);
                 break;
             }
             // Step from x towards z until the first passive variable reaches zero.
@@ -178,27 +258,45 @@ fn nnls(a: &[f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
             }
         }
     }
-    Some(x)
+    true
 }
 
 /// Solves `A_PP z_P = b_P` for the passive variables (Gaussian elimination with partial
-/// pivoting); the others are zero.
-fn solve_subset(a: &[f64], b: &[f64], n: usize, passive: &[bool]) -> Option<Vec<f64>> {
-    let idx: Vec<usize> = (0..n).filter(|i| passive[*i]).collect();
-    let m = idx.len();
-    let mut mat: Vec<f64> = Vec::with_capacity(m * (m + 1));
-    for &i in &idx {
-        for &j in &idx {
-            mat.push(a[i * n + j]);
-        }
-        mat.push(b[i]);
+/// pivoting) into `z`; the others are zero. `mat` holds at least `m * (m + 1)` and `idx`
+/// `m` entries for `m` passive variables. False when the solve fails.
+fn solve_subset(
+    a: &[f64],
+    b: &[f64],
+    n: usize,
+    passive: &[bool],
+    z: &mut [f64],
+    mat: &mut [f64],
+    idx: &mut [usize],
+) -> bool {
+    let mut m = 0;
+    for i in (0..n).filter(|i| passive[*i]) {
+        idx[m] = i;
+        m += 1;
     }
+    let idx = &idx[..m];
     let w = m + 1;
+    let mut k = 0;
+    for &i in idx {
+        for &j in idx {
+            mat[k] = a[i * n + j];
+            k += 1;
+        }
+        mat[k] = b[i];
+        k += 1;
+    }
     for col in 0..m {
-        let pivot =
-            (col..m).max_by(|p, q| mat[p * w + col].abs().total_cmp(&mat[q * w + col].abs()))?;
+        let Some(pivot) =
+            (col..m).max_by(|p, q| mat[p * w + col].abs().total_cmp(&mat[q * w + col].abs()))
+        else {
+            return false;
+        };
         if mat[pivot * w + col].abs() < 1e-300 {
-            return None;
+            return false;
         }
         if pivot != col {
             for k in 0..w {
@@ -214,12 +312,12 @@ fn solve_subset(a: &[f64], b: &[f64], n: usize, passive: &[bool]) -> Option<Vec<
             }
         }
     }
-    let mut z = vec![0.0; n];
+    z.iter_mut().for_each(|v| *v = 0.0);
     for r in (0..m).rev() {
         let s: f64 = (r + 1..m).map(|k| mat[r * w + k] * z[idx[k]]).sum();
         z[idx[r]] = (mat[r * w + m] - s) / mat[r * w + r];
     }
-    z.iter().all(|v| v.is_finite()).then_some(z)
+    z.iter().all(|v| v.is_finite())
 }
 
 /// How much slower than full speed each device runs: `f_max / f`, 1 at full clocks.
@@ -352,6 +450,12 @@ impl LatencyModel {
 
     pub fn samples(&self) -> u64 {
         self.samples
+    }
+
+    /// Keeps a re-seeded model counted as observed (see the manager's lasting slow-down).
+    pub(crate) fn with_samples(mut self, samples: u64) -> LatencyModel {
+        self.samples = samples;
+        self
     }
 
     pub fn coefs(&self) -> LatencyCoefs {
@@ -490,10 +594,16 @@ impl PowerModel {
     }
 
     fn features(&self, loads: &[DomainLoad]) -> Vec<f64> {
-        let mut x = Vec::with_capacity(self.seeds.len() + 1);
-        x.push(1.0);
-        for (id, (busy, idle)) in &self.seeds {
-            let v = loads
+        let mut x = vec![0.0; self.seeds.len() + 1];
+        self.features_into(loads, &mut x);
+        x
+    }
+
+    /// The regressors into `x` (one more than the domains).
+    fn features_into(&self, loads: &[DomainLoad], x: &mut [f64]) {
+        x[0] = 1.0;
+        for ((id, (busy, idle)), v) in self.seeds.iter().zip(&mut x[1..]) {
+            *v = loads
                 .iter()
                 .find(|l| l.domain == *id)
                 .map(|l| {
@@ -501,14 +611,19 @@ impl PowerModel {
                     busy * l.util.clamp(0.0, 1.0) * s * s * s + idle * s
                 })
                 .unwrap_or(0.0);
-            x.push(v);
         }
-        x
     }
 
     pub fn observe(&mut self, loads: &[DomainLoad], measured: Watts) {
-        let x = self.features(loads);
-        self.rls.update(&x, measured.0);
+        let n = self.seeds.len() + 1;
+        if n <= STACK_N {
+            let mut x = [0.0; STACK_N];
+            self.features_into(loads, &mut x[..n]);
+            self.rls.update(&x[..n], measured.0);
+        } else {
+            let x = self.features(loads);
+            self.rls.update(&x, measured.0);
+        }
     }
 
     pub fn predict(&self, loads: &[DomainLoad]) -> Watts {
@@ -657,7 +772,11 @@ mod tests {
                 let best = (0..1u32 << n)
                     .filter_map(|mask| {
                         let free: Vec<bool> = (0..n).map(|i| mask >> i & 1 == 1).collect();
-                        let z = solve_subset(&a, &b, n, &free)?;
+                        let (mut z, mut mat, mut idx) =
+                            (vec![0.0; n], vec![0.0; n * (n + 1)], vec![0; n]);
+                        if !solve_subset(&a, &b, n, &free, &mut z, &mut mat, &mut idx) {
+                            return None;
+                        }
                         z.iter().all(|v| *v >= -1e-12).then(|| cost(&z))
                     })
                     .fold(f64::INFINITY, f64::min);

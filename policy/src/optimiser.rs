@@ -130,17 +130,59 @@ pub struct Plan {
     pub freqs: Vec<(u32, Hz)>,
     /// Sub-network of every served app.
     pub subnets: Vec<(u32, u32)>,
+    /// Apps whose targets the plan does not meet, with the cause. An app listed here and
+    /// in `subnets` is planned in degraded form: its accuracy floor is given up so that its
+    /// deadline is met (`DeadlineUnreachable`). One listed here and in `best_effort` runs
+    /// at best effort. One listed here only is left to run its cheapest sub-network.
     pub unserved: Vec<(u32, UnservedCause)>,
     pub power: Watts,
     /// Sum over served apps of (1 + priority) x accuracy.
     pub score: f64,
+    /// For each app of `subnets`, the deadline margin it was planned with: the configured
+    /// margin, or a thinner one (down to 0) when the configured one leaves no feasible plan.
+    #[serde(default)]
+    pub margins: Vec<(u32, f64)>,
+    /// Apps no sub-network can serve even with the floor given up and no margin: (app,
+    /// sub-network), the fastest sub-network, with the clocks of the domains it uses set to
+    /// minimise its latency (within the power cap).
+    #[serde(default)]
+    pub best_effort: Vec<(u32, u32)>,
 }
+
+impl Plan {
+    /// The margin an app of `subnets` was planned with.
+    pub fn margin_of(&self, app: u32) -> Option<f64> {
+        self.margins.iter().find(|m| m.0 == app).map(|m| m.1)
+    }
+
+    /// The sub-network the plan runs an app at best effort with.
+    pub fn best_effort_of(&self, app: u32) -> Option<u32> {
+        self.best_effort.iter().find(|m| m.0 == app).map(|m| m.1)
+    }
+}
+
+/// How one app enters a search: the deadline margin it must keep, the accuracy floor it
+/// must meet (minus infinity when given up), and whether it runs at best effort (no
+/// deadline or floor constraint: only its latency matters).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Terms {
+    margin: f64,
+    floor: f64,
+    best_effort: bool,
+}
+
+/// The margins tried, as fractions of the configured one, before an app is degraded.
+const MARGIN_TIERS: [f64; 5] = [1.0, 0.75, 0.5, 0.25, 0.0];
 
 /// Grid axes and per-app constants derived from a problem for a given set of served apps.
 struct Prepared<'a> {
     p: &'a Problem,
     cfg: OptimiserConfig,
     apps: Vec<usize>,
+    /// Per prepared app: its margin, floor and best-effort flag.
+    terms: Vec<Terms>,
+    /// Per prepared app: whether it time-shares the planned GPU.
+    gpu_user: Vec<bool>,
     gpu: Option<usize>,
     mem: Option<usize>,
     /// Planned CPU domains (indices into `p.domains`).
@@ -185,10 +227,16 @@ enum Flow {
 #[derive(Clone, Debug, Default)]
 struct PointEval {
     base_power: f64,
-    /// Flattened [app][subnet]: feasible alone, marginal power, device share lat/period.
+    /// Flattened [app][subnet]: feasible with the least interference the other apps can
+    /// cause, marginal power, CPU share (latency / period), GPU share (device time /
+    /// period), the most GPU share of the other apps it tolerates (see
+    /// [`Prepared::eval`]), and latency alone.
     ok: Vec<bool>,
     dp: Vec<f64>,
     share: Vec<f64>,
+    gshare: Vec<f64>,
+    tol: Vec<f64>,
+    lat: Vec<f64>,
 }
 
 fn speed(d: &DomainOption, f: Hz) -> f64 {
@@ -197,6 +245,23 @@ fn speed(d: &DomainOption, f: Hz) -> f64 {
 
 impl<'a> Prepared<'a> {
     fn new(p: &'a Problem, cfg: OptimiserConfig, apps: Vec<usize>) -> Prepared<'a> {
+        let terms = apps
+            .iter()
+            .map(|a| Terms {
+                margin: cfg.margin,
+                floor: p.apps[*a].accuracy_floor,
+                best_effort: false,
+            })
+            .collect();
+        Prepared::with_terms(p, cfg, apps, terms)
+    }
+
+    fn with_terms(
+        p: &'a Problem,
+        cfg: OptimiserConfig,
+        apps: Vec<usize>,
+        terms: Vec<Terms>,
+    ) -> Prepared<'a> {
         let first = |k: DomainKind| p.domains.iter().position(|d| d.kind == k);
         let gpu = first(DomainKind::Gpu).filter(|_| apps.iter().any(|a| p.apps[*a].devices.gpu));
         let mem = first(DomainKind::Memory).filter(|_| !apps.is_empty());
@@ -265,10 +330,16 @@ impl<'a> Prepared<'a> {
                     .collect()
             })
             .collect();
+        let gpu_user = apps
+            .iter()
+            .map(|a| gpu.is_some() && p.apps[*a].devices.gpu)
+            .collect();
         Prepared {
             p,
             cfg,
             apps,
+            terms,
+            gpu_user,
             gpu,
             mem,
             cpus,
@@ -319,15 +390,37 @@ impl<'a> Prepared<'a> {
 
     /// Evaluates a point. Stops early (and says so) when its idle power alone exceeds
     /// `bound`, or when some app has no sub-network meeting its deadline there.
+    ///
+    /// GPU time-sharing is planned explicitly. An app's device time per inference is the
+    /// GPU and memory-bound part of its latency model (`gpu_ms * r_gpu + mem_ms * r_mem`,
+    /// scaled up to the constraint latency when the cautious fit is the larger); its GPU
+    /// share is that over its period. While another app's inference holds the GPU, an
+    /// inference's device part is slowed. With `u` the other apps' GPU share, the
+    /// expected wait is taken as `device * u / (1 - u)` (the device time-shared with a load
+    /// `u`: small while `u` is small, unbounded as the GPU saturates, where queues build
+    /// and every app misses), so an app's latency with interference is `latency + device *
+    /// u / (1 - u)`, and it meets its deadline when the others' share is at most
+    /// `tol = slack / (device + slack)`, `slack = deadline * (1 - margin) - latency`. Here a
+    /// sub-network is `ok` when it meets that against the least share the other apps can
+    /// have (each at its lightest sub-network above its floor), which only grows as clocks
+    /// fall, so the deadline pruning of the walk stays valid; the sub-networks actually
+    /// chosen are checked together by [`Prepared::gpu_fits`].
     fn eval(&self, pt: &Point, out: &mut PointEval, bound: f64) -> Status {
         let p = self.p;
         let n = self.max_subnets;
+        let len = self.apps.len() * n;
+        for v in [
+            &mut out.dp,
+            &mut out.share,
+            &mut out.gshare,
+            &mut out.tol,
+            &mut out.lat,
+        ] {
+            v.clear();
+            v.resize(len, 0.0);
+        }
         out.ok.clear();
-        out.ok.resize(self.apps.len() * n, false);
-        out.dp.clear();
-        out.dp.resize(self.apps.len() * n, 0.0);
-        out.share.clear();
-        out.share.resize(self.apps.len() * n, 0.0);
+        out.ok.resize(len, false);
         let (rg, sg) = self.freq(self.gpu, pt.gpu);
         let (rm, sm) = self.freq(self.mem, pt.mem);
         let (bg, ig) = self
@@ -361,7 +454,17 @@ impl<'a> Prepared<'a> {
         if base > bound {
             return Status::Pruned;
         }
-        let margin = 1.0 - self.cfg.margin;
+        // First pass: latency, device time and power of every (app, sub-network), and the
+        // least GPU share of each app above its floor.
+        let mut least_total = 0.0;
+        let mut least_own = [0.0f64; 16];
+        let mut least_vec;
+        let least: &mut [f64] = if self.apps.len() <= 16 {
+            &mut least_own[..self.apps.len()]
+        } else {
+            least_vec = vec![0.0; self.apps.len()];
+            &mut least_vec[..]
+        };
         for (ai, a) in self.apps.iter().enumerate() {
             let app = &p.apps[*a];
             let doms = &self.app_cpus[ai];
@@ -378,24 +481,90 @@ impl<'a> Prepared<'a> {
                 mem: rm,
             };
             let period = app.period_ms.max(1e-6);
-            let mut any = false;
+            let floor = self.terms[ai].floor;
+            let mut lightest = f64::INFINITY;
             for (si, s) in app.subnets.iter().enumerate() {
                 let c = &s.coefs;
                 let lat = s.latency_ms(r);
                 let j = ai * n + si;
-                out.ok[j] = s.accuracy >= app.accuracy_floor && lat <= app.deadline_ms * margin;
-                any |= out.ok[j];
+                out.lat[j] = lat;
                 out.share[j] = lat / period;
+                if self.gpu_user[ai] {
+                    let split = c.latency_ms(r);
+                    let dev = c.gpu_ms * rg + c.mem_ms * rm;
+                    let dev = if split > 1e-12 {
+                        dev * (lat / split).max(1.0)
+                    } else {
+                        0.0
+                    };
+                    out.gshare[j] = dev / period;
+                    if s.accuracy >= floor {
+                        lightest = lightest.min(out.gshare[j]);
+                    }
+                }
                 out.dp[j] = (bg * sg * sg * sg * c.gpu_ms * rg
                     + wc * (c.cpu_ms * rc + c.fixed_ms)
                     + bm * sm * sm * sm * c.mem_ms * rm)
                     / period;
+            }
+            least[ai] = if lightest.is_finite() { lightest } else { 0.0 };
+            least_total += least[ai];
+        }
+        // Second pass: deadlines, with the least interference the others can cause.
+        for (ai, a) in self.apps.iter().enumerate() {
+            let app = &p.apps[*a];
+            let t = self.terms[ai];
+            // An app's inferences run one after another: one that takes longer than its
+            // period falls behind whatever its deadline, as frames queue up.
+            let bound_ms = app.deadline_ms.min(app.period_ms) * (1.0 - t.margin);
+            let others = least_total - least[ai];
+            let period = app.period_ms.max(1e-6);
+            let mut any = false;
+            for (si, s) in app.subnets.iter().enumerate() {
+                let j = ai * n + si;
+                if t.best_effort {
+                    out.tol[j] = f64::INFINITY;
+                    out.ok[j] = true;
+                    any = true;
+                    continue;
+                }
+                let dev = out.gshare[j] * period;
+                let slack = bound_ms - out.lat[j];
+                out.tol[j] = if slack < 0.0 {
+                    -1.0
+                } else if dev > 1e-12 {
+                    slack / (dev + slack)
+                } else {
+                    f64::INFINITY
+                };
+                out.ok[j] = s.accuracy >= t.floor && out.tol[j] >= others - 1e-12;
+                any |= out.ok[j];
             }
             if !any {
                 return Status::DeadlineMissed;
             }
         }
         Status::Evaluated
+    }
+
+    /// Whether the chosen sub-networks meet every deadline together, with the interference
+    /// of the others' GPU shares. `swap` replaces one app's choice for the test.
+    fn gpu_fits(&self, e: &PointEval, choice: &[usize], swap: Option<(usize, usize)>) -> bool {
+        if self.gpu.is_none() {
+            return true;
+        }
+        let n = self.max_subnets;
+        let pick = |ai: usize| match swap {
+            Some((x, s)) if x == ai => s,
+            _ => choice[ai],
+        };
+        let total: f64 = (0..choice.len())
+            .map(|ai| e.gshare[ai * n + pick(ai)])
+            .sum();
+        (0..choice.len()).all(|ai| {
+            let j = ai * n + pick(ai);
+            !self.gpu_user[ai] || total - e.gshare[j] <= e.tol[j] + 1e-9
+        })
     }
 
     fn capacity(&self, slot: usize) -> f64 {
@@ -406,11 +575,13 @@ impl<'a> Prepared<'a> {
         }
     }
 
-    /// Adds app `ai`'s share to the device loads (slot 0: GPU, slot 1 + k: planned CPU k).
-    fn add_load(&self, loads: &mut [f64], ai: usize, share: f64) {
+    /// Adds app `ai`'s shares to the device loads (slot 0: GPU, slot 1 + k: planned CPU
+    /// k): `gpu` its device time over its period, `share` its latency over its period (its
+    /// thread holds a CPU for the whole inference, waiting for the GPU included).
+    fn add_load(&self, loads: &mut [f64], ai: usize, gpu: f64, share: f64) {
         let app = &self.p.apps[self.apps[ai]];
-        if app.devices.gpu && self.gpu.is_some() {
-            loads[0] += share;
+        if self.gpu_user[ai] {
+            loads[0] += gpu;
         }
         if app.devices.cpu {
             let doms = &self.app_cpus[ai];
@@ -457,10 +628,10 @@ impl<'a> Prepared<'a> {
             }
             let b = best?;
             power += e.dp[ai * n + b];
-            self.add_load(&mut loads, ai, e.share[ai * n + b]);
+            self.add_load(&mut loads, ai, e.gshare[ai * n + b], e.share[ai * n + b]);
             choice.push(b);
         }
-        if !self.loads_fit(&loads) {
+        if !self.loads_fit(&loads) || !self.gpu_fits(e, choice, None) {
             return None;
         }
         if let Some(cap) = self.p.power_cap {
@@ -491,11 +662,11 @@ impl<'a> Prepared<'a> {
                 .filter(|si| e.ok[ai * n + si])
                 .max_by(|x, y| subnets[*x].accuracy.total_cmp(&subnets[*y].accuracy))?;
             power += e.dp[ai * n + si];
-            self.add_load(&mut loads, ai, e.share[ai * n + si]);
+            self.add_load(&mut loads, ai, e.gshare[ai * n + si], e.share[ai * n + si]);
             choice.push(si);
         }
         let capped = self.p.power_cap.is_some_and(|c| power > c.0);
-        (self.loads_fit(&loads) && !capped).then_some(power)
+        (self.loads_fit(&loads) && !capped && self.gpu_fits(e, choice, None)).then_some(power)
     }
 
     /// Upper bound of the score at a point: every app at its most accurate feasible entry.
@@ -521,14 +692,14 @@ impl<'a> Prepared<'a> {
     /// move with the best weighted-accuracy gain per unit of the resources it uses.
     /// The largest fraction of any device's capacity that moving app `ai`'s share by
     /// `delta` would use, or None when some device would overflow.
-    fn load_step(&self, loads: &[f64], ai: usize, delta: f64) -> Option<f64> {
+    fn load_step(&self, loads: &[f64], ai: usize, dgpu: f64, delta: f64) -> Option<f64> {
         let app = &self.p.apps[self.apps[ai]];
         let mut used: f64 = 0.0;
-        if app.devices.gpu && self.gpu.is_some() {
-            if loads[0] + delta > self.capacity(0) + 1e-9 {
+        if self.gpu_user[ai] {
+            if loads[0] + dgpu > self.capacity(0) + 1e-9 {
                 return None;
             }
-            used = used.max(delta / self.capacity(0));
+            used = used.max(dgpu / self.capacity(0));
         }
         if app.devices.cpu {
             let doms = &self.app_cpus[ai];
@@ -550,7 +721,7 @@ impl<'a> Prepared<'a> {
         let n = self.max_subnets;
         let mut loads = vec![0.0; 1 + self.cpus.len()];
         for (ai, s) in choice.iter().enumerate() {
-            self.add_load(&mut loads, ai, e.share[ai * n + s]);
+            self.add_load(&mut loads, ai, e.gshare[ai * n + s], e.share[ai * n + s]);
         }
         let norm = if budget.is_finite() {
             budget.max(1e-9)
@@ -572,10 +743,17 @@ impl<'a> Prepared<'a> {
                     if power + dp > budget {
                         continue;
                     }
-                    let Some(used) = self.load_step(&loads, ai, e.share[j] - e.share[ai * n + cur])
-                    else {
+                    let Some(used) = self.load_step(
+                        &loads,
+                        ai,
+                        e.gshare[j] - e.gshare[ai * n + cur],
+                        e.share[j] - e.share[ai * n + cur],
+                    ) else {
                         continue;
                     };
+                    if !self.gpu_fits(e, choice, Some((ai, si))) {
+                        continue;
+                    }
                     let used = used.max(0.0) + (dp / norm).max(0.0);
                     let value = self.weight(ai) * gain / (used + 1e-6);
                     if best.is_none_or(|(v, _, _)| value > v) {
@@ -586,7 +764,12 @@ impl<'a> Prepared<'a> {
             let Some((_, ai, si)) = best else { break };
             let cur = choice[ai];
             power += e.dp[ai * n + si] - e.dp[ai * n + cur];
-            self.add_load(&mut loads, ai, e.share[ai * n + si] - e.share[ai * n + cur]);
+            self.add_load(
+                &mut loads,
+                ai,
+                e.gshare[ai * n + si] - e.gshare[ai * n + cur],
+                e.share[ai * n + si] - e.share[ai * n + cur],
+            );
             choice[ai] = si;
         }
         power
@@ -606,10 +789,10 @@ impl<'a> Prepared<'a> {
                 return None;
             }
             power += e.dp[j];
-            self.add_load(&mut loads, ai, e.share[j]);
+            self.add_load(&mut loads, ai, e.gshare[j], e.share[j]);
         }
         let capped = self.p.power_cap.is_some_and(|c| power > c.0);
-        (self.loads_fit(&loads) && !capped).then_some(power)
+        (self.loads_fit(&loads) && !capped && self.gpu_fits(e, choice, None)).then_some(power)
     }
 
     /// Visits the grid from the highest clocks down, skipping the points below a deadline
@@ -753,17 +936,59 @@ impl<'a> Prepared<'a> {
         let mut loads = vec![0.0; 1 + self.cpus.len()];
         (0..app.subnets.len()).any(|si| {
             loads.iter_mut().for_each(|l| *l = 0.0);
-            self.add_load(&mut loads, 0, e.share[si]);
+            self.add_load(&mut loads, 0, e.gshare[si], e.share[si]);
             e.ok[si] && self.loads_fit(&loads)
         })
     }
 
-    fn plan(
-        &self,
-        sol: (Point, Vec<usize>, f64, f64),
-        unserved: Vec<(u32, UnservedCause)>,
-    ) -> Plan {
-        let (pt, choice, pw, sc) = sol;
+    /// Best effort for the prepared apps (all flagged `best_effort`): each runs its fastest
+    /// sub-network at the point that minimises the worst latency over deadline, within
+    /// the power cap (the highest clocks when they fit under it); ties go to less power.
+    fn best_effort(&self) -> Option<(Point, Vec<usize>, f64, f64)> {
+        let n = self.max_subnets;
+        let pick = |e: &PointEval| -> (Vec<usize>, f64, f64) {
+            let mut choice = Vec::with_capacity(self.apps.len());
+            let mut power = e.base_power;
+            let mut worst: f64 = 0.0;
+            for (ai, a) in self.apps.iter().enumerate() {
+                let app = &self.p.apps[*a];
+                let si = (0..app.subnets.len())
+                    .min_by(|x, y| e.lat[ai * n + x].total_cmp(&e.lat[ai * n + y]))
+                    .unwrap_or(0);
+                power += e.dp[ai * n + si];
+                worst = worst.max(e.lat[ai * n + si] / app.deadline_ms.max(1e-9));
+                choice.push(si);
+            }
+            (choice, power, worst)
+        };
+        let cap = self.p.power_cap.map_or(f64::INFINITY, |c| c.0);
+        let mut e = PointEval::default();
+        let top = self.max_point();
+        self.eval(&top, &mut e, f64::INFINITY);
+        let (choice, power, _) = pick(&e);
+        if power <= cap {
+            let score = self.score(&choice);
+            return Some((top, choice, power, score));
+        }
+        let mut best: Option<(Point, Vec<usize>, f64, f64)> = None;
+        self.walk(f64::INFINITY, |pt, e, bound| {
+            let (choice, power, worst) = pick(e);
+            let better = power <= cap
+                && best.as_ref().is_none_or(|(_, _, bp, bw)| {
+                    worst < *bw - 1e-9 || (worst <= *bw + 1e-9 && power < *bp)
+                });
+            if better {
+                best = Some((pt.clone(), choice, power, worst));
+            }
+            Flow::Bound(bound)
+        });
+        let (pt, choice, power, _) = best?;
+        let score = self.score(&choice);
+        Some((pt, choice, power, score))
+    }
+
+    /// The frequencies of a point, for the plan.
+    fn freqs_of(&self, pt: &Point) -> Vec<(u32, Hz)> {
         let mut freqs = Vec::new();
         if let Some(i) = self.gpu {
             freqs.push((self.p.domains[i].id, self.p.domains[i].freqs[pt.gpu]));
@@ -775,8 +1000,17 @@ impl<'a> Prepared<'a> {
             freqs.push((self.p.domains[*i].id, self.p.domains[*i].freqs[pt.cpus[k]]));
         }
         freqs.sort_unstable_by_key(|f| f.0);
+        freqs
+    }
+
+    fn plan(
+        &self,
+        sol: (Point, Vec<usize>, f64, f64),
+        unserved: Vec<(u32, UnservedCause)>,
+    ) -> Plan {
+        let (pt, choice, pw, sc) = sol;
         Plan {
-            freqs,
+            freqs: self.freqs_of(&pt),
             subnets: self
                 .apps
                 .iter()
@@ -786,6 +1020,13 @@ impl<'a> Prepared<'a> {
             unserved,
             power: Watts(pw),
             score: sc,
+            margins: self
+                .apps
+                .iter()
+                .zip(&self.terms)
+                .map(|(a, t)| (self.p.apps[*a].id, t.margin))
+                .collect(),
+            best_effort: Vec::new(),
         }
     }
 }
@@ -799,44 +1040,293 @@ fn better(best: &Option<(Point, Vec<usize>, f64, f64)>, score: f64, power: f64) 
     }
 }
 
-/// Chooses sub-networks and frequencies for every app of the problem. Apps that cannot be
-/// served are listed in `unserved` with the cause; the rest are planned.
-pub fn optimise(p: &Problem, cfg: &OptimiserConfig) -> Plan {
-    let mut unserved = Vec::new();
-    let mut candidates: Vec<usize> = Vec::new();
-    for (i, app) in p.apps.iter().enumerate() {
-        if app.subnets.iter().all(|s| s.accuracy < app.accuracy_floor) {
-            unserved.push((app.id, UnservedCause::AccuracyFloorUnreachable));
-        } else if !Prepared::new(p, *cfg, vec![i]).feasible_alone_at_max() {
-            unserved.push((app.id, UnservedCause::DeadlineUnreachable));
+/// How the optimiser can take an app on, judged alone at the highest allowed clocks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Class {
+    /// No sub-network reaches its floor.
+    FloorUnreachable,
+    /// Planned with this margin (the configured one, or the largest thinner tier that
+    /// leaves it a feasible sub-network), keeping its floor or, when no sub-network above
+    /// the floor can meet the deadline even with no margin, giving the floor up.
+    Planned { margin: f64, floor_kept: bool },
+    /// Even its fastest sub-network misses the deadline at the highest clocks.
+    BestEffort,
+}
+
+fn classify(p: &Problem, cfg: &OptimiserConfig, i: usize) -> Class {
+    let app = &p.apps[i];
+    if app.subnets.iter().all(|s| s.accuracy < app.accuracy_floor) {
+        return Class::FloorUnreachable;
+    }
+    for floor_kept in [true, false] {
+        let floor = if floor_kept {
+            app.accuracy_floor
         } else {
-            candidates.push(i);
+            f64::NEG_INFINITY
+        };
+        let fits = |margin: f64| {
+            let terms = Terms {
+                margin,
+                floor,
+                best_effort: false,
+            };
+            Prepared::with_terms(p, *cfg, vec![i], vec![terms]).feasible_alone_at_max()
+        };
+        let mut above = None;
+        for tier in MARGIN_TIERS {
+            let margin = cfg.margin * tier;
+            if fits(margin) {
+                // Below the configured margin, the margin left matters more than energy:
+                // the cheapest point meeting a coarse tier sits at its edge, where the
+                // model's error and the latency's spread miss often. Refine between the
+                // tier that fits and the one above, to the largest margin that works.
+                let margin = match above {
+                    Some(hi) => refine_margin(margin, hi, &fits),
+                    None => margin,
+                };
+                return Class::Planned { margin, floor_kept };
+            }
+            above = Some(margin);
         }
     }
-    loop {
-        let prep = Prepared::new(p, *cfg, candidates.clone());
+    Class::BestEffort
+}
+
+/// The largest margin in `[lo, hi)` for which `fits` holds, `fits(lo)` being known to
+/// hold: bisection to 1/64 of the interval, keeping the side that fits.
+fn refine_margin(mut lo: f64, mut hi: f64, fits: &impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..6 {
+        let mid = 0.5 * (lo + hi);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Chooses sub-networks and frequencies for every app of the problem. Apps that cannot be
+/// served are listed in `unserved` with the cause; the rest are planned.
+///
+/// Degradation is graceful. An app that no sub-network above its floor can serve with the
+/// configured margin, even alone at the highest clocks, is planned with the largest
+/// thinner margin that works (down to none); if none does, its floor is given up
+/// (`DeadlineUnreachable`, planned at the most accurate sub-network that meets the
+/// deadline); if even its fastest sub-network misses, it runs that sub-network at best
+/// effort, the clocks of its domains set to minimise its latency. Apps that cannot all be
+/// served together first get thinner margins, then the least important is
+/// `DegradedForPriority` and runs its cheapest sub-network, repeatedly, until the rest fit.
+pub fn optimise(p: &Problem, cfg: &OptimiserConfig) -> Plan {
+    let mut unserved = Vec::new();
+    let mut candidates: Vec<(usize, Terms)> = Vec::new();
+    let mut best_effort: Vec<usize> = Vec::new();
+    for (i, app) in p.apps.iter().enumerate() {
+        match classify(p, cfg, i) {
+            Class::FloorUnreachable => {
+                unserved.push((app.id, UnservedCause::AccuracyFloorUnreachable));
+            }
+            Class::Planned { margin, floor_kept } => {
+                if !floor_kept {
+                    unserved.push((app.id, UnservedCause::DeadlineUnreachable));
+                }
+                let floor = if floor_kept {
+                    app.accuracy_floor
+                } else {
+                    f64::NEG_INFINITY
+                };
+                candidates.push((
+                    i,
+                    Terms {
+                        margin,
+                        floor,
+                        best_effort: false,
+                    },
+                ));
+            }
+            Class::BestEffort => {
+                unserved.push((app.id, UnservedCause::DeadlineUnreachable));
+                best_effort.push(i);
+            }
+        }
+    }
+    let mut plan = loop {
         if candidates.is_empty() {
-            let pw = prep.fixed_power;
-            return Plan {
+            let prep = Prepared::new(p, *cfg, Vec::new());
+            break Plan {
                 freqs: Vec::new(),
                 subnets: Vec::new(),
                 unserved,
-                power: Watts(pw),
+                power: Watts(prep.fixed_power),
                 score: 0.0,
+                margins: Vec::new(),
+                best_effort: Vec::new(),
             };
         }
-        if let Some(sol) = prep.solve() {
-            return prep.plan(sol, unserved);
+        let apps: Vec<usize> = candidates.iter().map(|c| c.0).collect();
+        let mut solved = None;
+        let mut tried: Option<Vec<Terms>> = None;
+        for tier in MARGIN_TIERS {
+            let terms: Vec<Terms> = candidates
+                .iter()
+                .map(|(_, t)| Terms {
+                    margin: t.margin.min(cfg.margin * tier),
+                    ..*t
+                })
+                .collect();
+            if tried.as_ref() == Some(&terms) {
+                continue;
+            }
+            tried = Some(terms.clone());
+            let prep = Prepared::with_terms(p, *cfg, apps.clone(), terms);
+            if let Some(sol) = prep.solve() {
+                solved = Some(prep.plan(sol, Vec::new()));
+                break;
+            }
+        }
+        if let Some(mut plan) = solved {
+            plan.unserved = unserved;
+            break plan;
         }
         // Degrade the least important app (on a tie, the one registered last: the highest id).
         let (pos, _) = candidates
             .iter()
             .enumerate()
-            .min_by_key(|(_, a)| (p.apps[**a].priority, std::cmp::Reverse(p.apps[**a].id)))
+            .min_by_key(|(_, (a, _))| (p.apps[*a].priority, std::cmp::Reverse(p.apps[*a].id)))
             .expect("candidates is not empty");
-        let dropped = candidates.remove(pos);
-        unserved.push((p.apps[dropped].id, UnservedCause::DegradedForPriority));
+        let (dropped, _) = candidates.remove(pos);
+        let id = p.apps[dropped].id;
+        unserved.retain(|u| u.0 != id);
+        unserved.push((id, UnservedCause::DegradedForPriority));
+    };
+    if !best_effort.is_empty() {
+        add_best_effort(p, cfg, &mut plan, best_effort);
     }
+    plan
+}
+
+/// Adds the best-effort apps to a plan: alone, the clocks that minimise their latency
+/// within the power cap; beside served apps, the domains they use raised to the highest
+/// allowed clocks (never slower for the served apps) when no power cap is set, else the
+/// served apps' clocks.
+fn add_best_effort(p: &Problem, cfg: &OptimiserConfig, plan: &mut Plan, apps: Vec<usize>) {
+    let terms = apps
+        .iter()
+        .map(|_| Terms {
+            margin: 0.0,
+            floor: f64::NEG_INFINITY,
+            best_effort: true,
+        })
+        .collect();
+    let prep = Prepared::with_terms(p, *cfg, apps, terms);
+    let Some((pt, choice, power, _)) = (if plan.subnets.is_empty() {
+        prep.best_effort()
+    } else {
+        let top = prep.max_point();
+        let mut e = PointEval::default();
+        prep.eval(&top, &mut e, f64::INFINITY);
+        let n = prep.max_subnets;
+        let choice: Vec<usize> = prep
+            .apps
+            .iter()
+            .enumerate()
+            .map(|(ai, a)| {
+                (0..p.apps[*a].subnets.len())
+                    .min_by(|x, y| e.lat[ai * n + x].total_cmp(&e.lat[ai * n + y]))
+                    .unwrap_or(0)
+            })
+            .collect();
+        Some((top, choice, plan.power.0, 0.0))
+    }) else {
+        return;
+    };
+    plan.best_effort = prep
+        .apps
+        .iter()
+        .zip(&choice)
+        .map(|(a, s)| (p.apps[*a].id, *s as u32))
+        .collect();
+    if plan.subnets.is_empty() {
+        plan.freqs = prep.freqs_of(&pt);
+        plan.power = Watts(power);
+    } else if p.power_cap.is_none() {
+        for (id, f) in prep.freqs_of(&pt) {
+            match plan.freqs.iter_mut().find(|x| x.0 == id) {
+                Some(x) => x.1 = x.1.max(f),
+                None => plan.freqs.push((id, f)),
+            }
+        }
+        plan.freqs.sort_unstable_by_key(|f| f.0);
+        if let Some((power, _)) = evaluate_plan(p, cfg, plan, 0.0) {
+            plan.power = power;
+        }
+    }
+}
+
+/// Predicted power of a plan in force under the current models, or None when it breaks a
+/// constraint. Each app of `plan.subnets` is held to the margin it was planned with less
+/// `slack` (hysteresis: a plan is adopted with its margins but kept while it holds with
+/// thinner ones), to its floor unless the plan gave the floor up, and the apps together to
+/// the shared devices and the power cap. Best-effort apps are not checked. An infinite
+/// `slack` checks every app with no margin.
+pub fn evaluate_plan(
+    p: &Problem,
+    cfg: &OptimiserConfig,
+    plan: &Plan,
+    slack: f64,
+) -> Option<(Watts, f64)> {
+    let apps: Vec<usize> = plan
+        .subnets
+        .iter()
+        .map(|(id, _)| p.apps.iter().position(|a| a.id == *id))
+        .collect::<Option<_>>()?;
+    let terms = plan
+        .subnets
+        .iter()
+        .zip(&apps)
+        .map(|((id, _), a)| {
+            let relaxed = plan.unserved.iter().any(|u| u.0 == *id);
+            Terms {
+                // An infinite slack asks whether the plan holds with no margin.
+                margin: if slack.is_finite() {
+                    plan.margin_of(*id).unwrap_or(cfg.margin) - slack
+                } else {
+                    0.0
+                },
+                floor: if relaxed {
+                    f64::NEG_INFINITY
+                } else {
+                    p.apps[*a].accuracy_floor
+                },
+                best_effort: false,
+            }
+        })
+        .collect();
+    check_config(p, cfg, &plan.freqs, &plan.subnets, apps, terms)
+}
+
+/// Predicted power of a plan with only its shared devices (the GPU's time, the CPUs'
+/// capacity) and the power cap checked, latencies and floors aside; None when it breaks
+/// one of them. Best-effort apps are not counted.
+pub(crate) fn evaluate_plan_resources(
+    p: &Problem,
+    cfg: &OptimiserConfig,
+    plan: &Plan,
+) -> Option<(Watts, f64)> {
+    let apps: Vec<usize> = plan
+        .subnets
+        .iter()
+        .map(|(id, _)| p.apps.iter().position(|a| a.id == *id))
+        .collect::<Option<_>>()?;
+    let terms = apps
+        .iter()
+        .map(|_| Terms {
+            margin: 0.0,
+            floor: f64::NEG_INFINITY,
+            best_effort: true,
+        })
+        .collect();
+    check_config(p, cfg, &plan.freqs, &plan.subnets, apps, terms)
 }
 
 /// Predicted power of a given configuration, or None when it breaks a constraint (a
@@ -853,13 +1343,32 @@ pub fn evaluate(
         .iter()
         .map(|(id, _)| p.apps.iter().position(|a| a.id == *id))
         .collect::<Option<_>>()?;
+    let terms = apps
+        .iter()
+        .map(|a| Terms {
+            margin: cfg.margin,
+            floor: p.apps[*a].accuracy_floor,
+            best_effort: false,
+        })
+        .collect();
+    check_config(p, cfg, freqs, subnets, apps, terms)
+}
+
+fn check_config(
+    p: &Problem,
+    cfg: &OptimiserConfig,
+    freqs: &[(u32, Hz)],
+    subnets: &[(u32, u32)],
+    apps: Vec<usize>,
+    terms: Vec<Terms>,
+) -> Option<(Watts, f64)> {
     let choice: Vec<usize> = subnets.iter().map(|(_, s)| *s as usize).collect();
     for (a, s) in apps.iter().zip(&choice) {
         if *s >= p.apps[*a].subnets.len() {
             return None;
         }
     }
-    let prep = Prepared::new(p, *cfg, apps);
+    let prep = Prepared::with_terms(p, *cfg, apps, terms);
     let idx = |d: Option<usize>| -> Option<usize> {
         match d {
             None => Some(0),

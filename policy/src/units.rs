@@ -67,6 +67,10 @@ impl Nanos {
     pub fn saturating_sub(self, earlier: Nanos) -> Nanos {
         Nanos(self.0.saturating_sub(earlier.0))
     }
+
+    pub fn saturating_add(self, more: Nanos) -> Nanos {
+        Nanos(self.0.saturating_add(more.0))
+    }
 }
 
 /// Electrical power in watts.
@@ -102,5 +106,6 @@ mod tests {
     fn counter_going_backwards_gives_zero_delta() {
         assert_eq!(Nanos(5).saturating_sub(Nanos(9)), Nanos(0));
         assert_eq!(Nanos(9).saturating_sub(Nanos(5)), Nanos(4));
+        assert_eq!(Nanos(u64::MAX).saturating_add(Nanos(5)), Nanos(u64::MAX));
     }
 }

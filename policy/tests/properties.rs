@@ -5,7 +5,7 @@
 mod common;
 
 use common::{CPU_KHZ, EMC_MHZ, GPU_HZ};
-use dnngov_policy::optimiser::{evaluate, optimise, Mode, OptimiserConfig};
+use dnngov_policy::optimiser::{evaluate, evaluate_plan, optimise, Mode, OptimiserConfig};
 use dnngov_policy::{
     AppState, Caps, Config, CpuSample, Decision, Devices, DomainCap, DomainKind, FreqDomain,
     GovernorConfig, GovernorKind, Hz, Inference, Manager, Nanos, Snapshot, SubNetwork, Targets,
@@ -312,11 +312,16 @@ proptest! {
         let plan = optimise(&p, &cfg);
         let mut ids: Vec<u32> = plan.subnets.iter().map(|x| x.0).chain(plan.unserved.iter().map(|x| x.0)).collect();
         ids.sort_unstable();
+        // An app planned below its floor is in both lists.
+        ids.dedup();
+        for (a, _) in &plan.best_effort {
+            prop_assert!(plan.unserved.iter().any(|u| u.0 == *a));
+        }
         let mut want: Vec<u32> = snap.apps.iter().map(|a| a.id).collect();
         want.sort_unstable();
         prop_assert_eq!(ids, want);
         if !plan.subnets.is_empty() {
-            let (power, _) = evaluate(&p, &cfg, &plan.freqs, &plan.subnets)
+            let (power, _) = evaluate_plan(&p, &cfg, &plan, 0.0)
                 .expect("a served plan meets every constraint");
             prop_assert!((power.0 - plan.power.0).abs() < 1e-6);
             for (d, f) in &plan.freqs {
@@ -325,7 +330,9 @@ proptest! {
             }
             for (a, sub) in &plan.subnets {
                 let app = snap.apps.iter().find(|x| x.id == *a).unwrap();
-                prop_assert!(app.library[*sub as usize].accuracy >= app.targets.accuracy_floor);
+                let degraded = plan.unserved.iter().any(|u| u.0 == *a);
+                prop_assert!(degraded || app.library[*sub as usize].accuracy >= app.targets.accuracy_floor);
+                prop_assert!(plan.margin_of(*a).is_some_and(|m| (0.0..=cfg.margin).contains(&m)));
             }
         }
     }
@@ -467,7 +474,10 @@ proptest! {
             let all = brute_force(&p, &cfg);
             let plan = optimise(&p, &cfg);
             if all.is_empty() {
-                prop_assert!(plan.subnets.is_empty(), "{:?}", plan);
+                // Not served as asked: degraded (thinner margin, floor given up, or best
+                // effort), and said so unless only the margin was thinned.
+                let thinned = plan.margin_of(7).is_some_and(|m| m < cfg.margin);
+                prop_assert!(thinned || plan.unserved.iter().any(|u| u.0 == 7), "{:?}", plan);
                 continue;
             }
             prop_assert_eq!(plan.subnets.len(), 1, "{:?}", plan);

@@ -198,7 +198,12 @@ fn no_app_means_plain_base_governor() {
         let d = m.step(&s);
         let b = g.update(&s);
         assert!(!d.optimised);
-        for (x, y) in d.domains.iter().zip(&b) {
+        for ((x, y), dom) in d.domains.iter().zip(&b).zip(&s.domains) {
+            if dom.kind == DomainKind::Memory && y.reason == FreqReason::NoTelemetry {
+                // No activity of its own to govern by: it follows the GPU.
+                assert_eq!(x.reason, FreqReason::FollowsUsers);
+                continue;
+            }
             assert_eq!((x.freq, x.reason), (y.freq, y.reason));
         }
     }
@@ -277,7 +282,66 @@ fn latency_model_learns_a_slower_board_and_replans() {
     assert!(real <= 120.0, "new plan {after:?} takes {real} ms");
 }
 
-/// The "real" board of the test above: 1.6x the seeded latency at every clock.
+/// A lasting slow-down (another job takes part of the GPU): the fits are re-seeded at what
+/// they predicted, scaled by the slow-down measured, and the optimiser runs at once rather
+/// than after the dwell time and tens of samples; the split between clocks is kept, so a
+/// lower CPU clock still predicts a slower inference.
+#[test]
+fn a_lasting_slow_down_re_plans_at_once_and_keeps_the_split() {
+    let mut m = Manager::new(Config::default());
+    let a = app(1, &NETS_6, 60.0, 66.7, 74.0, 1, true);
+    let d0 = m.step(&snapshot(0, vec![a.clone()]));
+    let s = d0.subnet_of(1).unwrap();
+    let run = |m: &mut Manager, t: u64, slow: f64| {
+        let mut snap = snapshot(t * 67, vec![a.clone()]);
+        for d in &mut snap.domains {
+            if let Some(f) = m.plan().unwrap().freqs.iter().find(|f| f.0 == d.id) {
+                d.cur = f.1;
+            }
+        }
+        snap.apps[0].finished = vec![inference(t * 67, slow * model_truth(&snap, s) / 1.6, s)];
+        let d = m.step(&snap);
+        (d, snap)
+    };
+    // Three seconds as declared, outside any dwell time.
+    for t in 1..45 {
+        run(&mut m, t, 1.0);
+    }
+    let before = m.plan().unwrap().clone();
+    let (_, snap) = run(&mut m, 45, 1.0);
+    let predicted = m.predict_latency_ms(&snap, 1, s).unwrap();
+    // From now on 40 % slower: re-planned within two inferences.
+    let mut replanned = None;
+    for t in 46..50 {
+        let (d, _) = run(&mut m, t, 1.4);
+        if d.adopted_plan {
+            replanned = Some(t);
+            break;
+        }
+    }
+    assert!(
+        matches!(replanned, Some(46 | 47)),
+        "re-planned at {replanned:?}"
+    );
+    assert_ne!(m.plan(), Some(&before));
+    let scaled = m.predict_latency_ms(&snap, 1, s).unwrap();
+    assert!(
+        scaled >= 1.3 * predicted,
+        "{scaled} ms after, {predicted} ms before"
+    );
+    // The CPU part is still there: the lowest CPU clock predicts a slower inference.
+    let mut slow_cpu = snap.clone();
+    for d in &mut slow_cpu.domains {
+        if d.id == 0 {
+            d.cur = d.min_freq();
+        }
+    }
+    let at_min = m.predict_latency_ms(&slow_cpu, 1, s).unwrap();
+    assert!(at_min > scaled * 1.5, "{at_min} ms at the lowest CPU clock");
+}
+
+/// The "real" board of `latency_model_learns_a_slower_board_and_replans`: 1.6x the seeded
+/// latency at every clock.
 fn model_truth(snap: &Snapshot, s: u32) -> f64 {
     let ratio = |id: u32| {
         let d = snap.domains.iter().find(|d| d.id == id).unwrap();
@@ -444,7 +508,7 @@ fn plans_change_no_faster_than_the_dwell_time() {
         for c in &mut s.cpus {
             c.busy = Nanos::from_millis(t * (3 + c.cpu as u64) / 2);
         }
-        s.power = Some(Watts(2.0 + (rng % 4000) as f64 / 1000.0));
+        s.power = Some(Watts(1.0 + (rng % 8000) as f64 / 1000.0));
         let d = m.step(&s);
         replans += d.optimised as u32;
         if d.adopted_plan {
@@ -480,4 +544,87 @@ fn pinned_cpu_apps_get_their_own_cluster_frequencies() {
         "an unused cluster is left to schedutil"
     );
     assert!(plan.freqs.iter().all(|x| x.0 != GPU), "no app uses the GPU");
+}
+
+/// Graceful degradation, alone on the board: a deadline the configured 10 % margin cannot
+/// keep is planned with a thinner one at high clocks; one no sub-network above the floor
+/// can meet gives the floor up and meets the deadline; one nothing meets runs the fastest
+/// sub-network at the highest clocks. None is handed back to the base governor.
+#[test]
+fn deadlines_under_the_margin_are_served_as_well_as_possible() {
+    let cfg = OptimiserConfig::default();
+    let gpu_max = Hz(*GPU_HZ.last().unwrap());
+    // 41.16 ms at full clocks against 44 ms: over 44 * 0.9, under 44 * 0.95.
+    let thin = optimise(
+        &problem(&snapshot(
+            0,
+            vec![app(1, &NETS_6, 44.0, 100.0, 74.0, 0, true)],
+        )),
+        &cfg,
+    );
+    assert_eq!(thin.subnets, vec![(1, 0)], "{thin:?}");
+    assert!(thin.unserved.is_empty(), "{thin:?}");
+    let m = thin.margin_of(1).unwrap();
+    assert!(m > 0.0 && m < cfg.margin, "{thin:?}");
+    assert_eq!(thin.freqs.iter().find(|f| f.0 == GPU).unwrap().1, gpu_max);
+    // The same deadline with a 76 % floor: the floor goes, the deadline is kept.
+    let floorless = optimise(
+        &problem(&snapshot(
+            0,
+            vec![app(1, &NETS_6, 44.0, 100.0, 76.0, 0, true)],
+        )),
+        &cfg,
+    );
+    assert_eq!(floorless.subnets, vec![(1, 0)], "{floorless:?}");
+    assert_eq!(
+        floorless.unserved,
+        vec![(1, UnservedCause::DeadlineUnreachable)]
+    );
+    // 30 ms: nothing meets it; best effort at the highest clocks, reported unserved.
+    let mut m = Manager::new(Config::default());
+    let d = m.step(&snapshot(
+        0,
+        vec![app(1, &NETS_6, 30.0, 100.0, 74.0, 0, true)],
+    ));
+    assert_eq!(
+        d.apps[0].reason,
+        SubnetReason::Unserved(UnservedCause::DeadlineUnreachable)
+    );
+    assert_eq!(d.apps[0].subnet, 0);
+    assert_eq!(m.plan().unwrap().best_effort, vec![(1, 0)]);
+    let gpu = d.domains.iter().find(|x| x.domain == GPU).unwrap();
+    assert_eq!((gpu.freq, gpu.reason), (gpu_max, FreqReason::Plan));
+}
+
+/// With no app, a memory clock that reports no activity follows the GPU down instead of
+/// staying where it started (the maximum), as the stock EMC scaling does.
+#[test]
+fn memory_without_telemetry_follows_an_idle_gpu_down() {
+    let mut m = Manager::new(Config::default());
+    let mut last = None;
+    for t in 0..30u64 {
+        let mut s = snapshot(t * 10, vec![]);
+        for d in &mut s.domains {
+            if d.kind == DomainKind::Memory {
+                d.busy = None;
+            }
+            if d.kind == DomainKind::Gpu {
+                d.busy = Some(Nanos(0));
+            }
+        }
+        last = Some(m.step(&s));
+    }
+    let d = last.unwrap();
+    let emc = d.domains.iter().find(|x| x.domain == EMC).unwrap();
+    let gpu = d.domains.iter().find(|x| x.domain == GPU).unwrap();
+    assert_eq!(emc.reason, FreqReason::FollowsUsers);
+    assert!(emc.freq.0 < EMC_MHZ.last().unwrap() * 1_000_000, "{d:?}");
+    // Proportional to the GPU's speed, rounded up to the table.
+    let speed = gpu.freq.as_f64() / *GPU_HZ.last().unwrap() as f64;
+    let want = EMC_MHZ
+        .iter()
+        .map(|m| m * 1_000_000)
+        .find(|f| *f as f64 >= 1_866_000_000.0 * speed)
+        .unwrap();
+    assert_eq!(emc.freq.0, want, "{d:?}");
 }
