@@ -219,6 +219,32 @@ pub fn built_binary(name: &str) -> PathBuf {
     path
 }
 
+/// The super-network's binaries (`dnngov-supernet`, which trains, and
+/// `dnngov-supernet-app`, which profiles and runs under the agent), built first.
+pub fn supernet_binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut command = Command::new(env!("CARGO"));
+        command.args(["build", "--quiet", "-p", "dnngov-supernet", "-p"]);
+        command.args(["dnngov-supernet-app", "--bin", "dnngov-supernet"]);
+        command.args(["--bin", "dnngov-supernet-app"]);
+        if !cfg!(debug_assertions) {
+            command.arg("--release");
+        }
+        let status = command
+            .current_dir(workspace_root())
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "building the super-network's binaries failed"
+        );
+    });
+    let path = client_library_dir().join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
 /// A real `dnngovd` on a fixture tree, with its sockets, state and log in one folder
 /// (`agent.sock`, `admin.sock`, `state/`, `dnngovd.log`) and a 20 ms tick. Killed when
 /// dropped.
