@@ -7,8 +7,14 @@
 # static deployment, the most accurate sub-network that meets its deadline at full clocks),
 # and the two side by side. Nothing outside a temporary directory is touched.
 #
+# When the super-network app is built and trained (docs/supernet.md), a third app runs
+# too: the real DNN app dnngov-supernet-app, classifying on this machine's CPU at 30 fps
+# under the same agent (its latency is real, not the virtual board's).
+#
 #   ./scripts/demo.sh             (after a release build; quickstart.sh does both)
 #   DEMO_SECONDS=60 ./scripts/demo.sh
+#   DEMO_SUPERNET_WEIGHTS=path/to/weights.safetensors ./scripts/demo.sh
+#       (default target/supernet/supernet.safetensors, used when it exists)
 set -eu
 cd "$(dirname "$0")/.."
 seconds=${DEMO_SECONDS:-30}
@@ -17,6 +23,11 @@ for b in dnngovd dnngovctl dnngov-vboard dnngov-vapp; do
     [ -x "$bin/$b" ] || { echo "demo: $bin/$b is missing: run ./scripts/quickstart.sh (or cargo build --release)" >&2; exit 1; }
 done
 platform=platforms/jetson-xavier-nx.toml
+weights=${DEMO_SUPERNET_WEIGHTS:-target/supernet/supernet.safetensors}
+supernet=""
+if [ -x "$bin/dnngov-supernet-app" ] && [ -f "$weights" ]; then
+    supernet=yes
+fi
 
 work=$(mktemp -d)
 pids=""
@@ -54,6 +65,12 @@ run() {
         --frames $((seconds * 10)) >"$dir/classifier.out" 2>/dev/null &
     app2=$!
     pids="$pids $app1 $app2"
+    if [ -n "$supernet" ]; then
+        DNNGOV_SOCKET="$socket" "$bin/dnngov-supernet-app" run --weights "$weights" \
+            --name supernet --fps 30 --deadline-ms 5 --frames $((seconds * 30)) --json \
+            >"$dir/supernet.out" 2>/dev/null &
+        pids="$pids $!"
+    fi
     start=$(date +%s)
     while kill -0 "$app1" 2>/dev/null || kill -0 "$app2" 2>/dev/null; do
         t=$(( $(date +%s) - start ))
@@ -72,6 +89,7 @@ print("GPU %.0f MHz  %s" % ((gpu[0]["current_hz"] or 0) / 1e6 if gpu else 0, app
     done
     printf '\n'
     wait "$app1" "$app2" || true
+    [ -n "$supernet" ] && { wait "${pids##* }" || true; }
     if [ "$agent" = yes ]; then
         grep -E "sub-network" "$dir/dnngovd.log" | sed 's/^\[[^]]*\] */   dnngovd: /' | cut -c1-160 || true
         pkill -TERM -f "dnngovd --sysfs-root $dir/board" || true
@@ -95,6 +113,17 @@ for g in dnngov schedutil; do
         [ $# -eq 4 ] && printf '%-10s %-11s %8s %11s ms %10s %12s %%\n' "$g" "$a" "$1" "$2" "$3" "$4"
     done
 done
+if [ -n "$supernet" ]; then
+    echo
+    echo "== the real DNN app (dnngov-supernet-app, on this machine's CPU, 30 fps, 5 ms deadline)"
+    for g in dnngov schedutil; do
+        python3 -c '
+import json, sys
+r = json.loads(open(sys.argv[2]).read())
+ran = ", ".join("%s %d" % (n, c) for n, c in r["frames_per_subnet"] if c)
+print("%-10s %d frames, top-1 %.1f %%, latency %.2f ms, %d missed, %d switches (%s)" % (sys.argv[1], r["frames"], r["accuracy_pct"], r["latency_mean_ms"], r["deadline_misses"], r["switches"], ran))' "$g" "$work/$g/supernet.out" 2>/dev/null || true
+    done
+fi
 printf '\n%-10s %10s %10s\n' governor "energy J" "mean W"
 for g in dnngov schedutil; do
     set -- $(energy "$g")
