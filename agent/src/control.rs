@@ -2,8 +2,8 @@
 //!
 //! Two threads, joined by a channel (the registry and admin threads feed them):
 //! - `control` owns the eBPF skeletons (or the procfs fallback) through a [`Sampler`] that
-//!   reads the machine every tick (CPU busy time, inference records; GPU load, current
-//!   frequencies, ceilings and power every 100 ms), turns each sample and the registered
+//!   reads the machine every tick (CPU busy time, inference records; the GPU load every
+//!   100 ms; current frequencies, ceilings and power every 200 ms), turns each sample and the registered
 //!   apps into a policy snapshot, runs the policy [`Manager`], writes sub-network requests
 //!   into the apps' pages and sends frequency changes on (a frequency hold, [`Holds`], set
 //!   through the admin socket for profiling, replaces the policy's choice for the domains
@@ -87,13 +87,20 @@ impl Governed {
     }
 }
 
-/// Ticks between two reads of what changes slowly (ceilings, online CPUs, power): at the
-/// default 10 ms tick, every 100 ms. Reading them every tick cost the daemon more CPU than
-/// all the rest of its work.
-const SLOW_EVERY: u32 = 10;
+/// Ticks between two reads of what changes slowly (current frequencies, ceilings, online
+/// CPUs, power, and the telemetry's sources for status): at the default 10 ms tick, every
+/// 200 ms. Reading them every tick cost the daemon more CPU than all the rest of its work.
+const SLOW_EVERY: u32 = 20;
+
+/// Ticks between two reads of the GPU load file (100 ms at the default tick): the GPU's
+/// base governor follows it, and the driver averages it over tens of ms itself.
+const GPU_LOAD_EVERY: u32 = 10;
 
 /// The longest a stop waits for the control thread to notice it, whatever the tick.
 const MAX_STOP_DELAY: Duration = Duration::from_millis(50);
+
+/// How often the status `dnngovctl` reads and the metrics are refreshed.
+const STATUS_EVERY_NS: u64 = 250_000_000;
 
 /// One tick's observations.
 pub struct Sample {
@@ -107,7 +114,7 @@ pub struct Sample {
     pub slow: Option<SlowSample>,
 }
 
-/// What changes on the scale of 100 ms.
+/// What changes on the scale of a few hundred ms.
 #[derive(Clone)]
 pub struct SlowSample {
     /// Per governed domain: what the hardware reports and the highest allowed now.
@@ -439,13 +446,15 @@ impl Sampler {
         let mut records = Vec::new();
         self.telemetry.drain_inferences(&mut records);
         let at = bpf.at.0;
+        if self.ticks.is_multiple_of(GPU_LOAD_EVERY) {
+            self.read_gpu_load(at);
+        }
         let slow = self
             .ticks
             .is_multiple_of(SLOW_EVERY)
             .then(|| self.slow_sample(at));
         self.ticks = self.ticks.wrapping_add(1);
-        // The load file is read with the slow sample (the driver itself averages over
-        // tens of ms); between reads the busy time grows at the last load read.
+        // Between reads of the load file the busy time grows at the last load read.
         let gpu_busy = self.gpu_load.as_ref().map(|_| {
             let since = at.saturating_sub(self.last_at.unwrap_or(at));
             self.gpu_busy_ns
@@ -460,7 +469,8 @@ impl Sampler {
         }
     }
 
-    fn slow_sample(&mut self, at: u64) -> SlowSample {
+    /// Integrates the GPU busy time up to `at` at the last load read, then reads the load.
+    fn read_gpu_load(&mut self, at: u64) {
         if let Some(file) = &self.gpu_load {
             if let Some(last) = self.last_at {
                 let since = at.saturating_sub(last);
@@ -473,6 +483,9 @@ impl Sampler {
             }
             self.last_at = Some(at);
         }
+    }
+
+    fn slow_sample(&mut self, at: u64) -> SlowSample {
         let domains = self.readers.domains();
         SlowSample {
             current: domains
@@ -518,7 +531,8 @@ struct Control {
     status: Arc<Mutex<StatusReport>>,
     notes: Vec<String>,
     bpf_source: Source,
-    last_status: Option<Instant>,
+    /// When the status and metrics were last published (the sample's monotonic ns).
+    last_status: Option<u64>,
     /// The latest slow sample; the first tick always brings one.
     slow: Option<SlowSample>,
     metrics: Arc<Metrics>,
@@ -539,24 +553,27 @@ impl Control {
         }
         let mut next = Instant::now();
         loop {
-            // One sleep per tick, then a look at the stop channel (a stop, or the sender
-            // dropped, ends the loop within a tick). Cheaper than a timed wait on the
-            // channel, which registers and unregisters a waker every tick; events are
-            // rare enough to drain once a tick.
-            loop {
-                let now = Instant::now();
-                if now >= next {
-                    break;
-                }
-                std::thread::sleep((next - now).min(MAX_STOP_DELAY));
+            // One sleep per tick (in steps of at most MAX_STOP_DELAY), then a look at the
+            // stop channel (a stop, or the sender dropped, ends the loop within a tick).
+            // Cheaper than a timed wait on the channel, which registers and unregisters a
+            // waker every tick; events are rare enough to drain once a tick. One clock
+            // read per tick: a sleep of the whole remainder ends at `next`.
+            let mut now = Instant::now();
+            while now < next {
+                let left = next - now;
+                std::thread::sleep(left.min(MAX_STOP_DELAY));
                 match stop.try_recv() {
                     Err(TryRecvError::Empty) => {}
                     _ => return,
                 }
+                now = if left <= MAX_STOP_DELAY {
+                    next
+                } else {
+                    Instant::now()
+                };
             }
             // After a stall, tick from now on rather than in a burst to catch up: the
             // counters are cumulative and the inference records wait in the ring buffer.
-            let now = Instant::now();
             next += period;
             if next < now {
                 next = now + period;
@@ -641,11 +658,11 @@ impl Control {
         self.act(&snapshot, &decision);
         if self
             .last_status
-            .is_none_or(|t| t.elapsed() >= Duration::from_millis(250))
+            .is_none_or(|t| sample.at.0.saturating_sub(t) >= STATUS_EVERY_NS)
         {
             self.publish_status(&sample, &slow, &decision);
             self.export_metrics(&slow);
-            self.last_status = Some(Instant::now());
+            self.last_status = Some(sample.at.0);
         }
         self.slow = Some(slow);
     }
