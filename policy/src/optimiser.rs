@@ -243,16 +243,20 @@ fn speed(d: &DomainOption, f: Hz) -> f64 {
     f.as_f64() / d.max_freq.as_f64().max(1.0)
 }
 
+/// Each app's terms as configured: the configured margin, its own floor, no best effort.
+fn configured_terms(p: &Problem, cfg: &OptimiserConfig, apps: &[usize]) -> Vec<Terms> {
+    apps.iter()
+        .map(|a| Terms {
+            margin: cfg.margin,
+            floor: p.apps[*a].accuracy_floor,
+            best_effort: false,
+        })
+        .collect()
+}
+
 impl<'a> Prepared<'a> {
     fn new(p: &'a Problem, cfg: OptimiserConfig, apps: Vec<usize>) -> Prepared<'a> {
-        let terms = apps
-            .iter()
-            .map(|a| Terms {
-                margin: cfg.margin,
-                floor: p.apps[*a].accuracy_floor,
-                best_effort: false,
-            })
-            .collect();
+        let terms = configured_terms(p, &cfg, &apps);
         Prepared::with_terms(p, cfg, apps, terms)
     }
 
@@ -1343,14 +1347,7 @@ pub fn evaluate(
         .iter()
         .map(|(id, _)| p.apps.iter().position(|a| a.id == *id))
         .collect::<Option<_>>()?;
-    let terms = apps
-        .iter()
-        .map(|a| Terms {
-            margin: cfg.margin,
-            floor: p.apps[*a].accuracy_floor,
-            best_effort: false,
-        })
-        .collect();
+    let terms = configured_terms(p, cfg, &apps);
     check_config(p, cfg, freqs, subnets, apps, terms)
 }
 

@@ -201,10 +201,28 @@ pub fn register_json(name: &str, pid: i32) -> String {
 /// build them, and a dependency's cdylib stays in `deps/` unless built on its own.
 pub fn built_binary(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
+    built_once(
+        &BUILT,
+        &[
+            "-p",
+            "dnngov-agent",
+            "--bins",
+            "-p",
+            "dnngov-client",
+            "--lib",
+            "--example",
+            "simulated_app",
+        ],
+        name,
+    )
+}
+
+/// `cargo build ARGS` in the tests' profile, once per test process; then the path of
+/// `name` in the profile's folder.
+fn built_once(built: &std::sync::OnceLock<()>, args: &[&str], name: &str) -> PathBuf {
+    built.get_or_init(|| {
         let mut command = Command::new(env!("CARGO"));
-        command.args(["build", "--quiet", "-p", "dnngov-agent", "--bins"]);
-        command.args(["-p", "dnngov-client", "--lib", "--example", "simulated_app"]);
+        command.args(["build", "--quiet"]).args(args);
         if !cfg!(debug_assertions) {
             command.arg("--release");
         }
@@ -212,7 +230,7 @@ pub fn built_binary(name: &str) -> PathBuf {
             .current_dir(workspace_root())
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building the agent's binaries failed");
+        assert!(status.success(), "cargo build {} failed", args.join(" "));
     });
     let path = client_library_dir().join(name);
     assert!(path.exists(), "{} was not built", path.display());
@@ -223,26 +241,20 @@ pub fn built_binary(name: &str) -> PathBuf {
 /// `dnngov-supernet-app`, which profiles and runs under the agent), built first.
 pub fn supernet_binary(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        let mut command = Command::new(env!("CARGO"));
-        command.args(["build", "--quiet", "-p", "dnngov-supernet", "-p"]);
-        command.args(["dnngov-supernet-app", "--bin", "dnngov-supernet"]);
-        command.args(["--bin", "dnngov-supernet-app"]);
-        if !cfg!(debug_assertions) {
-            command.arg("--release");
-        }
-        let status = command
-            .current_dir(workspace_root())
-            .status()
-            .expect("cargo runs");
-        assert!(
-            status.success(),
-            "building the super-network's binaries failed"
-        );
-    });
-    let path = client_library_dir().join(name);
-    assert!(path.exists(), "{} was not built", path.display());
-    path
+    built_once(
+        &BUILT,
+        &[
+            "-p",
+            "dnngov-supernet",
+            "-p",
+            "dnngov-supernet-app",
+            "--bin",
+            "dnngov-supernet",
+            "--bin",
+            "dnngov-supernet-app",
+        ],
+        name,
+    )
 }
 
 /// A real `dnngovd` on a fixture tree, with its sockets, state and log in one folder
