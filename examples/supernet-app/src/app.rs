@@ -21,25 +21,38 @@ use serde::Serialize;
 use dnngov_supernet::dataset::{Dataset, Split};
 use dnngov_supernet::SuperNet;
 
-/// What [`profile`] needs.
-#[derive(Debug, Clone)]
+/// What [`profile`] needs (also the `profile` command's options).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ProfileArgs {
+    /// Weights written by `dnngov-supernet train` (with top-1 recorded).
+    #[arg(long)]
     pub weights: PathBuf,
-    /// The app name written into the profile.
+    /// The app name recorded in the profile.
+    #[arg(long, default_value = "supernet")]
     pub app: String,
-    /// The agent's admin socket; `None`: the client's default.
+    /// The agent's admin socket (default: $DNNGOV_ADMIN_SOCKET, else /run/dnngov/admin.sock).
+    #[arg(long)]
     pub admin_socket: Option<PathBuf>,
-    /// A board description to model the settings that cannot be measured here.
+    /// A board description (platforms/*.toml) to model the settings that cannot be held
+    /// here.
+    #[arg(long)]
     pub platform: Option<PathBuf>,
-    /// CPU frequencies to hold, as fractions of the CPU domain's maximum (the agent snaps
+    /// CPU settings, as fractions of the CPU domain's highest frequency (the agent snaps
     /// each to its table).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1.0, 0.75, 0.5])]
     pub cpu_fractions: Vec<f64>,
     /// Timed inferences per candidate and setting.
+    #[arg(long, default_value_t = 30)]
     pub inferences: u32,
+    /// Untimed inferences first.
+    #[arg(long, default_value_t = 5)]
     pub warmup: u32,
-    /// Energy per inference is averaged over at least this long (zero: no energy).
-    pub energy_window: Duration,
-    /// At most this many library entries (the protocol's limit is 32; 8 by default).
+    /// Average the board's power over at least this long per candidate and setting
+    /// (0: no energy, latency only).
+    #[arg(long, default_value_t = 500)]
+    pub energy_window_ms: u64,
+    /// Library entries at most (the protocol allows 32).
+    #[arg(long, default_value_t = 8)]
     pub max_entries: usize,
 }
 
@@ -56,7 +69,7 @@ pub fn profile(args: &ProfileArgs) -> Result<Profile> {
     let mut opts = SweepOptions {
         warmup: args.warmup,
         inferences: args.inferences.max(1),
-        energy_window: args.energy_window,
+        energy_window: Duration::from_millis(args.energy_window_ms),
         ..SweepOptions::default()
     };
     if let Some(socket) = &args.admin_socket {
@@ -220,20 +233,31 @@ fn model_on(board: &Platform, reference: &Measurement, setting: &Setting) -> Opt
     })
 }
 
-/// What [`run`] needs.
-#[derive(Debug, Clone)]
+/// What [`run`] needs (also the `run` command's options).
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
+    /// Weights written by `dnngov-supernet train`.
+    #[arg(long)]
     pub weights: PathBuf,
-    /// The library to register (from `profile`); `None`: every candidate, timed here at
-    /// start-up and thinned to a Pareto library.
+    /// A profile written by `profile` (default: time every candidate at start-up and keep
+    /// a Pareto library by latency).
+    #[arg(long)]
     pub profile: Option<PathBuf>,
+    /// The app's name, as `dnngovctl apps` shows it.
+    #[arg(long, default_value = "supernet")]
     pub name: String,
+    #[arg(long, default_value_t = 30.0)]
     pub fps: f64,
+    #[arg(long, default_value_t = 30.0)]
     pub deadline_ms: f64,
+    /// Lowest acceptable top-1, in percent.
+    #[arg(long = "accuracy-floor")]
     pub accuracy_floor_pct: Option<f64>,
-    /// Stop after this many frames (`None`: run until `stop` says so).
+    /// Stop after this many frames (default: until interrupted).
+    #[arg(long)]
     pub frames: Option<u64>,
-    /// The agent's app socket; `None`: the client's default.
+    /// The agent's socket (default: $DNNGOV_SOCKET, else /run/dnngov/agent.sock).
+    #[arg(long)]
     pub socket: Option<PathBuf>,
 }
 

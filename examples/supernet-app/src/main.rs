@@ -31,64 +31,16 @@ enum Command {
     /// Time every candidate at a sweep of CPU settings and write the profile (the library
     /// to register, with declared latencies, and every measurement).
     Profile {
-        /// Weights written by `dnngov-supernet train` (with top-1 recorded).
-        #[arg(long)]
-        weights: PathBuf,
+        #[command(flatten)]
+        args: app::ProfileArgs,
         /// Where to write the profile (JSON).
         #[arg(long)]
         out: PathBuf,
-        /// The app name recorded in the profile.
-        #[arg(long, default_value = "supernet")]
-        app: String,
-        /// The agent's admin socket (default: $DNNGOV_ADMIN_SOCKET, else /run/dnngov/admin.sock).
-        #[arg(long)]
-        admin_socket: Option<PathBuf>,
-        /// A board description (platforms/*.toml) to model the settings that cannot be
-        /// held here.
-        #[arg(long)]
-        platform: Option<PathBuf>,
-        /// CPU settings, as fractions of the CPU domain's highest frequency.
-        #[arg(long, value_delimiter = ',', default_values_t = vec![1.0, 0.75, 0.5])]
-        cpu_fractions: Vec<f64>,
-        /// Timed inferences per candidate and setting.
-        #[arg(long, default_value_t = 30)]
-        inferences: u32,
-        /// Untimed inferences first.
-        #[arg(long, default_value_t = 5)]
-        warmup: u32,
-        /// Average the board's power over at least this long per candidate and setting
-        /// (0: no energy, latency only).
-        #[arg(long, default_value_t = 500)]
-        energy_window_ms: u64,
-        /// Library entries at most (the protocol allows 32).
-        #[arg(long, default_value_t = 8)]
-        max_entries: usize,
     },
     /// Register the library and classify frames at a rate under the agent.
     Run {
-        /// Weights written by `dnngov-supernet train`.
-        #[arg(long)]
-        weights: PathBuf,
-        /// A profile written by `profile` (default: time every candidate at start-up and
-        /// keep a Pareto library by latency).
-        #[arg(long)]
-        profile: Option<PathBuf>,
-        /// The app's name, as `dnngovctl apps` shows it.
-        #[arg(long, default_value = "supernet")]
-        name: String,
-        #[arg(long, default_value_t = 30.0)]
-        fps: f64,
-        #[arg(long, default_value_t = 30.0)]
-        deadline_ms: f64,
-        /// Lowest acceptable top-1, in percent.
-        #[arg(long)]
-        accuracy_floor: Option<f64>,
-        /// Stop after this many frames (default: until interrupted).
-        #[arg(long)]
-        frames: Option<u64>,
-        /// The agent's socket (default: $DNNGOV_SOCKET, else /run/dnngov/agent.sock).
-        #[arg(long)]
-        socket: Option<PathBuf>,
+        #[command(flatten)]
+        args: app::RunArgs,
         /// Print the final report as JSON (and no status line).
         #[arg(long)]
         json: bool,
@@ -112,29 +64,8 @@ fn main() {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Profile {
-            weights,
-            out,
-            app,
-            admin_socket,
-            platform,
-            cpu_fractions,
-            inferences,
-            warmup,
-            energy_window_ms,
-            max_entries,
-        } => {
-            let profile = app::profile(&app::ProfileArgs {
-                weights,
-                app,
-                admin_socket,
-                platform,
-                cpu_fractions,
-                inferences,
-                warmup,
-                energy_window: Duration::from_millis(energy_window_ms),
-                max_entries,
-            })?;
+        Command::Profile { args, out } => {
+            let profile = app::profile(&args)?;
             profile.save(&out)?;
             println!(
                 "{} measurements ({} modelled); library of {}:",
@@ -157,27 +88,7 @@ fn run(command: Command) -> Result<()> {
             println!("wrote {}", out.display());
             Ok(())
         }
-        Command::Run {
-            weights,
-            profile,
-            name,
-            fps,
-            deadline_ms,
-            accuracy_floor,
-            frames,
-            socket,
-            json,
-        } => {
-            let args = app::RunArgs {
-                weights,
-                profile,
-                name,
-                fps,
-                deadline_ms,
-                accuracy_floor_pct: accuracy_floor,
-                frames,
-                socket,
-            };
+        Command::Run { args, json } => {
             let interrupted = interrupt_flag()?;
             let mut last_line = std::time::Instant::now();
             let report = app::run(&args, &mut |report, subnet| {
