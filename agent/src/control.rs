@@ -785,6 +785,8 @@ impl Control {
                 },
                 cpu_domains: Vec::new(),
                 finished,
+                // The client shim's begin mark, on the same `CLOCK_MONOTONIC` as `now`.
+                running_since: report.inference_begin_ns.map(policy::Nanos),
             });
         }
         policy::Snapshot {

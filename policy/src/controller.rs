@@ -107,6 +107,11 @@ impl AppController {
         self.subnet
     }
 
+    /// The sub-network of the last inference seen, if any.
+    pub fn last_seen(&self) -> Option<u32> {
+        self.last_seen
+    }
+
     pub fn reason(&self) -> SubnetReason {
         self.reason
     }

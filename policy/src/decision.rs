@@ -26,6 +26,10 @@ pub enum FreqReason {
     Plan,
     /// An app controller raised the plan's frequency after repeated misses.
     AppFloor { app: u32 },
+    /// The app's inference in flight has run past its prediction: the domain runs at the
+    /// highest clock allowed (under the power budget) until the slow-down is measured and
+    /// planned for, or the next inference shows it was a one-off.
+    Overrun { app: u32 },
 }
 
 /// Why an app gets its sub-network.
@@ -69,6 +73,12 @@ impl fmt::Display for FreqReason {
             }
             FreqReason::Plan => f.write_str("the optimiser's plan for the apps"),
             FreqReason::AppFloor { app } => write!(f, "raised for app {app}'s misses"),
+            FreqReason::Overrun { app } => {
+                write!(
+                    f,
+                    "raised: app {app}'s inference in flight overran its prediction"
+                )
+            }
         }
     }
 }

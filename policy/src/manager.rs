@@ -95,6 +95,24 @@ struct AppEntry {
     /// ... and those fits' coefficients per sub-network (split, cautious), as the run
     /// started.
     before_slow: Vec<(LatencyCoefs, Option<LatencyCoefs>)>,
+    /// An inference in flight that overran (see [`Manager::track_overruns`]).
+    boost: Option<Boost>,
+}
+
+/// The clocks raised for an app whose inference in flight overran.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Boost {
+    /// When the overrunning inference began ...
+    begin: Nanos,
+    /// ... when it was seen overrunning, and the clocks it ran at until then.
+    at: Nanos,
+    ratios: ClockRatios,
+    /// It has finished. The boost then holds until a plan is adopted (made with its sample
+    /// learned) or a later inference meets its prediction (a one-off).
+    ended: bool,
+    /// False once the inference is taken as stalled (see [`OVERRUN_GIVE_UP`]): the boost is
+    /// dropped, and not raised again for the same inference.
+    active: bool,
 }
 
 /// One inference waiting to be learned.
@@ -102,9 +120,21 @@ struct AppEntry {
 struct Pending {
     subnet: usize,
     ratios: ClockRatios,
+    use_: Use,
     latency_ms: f64,
     start: Nanos,
     end: Nanos,
+}
+
+/// What a sample is good for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    /// Learned, and counted towards a slow-down.
+    Learn,
+    /// Counted towards a slow-down only.
+    SlowDownOnly,
+    /// Neither.
+    Skip,
 }
 
 /// How long inference intervals are kept for the interference estimate.
@@ -134,6 +164,15 @@ const CONTENDED_RUN: u32 = 20;
 /// observed fit of the app is scaled by the least of those ratios, its split between
 /// clocks kept and its history dropped as out of date, and the optimiser runs at once.
 const BIAS_SAMPLES: u32 = 3;
+/// An inference in flight overruns once it has run past its deadline bound
+/// (`min(deadline, period)` less `keep_margin`, the bound plans are held to) and past its
+/// prediction at the clocks in force by more than `keep_margin` (so that a plan with a thin
+/// margin is not boosted by its own expected latency). A lasting slow-down is otherwise
+/// seen only when inferences finish slow, one to two inferences late; this raises the
+/// clocks while the first slow one still has work to do. An overrunning inference still
+/// running after this many times its bound is taken as stalled (an app blocked between
+/// its marks, or one that died and is not yet unregistered): clocks cannot help it.
+const OVERRUN_GIVE_UP: f64 = 4.0;
 
 /// Everything about the hardware whose change calls for a new plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -178,6 +217,9 @@ pub struct Manager {
     plan: Option<Plan>,
     plan_since: Nanos,
     last_optimised: Option<Nanos>,
+    /// The latest period in which some app was boosted (see [`Boost`]): from the tick that
+    /// first decided a boost to the first tick that decided none, `None` while it lasts.
+    boosted: Option<(Nanos, Option<Nanos>)>,
     /// Buffers reused from tick to tick, so that a tick allocates only its decision.
     ids: Vec<u32>,
     settled: Vec<Settled>,
@@ -186,8 +228,8 @@ pub struct Manager {
 }
 
 /// A sample ready to learn: (sub-network, clocks, latency less the estimated wait for
-/// other apps on the GPU, that wait as a fraction of the latency).
-type Settled = (usize, ClockRatios, f64, f64);
+/// other apps on the GPU, that wait as a fraction of the latency, what it is good for).
+type Settled = (usize, ClockRatios, f64, f64, Use);
 
 impl Manager {
     pub fn new(cfg: Config) -> Manager {
@@ -200,6 +242,7 @@ impl Manager {
             plan: None,
             plan_since: Nanos::ZERO,
             last_optimised: None,
+            boosted: None,
             ids: Vec::new(),
             settled: Vec::new(),
             loads: Vec::new(),
@@ -240,6 +283,7 @@ impl Manager {
         let mut event = self.track_hardware(snap);
         event |= self.track_apps(snap);
         event |= self.learn(snap, base);
+        self.track_overruns(snap);
 
         let mut optimised = false;
         let mut adopted = false;
@@ -258,7 +302,18 @@ impl Manager {
                 adopted = true;
             }
         }
-        self.assemble(snap, base, optimised, adopted)
+        let decision = self.assemble(snap, base, optimised, adopted);
+        let boosting = decision
+            .domains
+            .iter()
+            .any(|d| matches!(d.reason, FreqReason::Overrun { .. }));
+        self.boosted = match (self.boosted, boosting) {
+            (Some((from, None)), true) => Some((from, None)),
+            (_, true) => Some((snap.now, None)),
+            (Some((from, None)), false) => Some((from, Some(snap.now))),
+            (kept, false) => kept,
+        };
+        decision
     }
 
     fn track_hardware(&mut self, snap: &Snapshot) -> bool {
@@ -389,6 +444,7 @@ impl Manager {
             slow_run: 0,
             slow_ratio: f64::INFINITY,
             before_slow: Vec::with_capacity(n),
+            boost: None,
         }
     }
 
@@ -423,6 +479,7 @@ impl Manager {
                 e.recent.pop_front();
             }
         }
+        let boosted = self.boosted;
         let plan = &self.plan;
         let unserved = |id: u32| {
             plan.as_ref()
@@ -451,13 +508,35 @@ impl Manager {
                 if s >= e.models.len() {
                     continue;
                 }
+                // A later inference within its prediction: the overrun was a one-off.
+                let start = inf.end.saturating_sub(inf.latency);
+                if e.boost.is_some_and(|b| start > b.at)
+                    && subnet_option(e, s).is_some_and(|o| {
+                        inf.latency.as_millis_f64()
+                            <= o.latency_ms(r) * (1.0 + self.cfg.optimiser.margin)
+                    })
+                {
+                    e.boost = None;
+                }
                 let (action, usable) = e.controller.on_inference(inf, |next| {
                     fits.get(next as usize).copied().unwrap_or(false)
                 });
-                if usable {
+                // An inference that ran across the start or the end of a boost ran at no one
+                // set of clocks: it is not learned. The one that overran still counts
+                // towards a slow-down, at the clocks it began at (it ran faster after).
+                let straddles = |t: Nanos| start < t && inf.end > t;
+                let crossed = boosted
+                    .is_some_and(|(from, until)| straddles(from) || until.is_some_and(straddles));
+                let (ratios, use_) = match e.boost {
+                    Some(b) if start <= b.at && inf.end >= b.at => (b.ratios, Use::SlowDownOnly),
+                    _ if crossed => (r, Use::Skip),
+                    _ => (r, Use::Learn),
+                };
+                if usable && use_ != Use::Skip {
                     e.pending.push_back(Pending {
                         subnet: s,
-                        ratios: r,
+                        ratios,
+                        use_,
                         latency_ms: inf.latency.as_millis_f64(),
                         start: inf.end.saturating_sub(inf.latency),
                         end: inf.end,
@@ -481,7 +560,7 @@ impl Manager {
             let Some(e) = self.apps.get_mut(&id) else {
                 continue;
             };
-            for (subnet, r, ms, waited) in settled.drain(..) {
+            for (subnet, r, ms, waited, use_) in settled.drain(..) {
                 e.pending.pop_front();
                 // Samples that waited little for other apps say the most about the app's
                 // own latency: the others are learned only when clean ones are scarce.
@@ -493,6 +572,9 @@ impl Manager {
                     e.contended = 0;
                 }
                 track_slow_down(e, subnet, r, ms, self.cfg.optimiser.margin);
+                if use_ != Use::Learn {
+                    continue;
+                }
                 let predicted = e.models[subnet].predict_ms(r).max(1e-3);
                 if ms > OUTLIER_RATIO * predicted && !e.rejected_last[subnet] {
                     e.rejected_last[subnet] = true;
@@ -573,7 +655,13 @@ impl Manager {
             }
             // The wait cannot be more than half of what was measured (two sharing).
             let wait = wait.min(p.latency_ms / 2.0);
-            out.push((p.subnet, p.ratios, p.latency_ms - wait, wait / p.latency_ms));
+            out.push((
+                p.subnet,
+                p.ratios,
+                p.latency_ms - wait,
+                wait / p.latency_ms,
+                p.use_,
+            ));
         }
     }
 
@@ -743,8 +831,81 @@ impl Manager {
                     .follow_plan(a.targets.deadline.as_millis_f64(), *subnet, lowest);
             }
         }
+        // A plan made after an overrunning inference finished has its sample: the plan
+        // replaces the boost. One made while it still runs has not, and the boost holds.
+        for e in self.apps.values_mut() {
+            if e.boost.is_some_and(|b| b.ended) {
+                e.boost = None;
+            }
+        }
         self.plan = Some(plan);
         self.plan_since = snap.now;
+    }
+
+    /// Notices inferences in flight that overrun (see [`OVERRUN_GIVE_UP`]) and keeps each
+    /// app's [`Boost`] up to date. Only apps the plan serves are boosted (an unserved app
+    /// already runs at the clocks the plan could give it), and only while no other app
+    /// shares the GPU with them: a shared GPU's inferences wait for each other, which the
+    /// plan budgets as interference and the learning takes out of each sample, so an
+    /// inference running long is not by itself a slow-down of its app, and raising the
+    /// clocks under the other app's inferences would hide a plan's real shortfall from the
+    /// controllers and the latency fits that correct it.
+    fn track_overruns(&mut self, snap: &Snapshot) {
+        let margin = self.cfg.keep_margin;
+        let plan = &self.plan;
+        let gpu_users = snap.apps.iter().filter(|a| a.devices.gpu).count();
+        for app in &snap.apps {
+            let Some(e) = self.apps.get_mut(&app.id) else {
+                continue;
+            };
+            if let Some(b) = e.boost.as_mut() {
+                if app.running_since != Some(b.begin) {
+                    b.ended = true;
+                }
+            }
+            let Some(begin) = app.running_since else {
+                continue;
+            };
+            let served = plan
+                .as_ref()
+                .is_some_and(|p| p.subnets.iter().any(|s| s.0 == app.id));
+            if !served || (app.devices.gpu && gpu_users > 1) {
+                e.boost = None;
+                continue;
+            }
+            let t = &e.declared.targets;
+            let bound = t
+                .deadline
+                .min(t.period.unwrap_or(t.deadline))
+                .as_millis_f64()
+                * (1.0 - margin);
+            let r = clock_ratios(snap, &e.declared);
+            // The sub-network asked for, or the one last seen running if the app has not
+            // switched yet: whichever is predicted slower.
+            let predicted = [Some(e.controller.subnet()), e.controller.last_seen()]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| subnet_option(e, s as usize))
+                .map(|o| o.latency_ms(r))
+                .fold(0.0f64, f64::max);
+            let elapsed = snap.now.saturating_sub(begin).as_millis_f64();
+            let same = e.boost.is_some_and(|b| b.begin == begin);
+            if elapsed > OVERRUN_GIVE_UP * bound.max(predicted) {
+                if let Some(b) = e.boost.as_mut().filter(|_| same) {
+                    b.active = false;
+                }
+                continue;
+            }
+            if !same && elapsed >= bound.max(predicted * (1.0 + 2.0 * self.cfg.optimiser.margin)) {
+                e.boost = Some(Boost {
+                    begin,
+                    at: snap.now,
+                    ratios: r,
+                    ended: false,
+                    active: true,
+                });
+            }
+        }
     }
 
     fn assemble(
@@ -759,12 +920,7 @@ impl Manager {
             .iter()
             .zip(base)
             .map(|(d, b)| {
-                let planned = self
-                    .plan
-                    .as_ref()
-                    .and_then(|p| p.freqs.iter().find(|f| f.0 == d.id))
-                    .map(|f| f.1);
-                let Some(f) = planned else {
+                let Some((mut freq, mut reason)) = self.planned(snap, d) else {
                     return DomainDecision {
                         domain: d.id,
                         freq: b.freq,
@@ -772,17 +928,14 @@ impl Manager {
                     };
                 };
                 let allowed = snap.allowed_max(d);
-                let mut freq = resolve_down(d, f.min(allowed));
-                let mut reason = FreqReason::Plan;
                 for (id, e) in &self.apps {
-                    let steps = e.controller.floor_steps();
-                    if steps == 0 || !self.is_served(*id) || !uses_domain(snap, &e.declared, d) {
-                        continue;
-                    }
-                    let raised = step_up(d, f, steps).min(allowed);
-                    if raised > freq {
-                        freq = resolve_down(d, raised);
-                        reason = FreqReason::AppFloor { app: *id };
+                    let boosted = e.boost.is_some_and(|b| b.active)
+                        && self.is_served(*id)
+                        && (uses_domain(snap, &e.declared, d)
+                            || (d.kind == DomainKind::Memory && e.declared.devices.gpu));
+                    if boosted && allowed > freq {
+                        freq = resolve_down(d, allowed);
+                        reason = FreqReason::Overrun { app: *id };
                     }
                 }
                 DomainDecision {
@@ -793,6 +946,7 @@ impl Manager {
             })
             .collect();
         follow_for_memory(snap, &mut domains);
+        self.keep_boost_under_cap(snap, base, &mut domains);
         let apps = snap
             .apps
             .iter()
@@ -842,6 +996,89 @@ impl Manager {
             optimised,
             adopted_plan: adopted,
             predicted_power: self.plan.as_ref().map(|p| p.power),
+        }
+    }
+
+    /// A domain's frequency by the plan in force and the app controllers' floors, or
+    /// `None` when the plan does not set it.
+    fn planned(&self, snap: &Snapshot, d: &FreqDomain) -> Option<(Hz, FreqReason)> {
+        let f = self.plan.as_ref()?.freqs.iter().find(|f| f.0 == d.id)?.1;
+        let allowed = snap.allowed_max(d);
+        let mut freq = resolve_down(d, f.min(allowed));
+        let mut reason = FreqReason::Plan;
+        for (id, e) in &self.apps {
+            let steps = e.controller.floor_steps();
+            if steps == 0 || !self.is_served(*id) || !uses_domain(snap, &e.declared, d) {
+                continue;
+            }
+            let raised = step_up(d, f, steps).min(allowed);
+            if raised > freq {
+                freq = resolve_down(d, raised);
+                reason = FreqReason::AppFloor { app: *id };
+            }
+        }
+        Some((freq, reason))
+    }
+
+    /// Under a power budget, lowers boosted domains (see [`FreqReason::Overrun`]) a table
+    /// step at a time, the fastest relative to its maximum first, until the power model
+    /// predicts the decision within the budget or every boost is back at the plan. The
+    /// loads are those measured at the clocks in force, which overstates the power of
+    /// faster clocks (the same work keeps a faster device busy less): the check errs on
+    /// the budget's side.
+    fn keep_boost_under_cap(
+        &self,
+        snap: &Snapshot,
+        base: &[BaseChoice],
+        domains: &mut [DomainDecision],
+    ) {
+        let (Some(cap), Some(pm)) = (snap.caps.power, self.power.as_ref()) else {
+            return;
+        };
+        if !domains
+            .iter()
+            .any(|x| matches!(x.reason, FreqReason::Overrun { .. }))
+        {
+            return;
+        }
+        let loads = |domains: &[DomainDecision]| -> Vec<DomainLoad> {
+            snap.domains
+                .iter()
+                .zip(base)
+                .zip(domains)
+                .map(|((d, b), x)| DomainLoad {
+                    domain: d.id,
+                    util: b.mean_load,
+                    speed: x.freq.as_f64() / d.max_freq().as_f64().max(1.0),
+                })
+                .collect()
+        };
+        while pm.predict(&loads(domains)).0 > cap.0 {
+            let fastest = snap
+                .domains
+                .iter()
+                .zip(domains.iter_mut())
+                .filter(|(_, x)| matches!(x.reason, FreqReason::Overrun { .. }))
+                .max_by(|(a, x), (b, y)| {
+                    let speed = |d: &FreqDomain, x: &DomainDecision| {
+                        x.freq.as_f64() / d.max_freq().as_f64().max(1.0)
+                    };
+                    speed(a, x).total_cmp(&speed(b, y))
+                });
+            let Some((d, x)) = fastest else {
+                return;
+            };
+            // Boosted domains are planned ones (see `assemble`).
+            let (planned, reason) = self
+                .planned(snap, d)
+                .unwrap_or((d.min_freq(), FreqReason::Plan));
+            match d.table.iter().rev().find(|f| **f < x.freq) {
+                Some(f) if *f > planned => x.freq = *f,
+                _ => {
+                    x.freq = planned;
+                    x.reason = reason;
+                }
+            }
         }
     }
 

@@ -109,6 +109,11 @@ pub struct AppState {
     pub cpu_domains: Vec<u32>,
     /// Inferences finished since the previous snapshot, oldest first.
     pub finished: Vec<Inference>,
+    /// When the inference in flight began (the app's begin mark, on the snapshot's clock),
+    /// if one is. An inference that runs well past its prediction is seen here before it
+    /// ends, so the clocks can be raised while it still has work to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<Nanos>,
 }
 
 /// A thermal (or administrator) cap on one domain.

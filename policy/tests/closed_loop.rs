@@ -55,6 +55,7 @@ impl SimApp {
                 },
                 cpu_domains: vec![],
                 finished: vec![],
+                running_since: None,
             },
             nets: &NETS_6,
             period_ms: 1000.0 / fps,

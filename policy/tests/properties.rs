@@ -111,6 +111,7 @@ fn app(id: u32) -> impl Strategy<Value = AppState> {
                     },
                     cpu_domains,
                     finished: vec![],
+                    running_since: None,
                 }
             },
         )

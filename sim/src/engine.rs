@@ -520,6 +520,12 @@ impl<'a> Sim<'a> {
                 },
                 cpu_domains: vec![home[i]],
                 finished: std::mem::take(&mut a.finished),
+                // The begin mark of the inference in flight, as the client shim writes it.
+                running_since: a
+                    .run
+                    .as_ref()
+                    .filter(|r| r.start <= t)
+                    .map(|r| Nanos::from_millis_f64(r.start)),
             })
             .collect();
         Snapshot {

@@ -313,6 +313,7 @@ mod tests {
                         subnet: 4,
                     })
                     .collect(),
+                running_since: None,
             }],
             power: None,
             caps: Caps::default(),

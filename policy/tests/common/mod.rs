@@ -131,6 +131,7 @@ pub fn app(
         devices: Devices { cpu: true, gpu },
         cpu_domains: vec![],
         finished: vec![],
+        running_since: None,
     }
 }
 
