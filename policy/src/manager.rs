@@ -97,6 +97,10 @@ struct AppEntry {
     before_slow: Vec<(LatencyCoefs, Option<LatencyCoefs>)>,
     /// An inference in flight that overran (see [`Manager::track_overruns`]).
     boost: Option<Boost>,
+    /// Inferences judged, and those over the deadline, since the plan in force was adopted
+    /// (see [`MISS_RATE`]).
+    judged: u32,
+    missed: u32,
 }
 
 /// The clocks raised for an app whose inference in flight overran.
@@ -173,6 +177,13 @@ const BIAS_SAMPLES: u32 = 3;
 /// running after this many times its bound is taken as stalled (an app blocked between
 /// its marks, or one that died and is not yet unregistered): clocks cannot help it.
 const OVERRUN_GIVE_UP: f64 = 4.0;
+/// The band between the adoption margin and `keep_margin` holds a plan through the model's
+/// noise; it must not hold one that measurably misses. Once an app the plan serves has
+/// missed its deadline at least twice since the plan was adopted, and more often than this
+/// fraction of its inferences, the plan in force is judged with the full margin and without
+/// the measured-meeting exception, so a plan the fits now predict too close to the deadline
+/// is replaced at the next periodic run.
+const MISS_RATE: f64 = 0.005;
 
 /// Everything about the hardware whose change calls for a new plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -445,6 +456,8 @@ impl Manager {
             slow_ratio: f64::INFINITY,
             before_slow: Vec::with_capacity(n),
             boost: None,
+            judged: 0,
+            missed: 0,
         }
     }
 
@@ -517,6 +530,10 @@ impl Manager {
                     })
                 {
                     e.boost = None;
+                }
+                e.judged = e.judged.saturating_add(1);
+                if inf.latency > t.deadline {
+                    e.missed = e.missed.saturating_add(1);
                 }
                 let (action, usable) = e.controller.on_inference(inf, |next| {
                     fits.get(next as usize).copied().unwrap_or(false)
@@ -743,7 +760,16 @@ impl Manager {
     /// force over it and force a re-plan, past the dwell time.
     fn should_replace(&self, snap: &Snapshot, problem: &Problem, new: &Plan) -> bool {
         let Some(cur) = &self.plan else { return true };
-        let slack = (self.cfg.optimiser.margin - self.cfg.keep_margin).max(0.0);
+        let missing = cur.subnets.iter().any(|(id, _)| {
+            self.apps.get(id).is_some_and(|e| {
+                e.missed >= 2 && f64::from(e.missed) > MISS_RATE * f64::from(e.judged)
+            })
+        });
+        let slack = if missing {
+            0.0
+        } else {
+            (self.cfg.optimiser.margin - self.cfg.keep_margin).max(0.0)
+        };
         let (cur_power, cur_score) = match evaluate_plan(problem, &self.cfg.optimiser, cur, slack) {
             Some(held) => held,
             None => {
@@ -756,7 +782,7 @@ impl Manager {
                 // shared GPU, from one model update to the next, and a plan serving every
                 // app and one that drops an app alternate. An app that really misses makes
                 // its controller step down, raise floors and finally force a new plan.
-                let measured = if self.measured_meeting(cur) {
+                let measured = if !missing && self.measured_meeting(cur) {
                     evaluate_plan_resources(problem, &self.cfg.optimiser, cur)
                 } else {
                     None
@@ -837,6 +863,8 @@ impl Manager {
             if e.boost.is_some_and(|b| b.ended) {
                 e.boost = None;
             }
+            e.judged = 0;
+            e.missed = 0;
         }
         self.plan = Some(plan);
         self.plan_since = snap.now;

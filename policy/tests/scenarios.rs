@@ -628,3 +628,50 @@ fn memory_without_telemetry_follows_an_idle_gpu_down() {
         .unwrap();
     assert_eq!(emc.freq.0, want, "{d:?}");
 }
+
+/// A plan whose predicted latency has drifted into the hysteresis band (over the adoption
+/// bound, under the keep bound) is held while the app meets its deadline, and replaced at
+/// the next periodic run once it has measurably missed (twice, and more than 0.5 % of its
+/// inferences since the plan was adopted).
+#[test]
+fn a_plan_held_in_the_band_is_replaced_once_it_misses() {
+    let run = |misses: &[u64]| {
+        let mut m = Manager::new(Config::default());
+        let a = app(1, &NETS_6, 60.0, 66.0, 74.0, 1, true);
+        let mut d = m.step(&snapshot(0, vec![a.clone()]));
+        let mut adopted = Vec::new();
+        let mut p0 = 0.0;
+        for k in 1..150u64 {
+            let t = k * 66;
+            let mut snap = snapshot(t, vec![a.clone()]);
+            for dom in &mut snap.domains {
+                if let Some(x) = d.domains.iter().find(|x| x.domain == dom.id) {
+                    dom.cur = x.freq;
+                }
+            }
+            let s = d.subnet_of(1).unwrap();
+            // For 3 s as predicted; then 4 % slower than the plan's prediction then:
+            // inside the band, not a slow-down.
+            let ms = if misses.contains(&k) {
+                61.0
+            } else if k > 45 {
+                1.04 * p0
+            } else {
+                p0 = m.predict_latency_ms(&snap, 1, s).unwrap();
+                p0
+            };
+            snap.apps[0].finished = vec![inference(t, ms, s)];
+            d = m.step(&snap);
+            if d.adopted_plan && k > 45 {
+                adopted.push(k);
+            }
+        }
+        adopted
+    };
+    assert_eq!(run(&[]), Vec::<u64>::new(), "re-planned without a miss");
+    let adopted = run(&[60, 80]);
+    assert!(
+        adopted.first().is_some_and(|k| (80..=88).contains(k)),
+        "re-planned at {adopted:?}"
+    );
+}

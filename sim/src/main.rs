@@ -48,6 +48,10 @@ enum Cmd {
         count: u64,
         #[arg(long)]
         platform: Option<PathBuf>,
+        /// Also search and run the oracle at every seed, and compare dnngov with it
+        /// (energy ratio, missed frames).
+        #[arg(long)]
+        oracle: bool,
     },
     /// One governor on one scenario; prints its metrics and the simulation speed.
     Run {
@@ -118,6 +122,50 @@ fn main() -> Result<()> {
             scenario,
             count,
             platform,
+            oracle,
+        } if oracle => {
+            let (scn, plat) = load(&scenario, platform.as_deref())?;
+            if scn.apps.is_empty() {
+                anyhow::bail!(
+                    "{}: no app, so no oracle to compare with",
+                    scenario.display()
+                );
+            }
+            println!(
+                "{} ({}), {} s simulated on {} (all figures simulated)\n",
+                scn.name, scn.description, scn.duration_s, plat.name
+            );
+            println!("| seed | schedutil energy J | dnngov energy J | oracle energy J | dnngov / schedutil | dnngov / oracle | schedutil miss % | dnngov miss % | oracle miss % | dnngov missed frames | oracle missed frames |");
+            println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for seed in 1..=count {
+                let c = compare_pair(&scn, &plat, seed)?;
+                let Some(mut o) = dnngov_sim::oracle::oracle(&scn, &plat, seed)? else {
+                    anyhow::bail!("no oracle for {}", scenario.display());
+                };
+                let o = run(&scn, &plat, &mut o, seed)?.metrics;
+                let (a, b) = (&c.0.metrics, &c.1.metrics);
+                let missed =
+                    |m: &dnngov_sim::Metrics| (m.miss_pct * m.frames as f64 / 100.0).round();
+                println!(
+                    "| {seed} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                    a.energy_j,
+                    b.energy_j,
+                    o.energy_j,
+                    b.energy_j / a.energy_j,
+                    b.energy_j / o.energy_j,
+                    a.miss_pct,
+                    b.miss_pct,
+                    o.miss_pct,
+                    missed(b),
+                    missed(&o)
+                );
+            }
+        }
+        Cmd::Seeds {
+            scenario,
+            count,
+            platform,
+            ..
         } => {
             let (scn, plat) = load(&scenario, platform.as_deref())?;
             println!(
