@@ -531,13 +531,17 @@ impl Manager {
                 {
                     e.boost = None;
                 }
-                e.judged = e.judged.saturating_add(1);
-                if inf.latency > t.deadline {
-                    e.missed = e.missed.saturating_add(1);
-                }
                 let (action, usable) = e.controller.on_inference(inf, |next| {
                     fits.get(next as usize).copied().unwrap_or(false)
                 });
+                // Misses of the plan's clocks: an inference that paid for a switch is not
+                // one.
+                if usable {
+                    e.judged = e.judged.saturating_add(1);
+                    if inf.latency > t.deadline {
+                        e.missed = e.missed.saturating_add(1);
+                    }
+                }
                 // An inference that ran across the start or the end of a boost ran at no one
                 // set of clocks: it is not learned. The one that overran still counts
                 // towards a slow-down, at the clocks it began at (it ran faster after).
@@ -872,7 +876,8 @@ impl Manager {
 
     /// Notices inferences in flight that overrun (see [`OVERRUN_GIVE_UP`]) and keeps each
     /// app's [`Boost`] up to date. Only apps the plan serves are boosted (an unserved app
-    /// already runs at the clocks the plan could give it), and only while no other app
+    /// already runs at the clocks the plan could give it), not while the app switches
+    /// sub-network, and only while no other app
     /// shares the GPU with them: a shared GPU's inferences wait for each other, which the
     /// plan budgets as interference and the learning takes out of each sample, so an
     /// inference running long is not by itself a slow-down of its app, and raising the
@@ -901,6 +906,9 @@ impl Manager {
                 e.boost = None;
                 continue;
             }
+            // The first inference of a sub-network (or of the app) pays for the switch or
+            // the start-up, which faster clocks do not shorten (see the controller).
+            let switching = e.controller.last_seen() != Some(e.controller.subnet());
             let t = &e.declared.targets;
             let bound = t
                 .deadline
@@ -924,7 +932,10 @@ impl Manager {
                 }
                 continue;
             }
-            if !same && elapsed >= bound.max(predicted * (1.0 + 2.0 * self.cfg.optimiser.margin)) {
+            if !same
+                && !switching
+                && elapsed >= bound.max(predicted * (1.0 + 2.0 * self.cfg.optimiser.margin))
+            {
                 e.boost = Some(Boost {
                     begin,
                     at: snap.now,

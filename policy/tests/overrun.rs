@@ -250,3 +250,25 @@ fn apps_sharing_the_gpu_are_not_boosted() {
         "{boosted:?}"
     );
 }
+
+#[test]
+fn an_inference_that_pays_for_a_switch_is_not_boosted() {
+    let (mut m, plan, t) = settled(Config::default(), None);
+    let s = plan.subnet_of(1).unwrap();
+    // The app last ran another sub-network: the inference in flight is the first of the
+    // one asked for, and pays for the switch (244 ms on a TX2), which clocks do not
+    // shorten.
+    let other = if s == 0 { 1 } else { 0 };
+    let mut a = s1_app();
+    a.finished = vec![inference(t + 10, 40.0, other)];
+    let d = m.step(&at(t + 10, vec![a], &plan));
+    assert_eq!(d.subnet_of(1), Some(s));
+    let p = predicted(&m, &plan, t + 10);
+    let d = running(&mut m, &plan, t + 200, (p * 3.0).max(DEADLINE_MS * 2.0));
+    assert!(
+        d.domains
+            .iter()
+            .all(|x| !matches!(x.reason, FreqReason::Overrun { .. })),
+        "{d:?}"
+    );
+}

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Regenerates the figures of docs/evaluation.md: every governor on S1-S5 (seed 1), S2 over
-# five seeds, and the simulation speed. Plots go to sim/results/. Run from the repository root.
+# five seeds, S4 over five seeds with the oracle, and the simulation speed. Plots go to
+# sim/results/. Run from the repository root.
 set -eu
 
 die() { echo "evaluate.sh: $*" >&2; exit 1; }
@@ -30,6 +31,15 @@ echo "\$ $bin seeds sim/scenarios/s2-two-models.toml --count 5"
 echo '```'
 echo
 "$bin" seeds sim/scenarios/s2-two-models.toml --count 5
+echo
+
+echo "### S4 over five seeds, with the oracle"
+echo
+echo '```'
+echo "\$ $bin seeds sim/scenarios/s4-hardware-availability.toml --count 5 --oracle"
+echo '```'
+echo
+"$bin" seeds sim/scenarios/s4-hardware-availability.toml --count 5 --oracle
 echo
 
 echo "### Speed"
