@@ -123,9 +123,9 @@ fn main() -> Result<()> {
             count,
             platform,
             oracle,
-        } if oracle => {
+        } => {
             let (scn, plat) = load(&scenario, platform.as_deref())?;
-            if scn.apps.is_empty() {
+            if oracle && scn.apps.is_empty() {
                 anyhow::bail!(
                     "{}: no app, so no oracle to compare with",
                     scenario.display()
@@ -135,15 +135,33 @@ fn main() -> Result<()> {
                 "{} ({}), {} s simulated on {} (all figures simulated)\n",
                 scn.name, scn.description, scn.duration_s, plat.name
             );
-            println!("| seed | schedutil energy J | dnngov energy J | oracle energy J | dnngov / schedutil | dnngov / oracle | schedutil miss % | dnngov miss % | oracle miss % | dnngov missed frames | oracle missed frames |");
-            println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            if oracle {
+                println!("| seed | schedutil energy J | dnngov energy J | oracle energy J | dnngov / schedutil | dnngov / oracle | schedutil miss % | dnngov miss % | oracle miss % | dnngov missed frames | oracle missed frames |");
+                println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            } else {
+                println!("| seed | schedutil energy J | dnngov energy J | energy / schedutil | schedutil miss % | dnngov miss % | schedutil latency mean ms | dnngov latency mean ms |");
+                println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+            }
             for seed in 1..=count {
                 let c = compare_pair(&scn, &plat, seed)?;
+                let (a, b) = (&c.0.metrics, &c.1.metrics);
+                if !oracle {
+                    println!(
+                        "| {seed} | {:.1} | {:.1} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                        a.energy_j,
+                        b.energy_j,
+                        b.energy_j / a.energy_j,
+                        a.miss_pct,
+                        b.miss_pct,
+                        a.latency_mean_ms,
+                        b.latency_mean_ms
+                    );
+                    continue;
+                }
                 let Some(mut o) = dnngov_sim::oracle::oracle(&scn, &plat, seed)? else {
                     anyhow::bail!("no oracle for {}", scenario.display());
                 };
                 let o = run(&scn, &plat, &mut o, seed)?.metrics;
-                let (a, b) = (&c.0.metrics, &c.1.metrics);
                 let missed =
                     |m: &dnngov_sim::Metrics| (m.miss_pct * m.frames as f64 / 100.0).round();
                 println!(
@@ -158,34 +176,6 @@ fn main() -> Result<()> {
                     o.miss_pct,
                     missed(b),
                     missed(&o)
-                );
-            }
-        }
-        Cmd::Seeds {
-            scenario,
-            count,
-            platform,
-            ..
-        } => {
-            let (scn, plat) = load(&scenario, platform.as_deref())?;
-            println!(
-                "{} ({}), {} s simulated on {} (all figures simulated)\n",
-                scn.name, scn.description, scn.duration_s, plat.name
-            );
-            println!("| seed | schedutil energy J | dnngov energy J | energy / schedutil | schedutil miss % | dnngov miss % | schedutil latency mean ms | dnngov latency mean ms |");
-            println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-            for seed in 1..=count {
-                let c = compare_pair(&scn, &plat, seed)?;
-                let (a, b) = (&c.0.metrics, &c.1.metrics);
-                println!(
-                    "| {seed} | {:.1} | {:.1} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                    a.energy_j,
-                    b.energy_j,
-                    b.energy_j / a.energy_j,
-                    a.miss_pct,
-                    b.miss_pct,
-                    a.latency_mean_ms,
-                    b.latency_mean_ms
                 );
             }
         }

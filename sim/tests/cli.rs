@@ -73,6 +73,56 @@ fn compare_runs_the_governors_asked_for() {
 }
 
 #[test]
+fn seeds_with_the_oracle_adds_its_energy_and_missed_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let scn = short_s1(dir.path(), "");
+    let seeds = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dnngov-sim"))
+            .args(["seeds", scn.to_str().unwrap(), "--count", "2"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = seeds(&["--oracle"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        stdout.contains("| oracle energy J | dnngov / schedutil | dnngov / oracle |"),
+        "{stdout}"
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(
+        rows.iter().all(|r| r.matches('|').count() == 12),
+        "{stdout}"
+    );
+    // Without the flag, the schedutil-dnngov table alone.
+    let stdout = String::from_utf8(seeds(&[]).stdout).unwrap();
+    assert!(stdout.contains("| seed | schedutil energy J | dnngov energy J | energy / schedutil |"));
+    assert!(!stdout.contains("oracle"), "{stdout}");
+    // A scenario without an app has no oracle: said, not an empty table.
+    let platform = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(
+        &empty,
+        format!(
+            "name = \"empty\"\nplatform = {:?}\nduration_s = 1\n",
+            platform.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_dnngov-sim"))
+        .args(["seeds", empty.to_str().unwrap(), "--oracle"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no app, so no oracle"));
+}
+
+#[test]
 fn unknown_scenario_key_fails_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let scn = short_s1(dir.path(), "tick_sm = 10");
