@@ -378,3 +378,27 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// For the test app binaries: registers through the Rust client (exiting with the error
+/// on stderr if that fails) and announces `registered APP_ID SUBNET` on stdout, the line
+/// the tests wait for.
+pub fn register_and_announce(
+    spec: dnngov_client::AppSpec,
+    options: dnngov_client::Options,
+) -> dnngov_client::Session {
+    use std::io::Write;
+    let session = dnngov_client::Session::register(spec, options).unwrap_or_else(|e| {
+        eprintln!("registration failed: {e}");
+        std::process::exit(1);
+    });
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "registered {} {}",
+        session.app_id(),
+        session.current_subnet()
+    )
+    .unwrap();
+    out.flush().unwrap();
+    session
+}

@@ -8,7 +8,7 @@
 //! right after registering, prints `in-flight`, and never ends it (for tests that kill
 //! an app mid-inference).
 
-use dnngov_client::{AppSpec, Device, Options, Session, Subnet, Target};
+use dnngov_client::{AppSpec, Device, Options, Subnet, Target};
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
@@ -47,19 +47,8 @@ fn main() {
         },
         default_subnet: None,
     };
-    let session = Session::register(spec, options).unwrap_or_else(|e| {
-        eprintln!("registration failed: {e}");
-        std::process::exit(1);
-    });
+    let session = dnngov_tests::register_and_announce(spec, options);
     let mut out = std::io::stdout();
-    writeln!(
-        out,
-        "registered {} {}",
-        session.app_id(),
-        session.current_subnet()
-    )
-    .unwrap();
-    out.flush().unwrap();
     if args.get(4).map(String::as_str) == Some("hang") {
         session.begin(Duration::from_millis(50));
         writeln!(out, "in-flight").unwrap();
