@@ -41,6 +41,13 @@ pub fn external_busy_dir(root: &Path) -> PathBuf {
     root.join("run/dnngov-vboard/busy")
 }
 
+/// The board's one GPU, shared by every emulated app on it: an app holds an exclusive lock
+/// on this file for its inference's GPU part and waits for it otherwise, so two apps' GPU
+/// parts run one after the other, as a real GPU time-slices the processes that use it.
+pub fn virtual_gpu_lock(root: &Path) -> PathBuf {
+    root.join("run/dnngov-vboard/gpu.lock")
+}
+
 fn read_pair(path: &Path) -> Option<(u64, u64)> {
     let text = fs::read_to_string(path).ok()?;
     let mut it = text.split_whitespace().map(|w| w.parse::<u64>());

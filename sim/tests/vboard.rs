@@ -199,6 +199,46 @@ fn emulated_app_registers_without_an_agent_and_reports_gpu_time() {
     assert!((ns as f64 - expected).abs() / expected < 0.01, "{ns}");
 }
 
+/// The board has one GPU: while something else holds it, an emulated app's inference
+/// waits for it (spinning, as a CUDA app's host thread does) and cannot finish.
+#[test]
+fn emulated_apps_wait_for_the_one_virtual_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let platform = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
+    VirtualBoard::create(root, &xavier(), false).unwrap();
+    let lock = dnngov_sim::vboard::virtual_gpu_lock(root);
+    fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let gpu = fs::File::create(&lock).unwrap();
+    gpu.lock().unwrap();
+    let mut app = std::process::Command::new(env!("CARGO_BIN_EXE_dnngov-vapp"))
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "--platform",
+            platform.to_str().unwrap(),
+            "--frames",
+            "1",
+            "--socket",
+            root.join("no-agent.sock").to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // One frame takes about 57 ms on the free GPU; held, it is still waiting after 1 s.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        app.try_wait().unwrap().is_none(),
+        "the app finished a frame while the GPU was held"
+    );
+    gpu.unlock().unwrap();
+    let o = app.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.starts_with("1 frames"), "{stdout}");
+}
+
 #[test]
 fn external_cpu_time_raises_the_emulated_cpu_clock() {
     use dnngov_sim::Strategy;

@@ -2,10 +2,13 @@
 //! client shim (so `dnngovd` sees it as any app), runs the sub-network the agent asks for,
 //! and makes each inference last what the model says at the virtual board's current clocks:
 //! real CPU work for the CPU part, a spin (or a sleep, with `--no-spin-wait`) for the GPU
-//! and memory parts. It reports its virtual GPU and CPU time to the board, whose emulated
-//! governors and power reading account it.
+//! and memory parts. The GPU part holds the board's one virtual GPU
+//! ([`dnngov_sim::vboard::virtual_gpu_lock`]): two apps' GPU parts run one after the other,
+//! and an app waits (spinning, as CUDA's default synchronisation does) while another's
+//! runs. It reports its virtual GPU and CPU time to the board, whose emulated governors and
+//! power reading account it.
 
-use std::fs;
+use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,7 +17,7 @@ use clap::Parser;
 use dnngov_client::{AppSpec, Device, Options, Session, Subnet, Target};
 use dnngov_sim::platform::{Kind, Platform};
 use dnngov_sim::scenario::{builtin_library, Split};
-use dnngov_sim::vboard::{domain_dir, external_busy_dir};
+use dnngov_sim::vboard::{domain_dir, external_busy_dir, virtual_gpu_lock};
 
 #[derive(Parser)]
 #[command(version, about = "An emulated DNN app that runs against dnngov-vboard")]
@@ -99,6 +102,21 @@ fn spin(d: Duration) {
     }
 }
 
+/// Takes the board's virtual GPU: spinning between tries (the host thread of a CUDA app
+/// spins while its work waits for the device), or asleep in the kernel with `sleep`.
+fn take_gpu(gpu: &File, sleep: bool) -> std::io::Result<()> {
+    if sleep {
+        return gpu.lock();
+    }
+    loop {
+        match gpu.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) => spin(Duration::from_micros(50)),
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
 fn ms(x: f64) -> Duration {
     Duration::from_secs_f64(x.max(0.0) / 1000.0)
 }
@@ -152,6 +170,13 @@ fn main() -> Result<()> {
     let busy_dir = external_busy_dir(&cli.root);
     fs::create_dir_all(&busy_dir).with_context(|| format!("creating {}", busy_dir.display()))?;
     let busy_file = busy_dir.join(std::process::id().to_string());
+    let gpu_path = virtual_gpu_lock(&cli.root);
+    let gpu_device = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&gpu_path)
+        .with_context(|| format!("opening the virtual GPU {}", gpu_path.display()))?;
     let split = Split::default();
     let deadline = ms(cli.deadline_ms);
     let (mut gpu_busy_ns, mut cpu_busy_ns) = (0u64, 0u64);
@@ -167,10 +192,22 @@ fn main() -> Result<()> {
         let fixed = ms(split.fixed * l);
         session.begin(deadline);
         spin(cpu);
+        let waiting = Instant::now();
+        take_gpu(&gpu_device, cli.no_spin_wait)
+            .with_context(|| format!("taking the virtual GPU {}", gpu_path.display()))?;
+        let waited = waiting.elapsed();
         if !cli.no_spin_wait {
-            spin(gpu + fixed);
+            spin(gpu);
         } else {
-            std::thread::sleep(gpu + fixed);
+            std::thread::sleep(gpu);
+        }
+        gpu_device
+            .unlock()
+            .with_context(|| format!("releasing the virtual GPU {}", gpu_path.display()))?;
+        if !cli.no_spin_wait {
+            spin(fixed);
+        } else {
+            std::thread::sleep(fixed);
         }
         let latency = session.end();
         done += 1;
@@ -181,7 +218,7 @@ fn main() -> Result<()> {
         }
         gpu_busy_ns += gpu.as_nanos() as u64;
         cpu_busy_ns += if !cli.no_spin_wait {
-            (cpu + gpu + fixed).as_nanos() as u64
+            (cpu + waited + gpu + fixed).as_nanos() as u64
         } else {
             cpu.as_nanos() as u64
         };
