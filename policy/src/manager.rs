@@ -170,8 +170,9 @@ const CONTENDED_RUN: u32 = 20;
 const BIAS_SAMPLES: u32 = 3;
 /// An inference in flight overruns once it has run past its deadline bound
 /// (`min(deadline, period)` less `keep_margin`, the bound plans are held to) and past its
-/// prediction at the clocks in force by more than `keep_margin` (so that a plan with a thin
-/// margin is not boosted by its own expected latency). A lasting slow-down is otherwise
+/// prediction at the clocks in force by more than twice the optimiser's margin (the
+/// lasting slow-down check's "sudden" ratio), so that neither a plan with a thin margin
+/// nor an app with slack to spare is boosted by its own expected latency. A lasting slow-down is otherwise
 /// seen only when inferences finish slow, one to two inferences late; this raises the
 /// clocks while the first slow one still has work to do. An overrunning inference still
 /// running after this many times its bound is taken as stalled (an app blocked between
@@ -877,12 +878,12 @@ impl Manager {
     /// Notices inferences in flight that overrun (see [`OVERRUN_GIVE_UP`]) and keeps each
     /// app's [`Boost`] up to date. Only apps the plan serves are boosted (an unserved app
     /// already runs at the clocks the plan could give it), not while the app switches
-    /// sub-network, and only while no other app
-    /// shares the GPU with them: a shared GPU's inferences wait for each other, which the
-    /// plan budgets as interference and the learning takes out of each sample, so an
-    /// inference running long is not by itself a slow-down of its app, and raising the
-    /// clocks under the other app's inferences would hide a plan's real shortfall from the
-    /// controllers and the latency fits that correct it.
+    /// sub-network, and only while no other app shares the GPU with them: a shared GPU's
+    /// inferences wait for each other, which the plan budgets as interference and the
+    /// learning takes out of each sample, so an inference running long is not by itself a
+    /// slow-down of its app, and raising the clocks under the other app's inferences would
+    /// hide a plan's real shortfall from the controllers and the latency fits that correct
+    /// it.
     fn track_overruns(&mut self, snap: &Snapshot) {
         let margin = self.cfg.keep_margin;
         let plan = &self.plan;
