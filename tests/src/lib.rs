@@ -217,6 +217,23 @@ pub fn built_binary(name: &str) -> PathBuf {
     )
 }
 
+/// The virtual board and its emulated app (`dnngov-vboard`, `dnngov-vapp`), built first.
+pub fn sim_binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    built_once(
+        &BUILT,
+        &[
+            "-p",
+            "dnngov-sim",
+            "--bin",
+            "dnngov-vboard",
+            "--bin",
+            "dnngov-vapp",
+        ],
+        name,
+    )
+}
+
 /// `cargo build ARGS` in the tests' profile, once per test process; then the path of
 /// `name` in the profile's folder.
 fn built_once(built: &std::sync::OnceLock<()>, args: &[&str], name: &str) -> PathBuf {
