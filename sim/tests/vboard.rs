@@ -159,29 +159,26 @@ fn external_apps_gpu_time_shows_in_load_and_power() {
     assert!(busy_ma > idle_ma, "{busy_ma} <= {idle_ma}");
 }
 
+/// `dnngov-vapp` on the Xavier NX board at `root` for `frames` frames, with no agent.
+fn vapp(root: &Path, frames: u32) -> std::process::Command {
+    let platform = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dnngov-vapp"));
+    command
+        .args(["--root".as_ref(), root.as_os_str()])
+        .args(["--platform".as_ref(), platform.as_os_str()])
+        .args(["--frames", &frames.to_string()])
+        .args(["--socket".as_ref(), root.join("no-agent.sock").as_os_str()]);
+    command
+}
+
 #[test]
 fn emulated_app_registers_without_an_agent_and_reports_gpu_time() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let platform = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
     VirtualBoard::create(root, &xavier(), false).unwrap();
     // A slow GPU clock makes inference slower, as the model says.
     set(root, &format!("{GPU}/cur_freq"), "554625000");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dnngov-vapp"))
-        .args([
-            "--root",
-            root.to_str().unwrap(),
-            "--platform",
-            platform.to_str().unwrap(),
-            "--frames",
-            "3",
-            "--fps",
-            "100",
-            "--socket",
-            root.join("no-agent.sock").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = vapp(root, 3).args(["--fps", "100"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.starts_with("3 frames"), "{stdout}");
@@ -205,23 +202,12 @@ fn emulated_app_registers_without_an_agent_and_reports_gpu_time() {
 fn emulated_apps_wait_for_the_one_virtual_gpu() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let platform = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
     VirtualBoard::create(root, &xavier(), false).unwrap();
     let lock = dnngov_sim::vboard::virtual_gpu_lock(root);
     fs::create_dir_all(lock.parent().unwrap()).unwrap();
     let gpu = fs::File::create(&lock).unwrap();
     gpu.lock().unwrap();
-    let mut app = std::process::Command::new(env!("CARGO_BIN_EXE_dnngov-vapp"))
-        .args([
-            "--root",
-            root.to_str().unwrap(),
-            "--platform",
-            platform.to_str().unwrap(),
-            "--frames",
-            "1",
-            "--socket",
-            root.join("no-agent.sock").to_str().unwrap(),
-        ])
+    let mut app = vapp(root, 1)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
