@@ -1081,31 +1081,28 @@ impl Manager {
         {
             return;
         }
-        let loads = |domains: &[DomainDecision]| -> Vec<DomainLoad> {
-            snap.domains
-                .iter()
-                .zip(base)
-                .zip(domains)
-                .map(|((d, b), x)| DomainLoad {
-                    domain: d.id,
-                    util: b.mean_load,
-                    speed: x.freq.as_f64() / d.max_freq().as_f64().max(1.0),
-                })
-                .collect()
-        };
-        while pm.predict(&loads(domains)).0 > cap.0 {
+        let speed = |d: &FreqDomain, f: Hz| f.as_f64() / d.max_freq().as_f64().max(1.0);
+        // Built once; each step down updates the one domain it lowered.
+        let mut loads: Vec<DomainLoad> = snap
+            .domains
+            .iter()
+            .zip(base)
+            .zip(domains.iter())
+            .map(|((d, b), x)| DomainLoad {
+                domain: d.id,
+                util: b.mean_load,
+                speed: speed(d, x.freq),
+            })
+            .collect();
+        while pm.predict(&loads).0 > cap.0 {
             let fastest = snap
                 .domains
                 .iter()
                 .zip(domains.iter_mut())
-                .filter(|(_, x)| matches!(x.reason, FreqReason::Overrun { .. }))
-                .max_by(|(a, x), (b, y)| {
-                    let speed = |d: &FreqDomain, x: &DomainDecision| {
-                        x.freq.as_f64() / d.max_freq().as_f64().max(1.0)
-                    };
-                    speed(a, x).total_cmp(&speed(b, y))
-                });
-            let Some((d, x)) = fastest else {
+                .zip(loads.iter_mut())
+                .filter(|((_, x), _)| matches!(x.reason, FreqReason::Overrun { .. }))
+                .max_by(|(_, a), (_, b)| a.speed.total_cmp(&b.speed));
+            let Some(((d, x), load)) = fastest else {
                 return;
             };
             // Boosted domains are planned ones (see `assemble`).
@@ -1119,6 +1116,7 @@ impl Manager {
                     x.reason = reason;
                 }
             }
+            load.speed = speed(d, x.freq);
         }
     }
 
