@@ -9,7 +9,9 @@
 //! - [`oracle`]: the best fixed configuration per phase, found with the ground truth.
 //! - [`report`]: comparison tables and SVG plots.
 //! - [`vboard`]: the same model behind a sysfs-like tree, in real time.
+//! - [`cgroup`]: a virtual board's CPU clusters as cgroups that really throttle processes.
 
+pub mod cgroup;
 pub mod engine;
 pub mod governors;
 pub mod oracle;

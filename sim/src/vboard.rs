@@ -15,16 +15,24 @@
 //! their virtual GPU and CPU time in [`external_busy_dir`]; the board adds it to the GPU
 //! load, to CPU 0's busy time (where its emulated governors see both) and to the power
 //! reading. Not modelled: thermal zones, `stats/time_in_state`.
+//!
+//! With [`VirtualBoard::with_cgroups`] (`dnngov-vboard --cgroup`), the CPU clusters are
+//! cgroups of this machine ([`crate::cgroup`]): the clock in force for a cluster becomes
+//! its CPU quota, so real processes placed in it run slower at a lower clock, and their
+//! measured busy time (scaled to the clock in force) feeds the board's emulated
+//! governors and its power reading. The GPU and memory stay emulated.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dnngov_policy::snapshot::{resolve_at_least, resolve_at_most};
 use dnngov_policy::{BaseGovernor, DomainKind, GovernorConfig, Hz, Snapshot};
 
+use crate::cgroup::ClusterGroups;
 use crate::engine::{Control, Strategy};
 use crate::platform::{DomainSpec, Kind, Platform};
 
@@ -115,6 +123,79 @@ fn join<T: ToString>(xs: impl IntoIterator<Item = T>) -> String {
         .join(" ")
 }
 
+/// Where a cgroup board records its clusters' groups for `dnngov-vboard run`: one line
+/// per directory, `<cluster> <domain> <path>`.
+pub fn cgroup_map(root: &Path) -> PathBuf {
+    root.join("run/dnngov-vboard/cgroups")
+}
+
+/// The groups of cluster `cluster` as [`cgroup_map`] lists them.
+pub fn cluster_dirs(root: &Path, cluster: &str) -> Result<Vec<PathBuf>> {
+    let path = cgroup_map(root);
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is a board running under {} with --cgroup?)",
+            path.display(),
+            root.display()
+        )
+    })?;
+    let mut known = Vec::new();
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        let mut it = line.splitn(3, ' ');
+        let (Some(index), Some(domain), Some(dir)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if index == cluster || domain == cluster {
+            dirs.push(PathBuf::from(dir));
+        }
+        let name = format!("{index} ({domain})");
+        if !known.contains(&name) {
+            known.push(name);
+        }
+    }
+    if dirs.is_empty() {
+        anyhow::bail!(
+            "the board has no cluster {cluster:?}; its clusters: {}",
+            known.join(", ")
+        );
+    }
+    Ok(dirs)
+}
+
+/// What the board's meter has shown since it started: the integral of the power it
+/// published (the model's, plus external apps' and the cgroup clusters' measured work).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Meter {
+    pub energy_j: f64,
+    pub seconds: f64,
+}
+
+impl Meter {
+    pub fn mean_power_w(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.energy_j / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The CPU clusters as cgroups, and what was read of them.
+struct Throttled {
+    groups: Arc<Mutex<ClusterGroups>>,
+    /// Per platform domain: its cluster index, for CPU domains.
+    cluster_of: Vec<Option<usize>>,
+    /// Per cluster: the last usage read (ns of this machine's CPU time).
+    last_usage: Vec<Option<u64>>,
+    /// Per cluster: busy time at the board's clock read but not yet accounted (ns).
+    backlog: Vec<u64>,
+    /// Per cluster: busy time at the board's clock, accounted so far (ns).
+    busy_total: Vec<u64>,
+    /// Per cluster: the share of full speed the quota allowed since the last read.
+    speed: Vec<f64>,
+}
+
 /// A board in a directory. Use it as the [`Strategy`] of [`crate::run`].
 pub struct VirtualBoard {
     root: PathBuf,
@@ -135,6 +216,8 @@ pub struct VirtualBoard {
     /// External busy time accounted so far, added to the model's counters.
     gpu_total: u64,
     cpu_total: u64,
+    throttled: Option<Throttled>,
+    meter: Arc<Mutex<Meter>>,
 }
 
 impl VirtualBoard {
@@ -163,11 +246,97 @@ impl VirtualBoard {
             cpu_backlog: 0,
             gpu_total: 0,
             cpu_total: 0,
+            throttled: None,
+            meter: Arc::new(Mutex::new(Meter::default())),
         };
         board
             .lay_down()
             .with_context(|| format!("laying the virtual board down under {}", root.display()))?;
         Ok(board)
+    }
+
+    /// Backs the CPU clusters with `groups` (one group per CPU domain, in platform order)
+    /// and records where they are for `dnngov-vboard run`.
+    pub fn with_cgroups(mut self, groups: Arc<Mutex<ClusterGroups>>) -> Result<Self> {
+        let mut cluster_of = Vec::new();
+        let mut map = String::new();
+        let mut n = 0;
+        {
+            let g = groups.lock().unwrap_or_else(|e| e.into_inner());
+            for d in &self.plat.domains {
+                if d.kind == Kind::Cpu && n < g.len() {
+                    for dir in g.cluster_dirs(n) {
+                        map.push_str(&format!("{n} {} {}\n", d.name, dir.display()));
+                    }
+                    cluster_of.push(Some(n));
+                    n += 1;
+                } else {
+                    cluster_of.push(None);
+                }
+            }
+            anyhow::ensure!(
+                n == g.len(),
+                "{} cgroups for {} CPU clusters",
+                g.len(),
+                n
+            );
+        }
+        let path = cgroup_map(&self.root);
+        write(&path, map.trim_end())
+            .with_context(|| format!("writing {}", path.display()))?;
+        self.throttled = Some(Throttled {
+            groups,
+            cluster_of,
+            last_usage: vec![None; n],
+            backlog: vec![0; n],
+            busy_total: vec![0; n],
+            speed: vec![1.0; n],
+        });
+        Ok(self)
+    }
+
+    /// The board's meter, shared: it keeps counting while the board runs.
+    pub fn meter(&self) -> Arc<Mutex<Meter>> {
+        self.meter.clone()
+    }
+
+    /// Sets each cluster's quota to the clock in force and reads the busy time its
+    /// processes used since the last tick, scaled to the board's clock (a process that
+    /// used all of a half-speed quota kept a CPU of the board busy all the time). Returns
+    /// the power that busy time draws, beyond the model's idle clusters.
+    fn throttle(&mut self, snap: &Snapshot, span: u64) -> f64 {
+        let Some(t) = self.throttled.as_mut() else {
+            return 0.0;
+        };
+        let mut groups = t.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut watts = 0.0;
+        for ((d, s), cluster) in self.plat.domains.iter().zip(&snap.domains).zip(&t.cluster_of) {
+            let Some(i) = *cluster else { continue };
+            let cpus = groups.host_cpus(i).len().max(1) as u64;
+            match groups.usage_ns(i) {
+                Ok(now) => {
+                    let used = t.last_usage[i].map_or(0, |before| now.saturating_sub(before));
+                    t.last_usage[i] = Some(now);
+                    // Throttled work arrives in bursts (the kernel hands out quota in
+                    // slices): spread it over the ticks that had room for it.
+                    t.backlog[i] += (used as f64 / t.speed[i]) as u64;
+                    let busy = t.backlog[i].min(span * cpus);
+                    t.backlog[i] -= busy;
+                    t.busy_total[i] += busy;
+                    watts += d.dynamic_w(s.cur, 1.0 - d.idle_activity) * busy as f64 / span as f64;
+                }
+                Err(e) => log::warn!("virtual board: cluster {i}'s busy time: {e:#}"),
+            }
+            let ratio = s.cur.as_f64() / d.max_hz().as_f64();
+            if let Err(e) = groups.set_speed(i, ratio) {
+                log::warn!("virtual board: cluster {i}'s quota: {e:#}");
+            }
+            // What the quota really allows: the kernel's floor may lift it above `ratio`.
+            t.speed[i] = groups.quota(i).map_or(1.0, |q| {
+                q as f64 / (groups.period_us() as f64 * cpus as f64)
+            });
+        }
+        watts
     }
 
     fn lay_down(&self) -> io::Result<()> {
@@ -272,7 +441,13 @@ impl VirtualBoard {
             .last_tick
             .map_or(0, |t0| snap.now.0.saturating_sub(t0))
             .max(1);
+        let first = self.last_tick.is_none();
         self.last_tick = Some(snap.now.0);
+        if !first {
+            external_w += self.throttle(snap, span);
+        } else {
+            self.throttle(snap, span);
+        }
         let cpu_extra = self.cpu_backlog.min(span);
         self.cpu_backlog -= cpu_extra;
         self.cpu_total += cpu_extra;
@@ -325,6 +500,10 @@ impl VirtualBoard {
         if let Some(p) = snap.power {
             // P = mV * mA / 1000 (mW), FACTS §3.
             let watts = p.0 + external_w;
+            // The reading covers the tick that ended now.
+            let mut meter = self.meter.lock().unwrap_or_else(|e| e.into_inner());
+            meter.energy_j += watts * span as f64 / 1e9;
+            meter.seconds += span as f64 / 1e9;
             write(
                 &self.hwmon.join("curr1_input"),
                 (watts * 1e6 / RAIL_MV).round(),
@@ -409,6 +588,17 @@ impl Strategy for VirtualBoard {
         }
         for c in seen.cpus.iter_mut().filter(|c| c.cpu == 0) {
             c.busy = dnngov_policy::Nanos(c.busy.0 + self.cpu_total);
+        }
+        // A cgroup cluster's measured busy time lands on its first CPU.
+        if let Some(t) = &self.throttled {
+            for (d, cluster) in self.plat.domains.iter().zip(&t.cluster_of) {
+                let (Some(i), Some(&first)) = (*cluster, d.cpus.first()) else {
+                    continue;
+                };
+                for c in seen.cpus.iter_mut().filter(|c| c.cpu == first) {
+                    c.busy = dnngov_policy::Nanos(c.busy.0 + t.busy_total[i]);
+                }
+            }
         }
         let snap = &seen;
         let emulated = self.base.update(snap);

@@ -1,24 +1,33 @@
-//! `dnngov-vboard`: a simulated board exposed as a sysfs-like tree, in real time.
+//! `dnngov-vboard`: a simulated board exposed as a sysfs-like tree, in real time; with
+//! `--cgroup`, its CPU clusters are cgroups that really slow the processes placed in them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::Result;
-use clap::Parser;
-use dnngov_sim::vboard::VirtualBoard;
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use dnngov_sim::cgroup::{self, ClusterGroups, Layout};
+use dnngov_sim::platform::Kind;
+use dnngov_sim::vboard::{cluster_dirs, Meter, VirtualBoard};
 use dnngov_sim::{run, Platform, Scenario};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Keeps a sysfs-like tree under --root in step with a simulated board, in real time"
+    about = "Keeps a sysfs-like tree under --root in step with a simulated board, in real time",
+    subcommand_negates_reqs = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Platform file (platforms/*.toml).
-    #[arg(long)]
-    platform: PathBuf,
+    #[arg(long, required = true)]
+    platform: Option<PathBuf>,
     /// Directory the tree is laid under (its sys/... mirrors /sys/...).
-    #[arg(long)]
-    root: PathBuf,
+    #[arg(long, required = true)]
+    root: Option<PathBuf>,
     /// Workload to run on the board; an idle board without one.
     #[arg(long)]
     scenario: Option<PathBuf>,
@@ -27,12 +36,164 @@ struct Cli {
     duration: Option<f64>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Back the CPU clusters with cgroups of this machine: the clock in force becomes each
+    /// cluster's CPU quota, so processes started with `dnngov-vboard run` really slow down.
+    /// Needs root and the cgroup cpu controller (v2, or the v1 cpu and cpuacct hierarchies).
+    #[arg(long)]
+    cgroup: bool,
+    /// This machine's CPUs for each cluster, in the board's cluster order, separated by
+    /// `;` (for example `0;1;0-1`). Default: the CPUs this process may use, one per
+    /// cluster in turn.
+    #[arg(long, requires = "cgroup")]
+    cluster_cpus: Option<String>,
+    /// CFS period of the cluster groups, µs. The kernel's smallest quota is 1000 µs, so
+    /// clocks below 1000/period of the highest run at that share.
+    #[arg(long, default_value_t = cgroup::DEFAULT_PERIOD_US, requires = "cgroup")]
+    cgroup_period_us: u64,
+    /// Where the cgroup hierarchies are mounted.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
 }
 
-fn main() -> Result<()> {
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a command in one of a cgroup board's clusters (it and its children stay there).
+    Run {
+        /// The board's root (as given with --root).
+        #[arg(long)]
+        root: PathBuf,
+        /// The cluster: its index (0 = the board's first CPU domain) or its domain name.
+        #[arg(long, default_value = "0")]
+        cluster: String,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Moves a running process (all its threads) into one of a cgroup board's clusters.
+    Place {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long, default_value = "0")]
+        cluster: String,
+        #[arg(long)]
+        pid: u32,
+    },
+    /// Removes the groups of boards that are no longer running (after a SIGKILL).
+    Clean {
+        #[arg(long, default_value = "/sys/fs/cgroup")]
+        cgroup_root: PathBuf,
+    },
+}
+
+fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let plat = Platform::load(&cli.platform)?;
+    let result = match cli.command {
+        Some(Command::Run {
+            ref root,
+            ref cluster,
+            ref command,
+        }) => run_in(root, cluster, command),
+        Some(Command::Place {
+            ref root,
+            ref cluster,
+            pid,
+        }) => cgroup::place_in(&cluster_dirs(root, cluster).unwrap_or_default(), pid)
+            .and_then(|()| {
+                let dirs = cluster_dirs(root, cluster)?;
+                log::info!("placed {pid} in cluster {cluster} ({})", dirs[0].display());
+                Ok(())
+            }),
+        Some(Command::Clean { ref cgroup_root }) => clean(cgroup_root),
+        None => board(&cli),
+    };
+    if let Err(e) = result {
+        eprintln!("dnngov-vboard: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Joins the cluster, then becomes `command`.
+fn run_in(root: &Path, cluster: &str, command: &[String]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let dirs = cluster_dirs(root, cluster)?;
+    cgroup::place_in(&dirs, std::process::id())?;
+    let err = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .exec();
+    bail!("cannot run {:?}: {err}", command[0])
+}
+
+fn clean(cgroup_root: &Path) -> Result<()> {
+    let layout = Layout::detect(cgroup_root)?;
+    let removed = cgroup::remove_stale(&layout);
+    let left = cgroup::board_groups(&layout);
+    println!(
+        "removed {} stale board group(s){}; {} left (boards still running)",
+        removed.len(),
+        if removed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", removed.join(", "))
+        },
+        left.len()
+    );
+    Ok(())
+}
+
+/// Set by SIGTERM and SIGINT: the board removes its groups and reports before it exits.
+fn stop_flag() -> Result<&'static AtomicBool> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    static FLAG: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_signal(_: nix::libc::c_int) {
+        FLAG.store(true, Ordering::Relaxed);
+    }
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(signal, &action) }.context("installing the signal handler")?;
+    }
+    Ok(&FLAG)
+}
+
+/// Host CPUs per cluster: `--cluster-cpus`, else this process's CPUs dealt out in turn.
+fn host_cpus(spec: Option<&str>, clusters: usize) -> Result<Vec<Vec<u32>>> {
+    match spec {
+        Some(spec) => {
+            let lists = spec
+                .split(';')
+                .map(cgroup::parse_cpu_list)
+                .collect::<Result<Vec<_>>>()
+                .context("--cluster-cpus")?;
+            if lists.len() != clusters {
+                bail!(
+                    "--cluster-cpus names {} clusters; the board has {clusters}",
+                    lists.len()
+                );
+            }
+            Ok(lists)
+        }
+        None => {
+            let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+                .context("reading this process's CPU affinity")?;
+            let allowed: Vec<u32> = (0..nix::sched::CpuSet::count())
+                .filter(|&c| set.is_set(c).unwrap_or(false))
+                .map(|c| c as u32)
+                .collect();
+            Ok(cgroup::deal_cpus(&allowed, clusters))
+        }
+    }
+}
+
+fn board(cli: &Cli) -> Result<()> {
+    let (Some(platform), Some(root)) = (&cli.platform, &cli.root) else {
+        bail!("--platform and --root are required");
+    };
+    let plat = Platform::load(platform)?;
     let mut scn = match &cli.scenario {
         Some(p) => Scenario::load(p)?,
         None => Scenario::parse(
@@ -43,20 +204,68 @@ fn main() -> Result<()> {
     if let Some(d) = cli.duration {
         scn.duration_s = d;
     }
-    let mut board = VirtualBoard::create(&cli.root, &plat, true)?;
+    let stop = stop_flag()?;
+    let mut board = VirtualBoard::create(root, &plat, true)?;
+    let mut groups = None;
+    if cli.cgroup {
+        let layout = Layout::detect(&cli.cgroup_root)?;
+        let clusters = plat.domains.iter().filter(|d| d.kind == Kind::Cpu).count();
+        let cpus = host_cpus(cli.cluster_cpus.as_deref(), clusters)?;
+        let made = Arc::new(Mutex::new(ClusterGroups::create(
+            layout,
+            &cpus,
+            cli.cgroup_period_us,
+        )?));
+        for (i, c) in cpus.iter().enumerate() {
+            log::info!("cluster {i} runs on this machine's CPU(s) {c:?}");
+        }
+        board = board.with_cgroups(made.clone())?;
+        groups = Some(made);
+    }
     log::info!(
         "virtual {} under {} for {} s ({}); writes to its control files take effect within {} ms",
         plat.name,
-        cli.root.display(),
+        root.display(),
         scn.duration_s,
         scn.name,
         scn.tick_ms
     );
-    let r = run(&scn, &plat, &mut board, cli.seed)?;
+    let meter = board.meter();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let seed = cli.seed;
+    std::thread::Builder::new()
+        .name("board".into())
+        .spawn(move || {
+            let result = run(&scn, &plat, &mut board, seed);
+            let _ = done_tx.send(result.map(|_| ()));
+        })
+        .context("starting the board thread")?;
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            log::info!("stopping on a signal");
+            break Ok(());
+        }
+        match done_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(r) => break r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(anyhow::anyhow!("the board thread ended without a result"))
+            }
+        }
+    };
+    if let Some(groups) = groups {
+        let mut g = groups.lock().unwrap_or_else(|e| e.into_inner());
+        match g.remove() {
+            Ok(()) => log::info!("removed the cluster cgroups"),
+            Err(e) => log::warn!("removing the cluster cgroups: {e:#}"),
+        }
+    }
+    let m: Meter = *meter.lock().unwrap_or_else(|e| e.into_inner());
     log::info!(
-        "done: {:.1} J, mean {:.2} W",
-        r.metrics.energy_j,
-        r.metrics.mean_power_w
+        "done: {:.1} J, mean {:.2} W over {:.1} s",
+        m.energy_j,
+        m.mean_power_w(),
+        m.seconds
     );
-    Ok(())
+    result
 }
