@@ -1,0 +1,251 @@
+//! The cgroup board (`dnngov-vboard --cgroup`) against this machine's real cgroups: a
+//! clock written for a cluster becomes its CPU quota and really slows a process in it;
+//! the board's groups go when it stops, and after a SIGKILL at the next start.
+//!
+//! Needs root and a cgroup cpu controller; otherwise each test says why it skips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dnngov_sim::cgroup::{board_groups, Layout, GROUP_PREFIX};
+use dnngov_tests::{sim_binary, workspace_root};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const POLICY0: &str = "sys/devices/system/cpu/cpufreq/policy0";
+
+/// The layout to test with, or why these tests cannot run here.
+fn usable() -> Result<Layout, String> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not root: creating cgroups needs root".into());
+    }
+    Layout::detect(Path::new(CGROUP_ROOT)).map_err(|e| format!("{e:#}"))
+}
+
+macro_rules! layout_or_skip {
+    () => {
+        match usable() {
+            Ok(layout) => layout,
+            Err(why) => {
+                eprintln!("skipping: {why}");
+                return;
+            }
+        }
+    };
+}
+
+struct Board {
+    child: Child,
+    root: PathBuf,
+}
+
+impl Board {
+    fn start(root: &Path) -> Board {
+        let platform = workspace_root().join("platforms/jetson-xavier-nx.toml");
+        let child = Command::new(sim_binary("dnngov-vboard"))
+            .args(["--platform".as_ref(), platform.as_os_str()])
+            .args(["--root".as_ref(), root.as_os_str()])
+            .args(["--duration", "300", "--cgroup", "--cluster-cpus", "0;0;0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnngov-vboard starts");
+        let board = Board {
+            child,
+            root: root.to_path_buf(),
+        };
+        let map = root.join("run/dnngov-vboard/cgroups");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !map.is_file() {
+            assert!(Instant::now() < deadline, "the board wrote no {map:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        board
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn set(&self, rel: &str, value: &str) {
+        std::fs::write(self.root.join(rel), value).unwrap();
+    }
+
+    /// The group directories of cluster 0, as the board recorded them.
+    fn cluster0(&self) -> Vec<PathBuf> {
+        std::fs::read_to_string(self.root.join("run/dnngov-vboard/cgroups"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("0 "))
+            .map(|l| PathBuf::from(l.splitn(3, ' ').nth(2).unwrap()))
+            .collect()
+    }
+
+    /// The quota now in force for cluster 0 (µs per period).
+    fn quota0(&self) -> u64 {
+        let cpu = &self.cluster0()[0];
+        let text = std::fs::read_to_string(cpu.join("cpu.max"))
+            .or_else(|_| std::fs::read_to_string(cpu.join("cpu.cfs_quota_us")))
+            .unwrap();
+        text.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// Waits until cluster 0's quota is `want`.
+    fn await_quota(&self, want: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.quota0() != want {
+            assert!(
+                Instant::now() < deadline,
+                "cluster 0's quota stayed {} instead of {want}",
+                self.quota0()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wall time of a fixed amount of CPU work in cluster 0 (shell arithmetic, one
+    /// process), the best of three runs so that a busy moment of the machine does not
+    /// decide the figure.
+    fn time_work_in_cluster0(&self) -> Duration {
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let status = Command::new(sim_binary("dnngov-vboard"))
+                    .args(["run", "--root"])
+                    .arg(&self.root)
+                    .args(["--cluster", "0", "--", "sh", "-c"])
+                    .arg("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done")
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                t.elapsed()
+            })
+            .min()
+            .unwrap()
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new(sim_binary("dnngov-vboard"))
+            .args(["clean"])
+            .status();
+    }
+}
+
+fn groups_of(layout: &Layout, pid: u32) -> Vec<PathBuf> {
+    let name = format!("{GROUP_PREFIX}{pid}");
+    board_groups(layout)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == name.as_str()))
+        .collect()
+}
+
+#[test]
+fn a_lower_written_clock_slows_a_real_process_in_proportion() {
+    let _layout = layout_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let board = Board::start(dir.path());
+    // As dnngovd does: the userspace governor, then the speed.
+    board.set(&format!("{POLICY0}/scaling_governor"), "userspace");
+    board.set(&format!("{POLICY0}/scaling_setspeed"), "1907200");
+    board.await_quota(10_000);
+    let full = board.time_work_in_cluster0();
+
+    // 960 MHz of 1907.2: quota 5034 µs of every 10 ms.
+    board.set(&format!("{POLICY0}/scaling_setspeed"), "960000");
+    board.await_quota(5034);
+    let half = board.time_work_in_cluster0();
+    let ratio = half.as_secs_f64() / full.as_secs_f64();
+    eprintln!("full clock {full:?}, half clock {half:?}: {ratio:.2}x");
+    assert!(
+        ratio >= 1.6,
+        "half the clock took only {ratio:.2}x as long ({full:?} -> {half:?})"
+    );
+
+    // The quota follows every write, down to the kernel's 1 ms floor.
+    board.set(&format!("{POLICY0}/scaling_setspeed"), "499200");
+    board.await_quota(2617);
+    board.set(&format!("{POLICY0}/scaling_setspeed"), "115200");
+    board.await_quota(1000);
+    // The board's own schedutil again: an idle cluster goes down to the floor, a busy one
+    // up to full speed.
+    board.set(&format!("{POLICY0}/scaling_governor"), "schedutil");
+    board.await_quota(1000);
+    let mut spin = Command::new(sim_binary("dnngov-vboard"))
+        .args(["run", "--root"])
+        .arg(dir.path())
+        .args(["--cluster", "0", "--", "sh", "-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    let raised = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        board.quota0() == 10_000
+    });
+    let _ = spin.kill();
+    let _ = spin.wait();
+    assert!(raised, "schedutil never raised a busy cluster to full speed");
+}
+
+#[test]
+fn the_boards_groups_go_on_sigterm_and_after_sigkill_at_the_next_start() {
+    let layout = layout_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+
+    let board = Board::start(&dir.path().join("a"));
+    let pid = board.pid();
+    assert!(
+        !groups_of(&layout, pid).is_empty(),
+        "no groups for board {pid}"
+    );
+    // A process in a cluster does not stop the clean-up: it goes back to the root group.
+    let mut sleeper = Command::new(sim_binary("dnngov-vboard"))
+        .args(["run", "--root"])
+        .arg(dir.path().join("a"))
+        .args(["--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut board = board;
+    let status = board.child.wait().unwrap();
+    assert!(status.success(), "SIGTERM: {status:?}");
+    assert_eq!(groups_of(&layout, pid), Vec::<PathBuf>::new());
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+
+    let killed = Board::start(&dir.path().join("b"));
+    let pid = killed.pid();
+    let mut killed = killed;
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    assert!(
+        !groups_of(&layout, pid).is_empty(),
+        "SIGKILL left no groups to clean up, so this test checks nothing"
+    );
+    // The next board removes them as it starts.
+    let next = Board::start(&dir.path().join("c"));
+    assert_eq!(groups_of(&layout, pid), Vec::<PathBuf>::new());
+    drop(next);
+    drop(killed);
+    // Nothing of either board is left in any hierarchy.
+    let leftover: Vec<PathBuf> = board_groups(&layout)
+        .into_iter()
+        .filter(|p| {
+            // Boards of other tests may be running: only a dead board's groups count.
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(GROUP_PREFIX))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+        })
+        .collect();
+    assert_eq!(leftover, Vec::<PathBuf>::new());
+}
