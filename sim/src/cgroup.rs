@@ -171,7 +171,11 @@ impl Layout {
             Layout::V2 { root, cpuset } => format!(
                 "cgroup v2 at {}{}",
                 root.display(),
-                if *cpuset { "" } else { " (no cpuset: not pinned)" }
+                if *cpuset {
+                    ""
+                } else {
+                    " (no cpuset: not pinned)"
+                }
             ),
             Layout::V1 {
                 cpu,
@@ -181,10 +185,12 @@ impl Layout {
                 "cgroup v1: cpu at {}, cpuacct at {}, {}",
                 cpu.display(),
                 cpuacct.display(),
-                cpuset.as_ref().map_or("no cpuset (not pinned)".to_string(), |c| format!(
-                    "cpuset at {}",
-                    c.display()
-                ))
+                cpuset
+                    .as_ref()
+                    .map_or("no cpuset (not pinned)".to_string(), |c| format!(
+                        "cpuset at {}",
+                        c.display()
+                    ))
             ),
         }
     }
@@ -533,7 +539,10 @@ fn remove_tree(layout: &Layout, rel: &Path) -> Result<()> {
                     }
                     Err(e) => Some(e),
                 };
-                if last.as_ref().is_none_or(|e| e.raw_os_error() != Some(libc_ebusy())) {
+                if last
+                    .as_ref()
+                    .is_none_or(|e| e.raw_os_error() != Some(libc_ebusy()))
+                {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
@@ -637,7 +646,10 @@ mod tests {
     #[test]
     fn parses_kernel_cpu_lists() {
         assert_eq!(parse_cpu_list("0").unwrap(), vec![0]);
-        assert_eq!(parse_cpu_list("0-3,8,10-11\n").unwrap(), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11\n").unwrap(),
+            vec![0, 1, 2, 3, 8, 10, 11]
+        );
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("a").is_err());
         assert!(parse_cpu_list("").is_err());

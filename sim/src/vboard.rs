@@ -274,16 +274,10 @@ impl VirtualBoard {
                     cluster_of.push(None);
                 }
             }
-            anyhow::ensure!(
-                n == g.len(),
-                "{} cgroups for {} CPU clusters",
-                g.len(),
-                n
-            );
+            anyhow::ensure!(n == g.len(), "{} cgroups for {} CPU clusters", g.len(), n);
         }
         let path = cgroup_map(&self.root);
-        write(&path, map.trim_end())
-            .with_context(|| format!("writing {}", path.display()))?;
+        write(&path, map.trim_end()).with_context(|| format!("writing {}", path.display()))?;
         self.throttled = Some(Throttled {
             groups,
             cluster_of,
@@ -310,7 +304,13 @@ impl VirtualBoard {
         };
         let mut groups = t.groups.lock().unwrap_or_else(|e| e.into_inner());
         let mut watts = 0.0;
-        for ((d, s), cluster) in self.plat.domains.iter().zip(&snap.domains).zip(&t.cluster_of) {
+        for ((d, s), cluster) in self
+            .plat
+            .domains
+            .iter()
+            .zip(&snap.domains)
+            .zip(&t.cluster_of)
+        {
             let Some(i) = *cluster else { continue };
             let cpus = groups.host_cpus(i).len().max(1) as u64;
             match groups.usage_ns(i) {

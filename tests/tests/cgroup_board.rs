@@ -187,7 +187,10 @@ fn a_lower_written_clock_slows_a_real_process_in_proportion() {
     });
     let _ = spin.kill();
     let _ = spin.wait();
-    assert!(raised, "schedutil never raised a busy cluster to full speed");
+    assert!(
+        raised,
+        "schedutil never raised a busy cluster to full speed"
+    );
 }
 
 #[test]

@@ -98,12 +98,13 @@ fn main() {
             ref root,
             ref cluster,
             pid,
-        }) => cgroup::place_in(&cluster_dirs(root, cluster).unwrap_or_default(), pid)
-            .and_then(|()| {
+        }) => {
+            cgroup::place_in(&cluster_dirs(root, cluster).unwrap_or_default(), pid).and_then(|()| {
                 let dirs = cluster_dirs(root, cluster)?;
                 log::info!("placed {pid} in cluster {cluster} ({})", dirs[0].display());
                 Ok(())
-            }),
+            })
+        }
         Some(Command::Clean { ref cgroup_root }) => clean(cgroup_root),
         None => board(&cli),
     };
