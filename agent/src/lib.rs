@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod eval;
 pub mod metrics;
 pub mod notify;
 pub mod platform;
