@@ -40,7 +40,9 @@ pub mod markers;
 mod page;
 pub mod profile;
 pub mod session;
+mod trace;
 
 pub use governor_proto::{Device, Subnet, Target};
 pub use markers::{dnngov_marker_begin, dnngov_marker_end};
 pub use session::{monotonic_ns, AppSpec, ClientError, Options, Session};
+pub use trace::{TRACE_DIR_ENV, TRACE_HEADER};

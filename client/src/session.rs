@@ -8,6 +8,7 @@
 
 use crate::markers::{dnngov_marker_begin, dnngov_marker_end};
 use crate::page::Page;
+use crate::trace::{Trace, TRACE_DIR_ENV};
 use governor_proto::shm::{Command, ShmPage, NO_SUBNET};
 use governor_proto::validate::{validate_register, validate_target};
 use governor_proto::{
@@ -24,7 +25,7 @@ use nix::time::{clock_gettime, ClockId};
 use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -51,6 +52,10 @@ pub struct Options {
     /// First wait before reconnecting; it doubles on each failure up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Where to append one line per finished inference (`<dir>/<app>-<pid>.csv`, see
+    /// docs/app-integration.md); `None`: no trace. A folder that cannot be written is
+    /// reported once and the app runs without a trace.
+    pub trace_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -58,11 +63,15 @@ impl Default for Options {
         let socket_path = std::env::var_os(SOCKET_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH));
+        let trace_dir = std::env::var_os(TRACE_DIR_ENV)
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from);
         Self {
             socket_path,
             reply_timeout: Duration::from_secs(1),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            trace_dir,
         }
     }
 }
@@ -84,6 +93,7 @@ pub enum ClientError {
 /// (register one session per concurrent inference stream).
 pub struct Session {
     shared: Arc<Shared>,
+    trace: Option<Trace>,
     waker: UnixStream,
     worker: Option<JoinHandle<()>>,
 }
@@ -99,6 +109,8 @@ struct Shared {
     seq: AtomicU64,
     begin_ns: AtomicU64,
     deadline_ns: AtomicU64,
+    /// The sub-network the inference begun last runs, for the trace.
+    running_subnet: AtomicU32,
     shutdown: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
@@ -126,6 +138,16 @@ impl Session {
         };
         validate_register(&request).map_err(ClientError::InvalidSpec)?;
         let default_subnet = request.default_subnet_id();
+        let trace = options.trace_dir.as_deref().and_then(|dir| {
+            Trace::open(dir, &request.app, &request.subnets)
+                .map_err(|why| {
+                    crate::trace::warn(&format!(
+                        "no inference trace in {}: {why}; running without one",
+                        dir.display()
+                    ))
+                })
+                .ok()
+        });
         let page =
             Page::standalone(default_subnet).map_err(|e| ClientError::Page(e.to_string()))?;
         let shared = Arc::new(Shared {
@@ -138,6 +160,7 @@ impl Session {
             seq: AtomicU64::new(0),
             begin_ns: AtomicU64::new(0),
             deadline_ns: AtomicU64::new(0),
+            running_subnet: AtomicU32::new(default_subnet),
             shutdown: AtomicBool::new(false),
             last_error: Mutex::new(None),
         });
@@ -173,6 +196,7 @@ impl Session {
         };
         Ok(Self {
             shared,
+            trace,
             waker,
             worker: Some(worker),
         })
@@ -217,6 +241,7 @@ impl Session {
         } else {
             active
         };
+        shared.running_subnet.store(subnet, Ordering::Relaxed);
         dnngov_marker_begin(
             shared.app_id.load(Ordering::Relaxed),
             seq,
@@ -245,6 +270,10 @@ impl Session {
         app.heartbeat_ns.store(now, Ordering::Relaxed);
         // Release: an agent that sees the new count sees the latency and misses too.
         app.inferences_completed.fetch_add(1, Ordering::Release);
+        if let Some(trace) = &self.trace {
+            let subnet = shared.running_subnet.load(Ordering::Relaxed);
+            trace.record(now, latency, deadline, subnet);
+        }
         Duration::from_nanos(latency)
     }
 
@@ -281,6 +310,11 @@ impl Session {
             app.inferences_completed.load(Ordering::Relaxed),
             app.deadline_misses.load(Ordering::Relaxed),
         )
+    }
+
+    /// The file this session appends its inference trace to, when it keeps one.
+    pub fn trace_path(&self) -> Option<&Path> {
+        self.trace.as_ref().map(Trace::path)
     }
 
     /// The last problem met talking to the agent, for people.

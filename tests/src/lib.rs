@@ -44,28 +44,37 @@ pub fn client_library() -> PathBuf {
 
 /// Compiles tests/c/test_app.c against dnngov.h and the cdylib into `dir`.
 pub fn build_c_app(dir: &Path) -> PathBuf {
-    let root = workspace_root();
-    let libdir = client_library()
-        .parent()
-        .expect("the library lies in a folder")
-        .to_path_buf();
     let out = dir.join("c_test_app");
-    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .arg("-Wall")
-        .arg("-Werror")
+    compile_c(&workspace_root().join("tests/c/test_app.c"), &out, &[]);
+    out
+}
+
+/// Compiles the C program `source` into `out` with `cc -Wall -Werror` (and `extra`
+/// flags) against client/include/dnngov.h and libdnngov_client.so, with an rpath to the
+/// library; fails the test with the compiler's messages.
+pub fn compile_c(source: &Path, out: &Path, extra: &[&str]) {
+    let library = client_library();
+    let libdir = library.parent().expect("the library lies in a folder");
+    let output = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-Wall", "-Werror"])
+        .args(extra)
         .arg("-I")
-        .arg(root.join("client/include"))
-        .arg(root.join("tests/c/test_app.c"))
+        .arg(workspace_root().join("client/include"))
+        .arg(source)
         .arg("-o")
-        .arg(&out)
+        .arg(out)
         .arg("-L")
-        .arg(&libdir)
+        .arg(libdir)
         .arg(format!("-Wl,-rpath,{}", libdir.display()))
         .arg("-ldnngov_client")
-        .status()
+        .output()
         .expect("cc runs");
-    assert!(status.success(), "compiling the C test app failed");
-    out
+    assert!(
+        output.status.success(),
+        "compiling {} failed:\n{}",
+        source.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// A child process read line by line, its stdin held open until `finish`.

@@ -11,7 +11,7 @@
 //! `cargo test -p dnngov-client --doc` compiles.
 
 use dnngov_agent::registry::{AppHandle, Registry, RegistryConfig, RegistryEvent};
-use dnngov_tests::{client_library, python3, workspace_root};
+use dnngov_tests::{client_library, compile_c, python3, workspace_root};
 use governor_proto::MAX_APPS;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -167,30 +167,6 @@ fn check_served(registry: &Registry, example: &Example) {
     }
 }
 
-/// Compiles a C example as `build_c_app` compiles tests/c/test_app.c.
-fn compile_c(source: &Path, out: &Path) {
-    let library = client_library();
-    let libdir = library.parent().expect("the library lies in a folder");
-    let output = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-Wall", "-Werror", "-I"])
-        .arg(workspace_root().join("client/include"))
-        .arg(source)
-        .arg("-o")
-        .arg(out)
-        .arg("-L")
-        .arg(libdir)
-        .arg(format!("-Wl,-rpath,{}", libdir.display()))
-        .arg("-ldnngov_client")
-        .output()
-        .expect("cc runs");
-    assert!(
-        output.status.success(),
-        "compiling {} failed:\n{}",
-        source.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[test]
 fn c_examples_compile_register_and_run_their_inferences() {
     for (index, example) in marked_examples("c", "//").iter().enumerate() {
@@ -199,7 +175,7 @@ fn c_examples_compile_register_and_run_their_inferences() {
         let source = dir.path().join(format!("example_{index}.c"));
         std::fs::write(&source, &example.code).unwrap();
         let binary: PathBuf = dir.path().join(format!("example_{index}"));
-        compile_c(&source, &binary);
+        compile_c(&source, &binary, &[]);
         run_to_completion(
             &format!("the C example {}", example.app),
             &mut Command::new(&binary),
