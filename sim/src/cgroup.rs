@@ -335,6 +335,10 @@ impl ClusterGroups {
                     if *cpuset {
                         write_file(&root.join(&rel).join("cpuset.cpus"), &cpu_list)?;
                     }
+                    // Processes live in groups of their own below (v2 allows tasks only
+                    // in leaves once controllers are enabled for children).
+                    let wanted = if *cpuset { "+cpu +cpuset" } else { "+cpu" };
+                    write_file(&root.join(&rel).join("cgroup.subtree_control"), wanted)?;
                 }
                 Layout::V1 {
                     cpuset: Some(cpuset),
@@ -397,25 +401,40 @@ impl ClusterGroups {
         self.clusters[i].quota_us
     }
 
-    /// Limits cluster `i` to `ratio` (`f / f_max`) of its CPUs; writes only on a change.
+    /// Limits cluster `i` to `ratio` (`f / f_max`) of its CPUs, and each process group in
+    /// it to that share of the CPUs it may use; writes only on a change.
     pub fn set_speed(&mut self, i: usize, ratio: f64) -> Result<()> {
         if self.removed {
             return Ok(());
         }
         let period = self.period_us;
+        let v2 = matches!(self.layout, Layout::V2 { .. });
         let cluster = &mut self.clusters[i];
-        let quota = quota_us(ratio, period, cluster.host_cpus.len());
+        let n = cluster.host_cpus.len().max(1);
+        let quota = quota_us(ratio, period, n);
         if cluster.quota_us == Some(quota) {
             return Ok(());
         }
         let dir = &cluster.dirs[0];
-        match &self.layout {
-            Layout::V2 { .. } => write_file(&dir.join("cpu.max"), &format!("{quota} {period}"))?,
-            Layout::V1 { .. } => {
-                // The period first: a quota is checked against the period in force.
-                write_file(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
-                write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        let write_leaves = || -> Result<()> {
+            for (leaf, threads) in leaves(dir) {
+                let q = quota_us(ratio, period, (threads as usize).min(n));
+                match write_limit(&leaf, q, period, v2) {
+                    // A group removed meanwhile has nothing left to limit.
+                    Err(_) if !leaf.exists() => {}
+                    other => other?,
+                }
             }
+            Ok(())
+        };
+        // cgroup v1 refuses a child a larger share than its parent: going down, the
+        // children first; going up, the parent first.
+        if cluster.quota_us.is_some_and(|q| quota < q) {
+            write_leaves()?;
+            write_limit(dir, quota, period, v2)?;
+        } else {
+            write_limit(dir, quota, period, v2)?;
+            write_leaves()?;
         }
         cluster.quota_us = Some(quota);
         Ok(())
@@ -445,9 +464,11 @@ impl ClusterGroups {
         }
     }
 
-    /// Moves process `pid` (all its threads) into cluster `i`.
-    pub fn place(&self, i: usize, pid: u32) -> Result<()> {
-        place_in(&self.clusters[i].dirs, pid)
+    /// Moves process `pid` into cluster `i`, in a group of its own limited to `threads`
+    /// of the cluster's CPUs (see [`join_cluster`]).
+    pub fn place(&self, i: usize, pid: u32, threads: u32) -> Result<()> {
+        let c = &self.clusters[i];
+        join_cluster(&c.dirs, c.host_cpus.len(), pid, threads)
     }
 
     /// Removes the groups, their tasks going back to the root groups. Idempotent.
@@ -466,6 +487,93 @@ impl Drop for ClusterGroups {
             log::warn!("removing the board's cgroups: {e:#}");
         }
     }
+}
+
+/// Writes a CFS limit into group `dir`.
+fn write_limit(dir: &Path, quota: u64, period: u64, v2: bool) -> Result<()> {
+    if v2 {
+        write_file(&dir.join("cpu.max"), &format!("{quota} {period}"))
+    } else {
+        // The period first: a quota is checked against the period in force.
+        write_file(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+        write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())
+    }
+}
+
+/// Name of a process's group inside a cluster: its pid and how many threads' worth of
+/// CPUs it may use.
+fn leaf_name(pid: u32, threads: u32) -> String {
+    format!("proc{pid}x{threads}")
+}
+
+/// The process groups inside a cluster's cpu directory, with their thread counts.
+fn leaves(dir: &Path) -> Vec<(PathBuf, u32)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let threads = name.strip_prefix("proc")?.split_once('x')?.1.parse().ok()?;
+            e.path().is_dir().then(|| (e.path(), threads))
+        })
+        .collect()
+}
+
+/// Moves process `pid` into a cluster whose group directories are `dirs` (cpu first, as
+/// [`ClusterGroups::cluster_dirs`] lists them) and which has `cpus` of this machine's
+/// CPUs: into a group of its own there, limited to `threads` CPUs at the cluster's
+/// speed. The cluster's quota covers all its CPUs together, so without this a
+/// single-threaded process at half the clock of a two-CPU cluster would get a whole CPU
+/// and run at full speed. The board updates these groups when the clock changes.
+pub fn join_cluster(dirs: &[PathBuf], cpus: usize, pid: u32, threads: u32) -> Result<()> {
+    let Some(cpu_dir) = dirs.first() else {
+        bail!("the cluster has no group directories");
+    };
+    let threads = threads.max(1);
+    let v2 = cpu_dir.join("cpu.max").exists();
+    let (quota, period) = if v2 {
+        let text = read_trim(&cpu_dir.join("cpu.max"))?;
+        let mut it = text.split_whitespace();
+        (
+            it.next().and_then(|q| q.parse::<u64>().ok()),
+            it.next().and_then(|p| p.parse::<u64>().ok()),
+        )
+    } else {
+        (
+            read_trim(&cpu_dir.join("cpu.cfs_quota_us"))?.parse().ok(),
+            read_trim(&cpu_dir.join("cpu.cfs_period_us"))?.parse().ok(),
+        )
+    };
+    let (Some(quota), Some(period)) = (quota, period) else {
+        bail!("{} has no CFS limit to share", cpu_dir.display());
+    };
+    let ratio = quota as f64 / (period as f64 * cpus.max(1) as f64);
+    let leaf = leaf_name(pid, threads);
+    for dir in dirs {
+        let group = dir.join(&leaf);
+        match fs::create_dir(&group) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("creating {}", group.display()));
+            }
+            _ => {}
+        }
+        // v1 cpuset: both lists before the task joins (v2 inherits the parent's).
+        if !v2 && dir.join("cpuset.mems").exists() {
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                write_file(&group.join(f), &read_trim(&dir.join(f))?)?;
+            }
+        }
+    }
+    write_limit(
+        &cpu_dir.join(&leaf),
+        quota_us(ratio, period, (threads as usize).min(cpus.max(1))),
+        period,
+        v2,
+    )?;
+    let groups: Vec<PathBuf> = dirs.iter().map(|d| d.join(&leaf)).collect();
+    place_in(&groups, pid)
 }
 
 /// Writes `pid` into `cgroup.procs` of every directory.
@@ -503,6 +611,18 @@ fn procs(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Group directories under `dir` and `dir` itself, children before their parents.
+fn post_order(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                post_order(&e.path(), out);
+            }
+        }
+    }
+    out.push(dir.to_path_buf());
+}
+
 /// Removes `rel` and its children in every hierarchy: children first, tasks moved to the
 /// hierarchy's root so that the directories can go.
 fn remove_tree(layout: &Layout, rel: &Path) -> Result<()> {
@@ -511,15 +631,8 @@ fn remove_tree(layout: &Layout, rel: &Path) -> Result<()> {
         if !dir.exists() {
             continue;
         }
-        let mut children: Vec<PathBuf> = fs::read_dir(&dir)
-            .map(|it| {
-                it.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir())
-                    .collect()
-            })
-            .unwrap_or_default();
-        children.push(dir.clone());
+        let mut children = Vec::new();
+        post_order(&dir, &mut children);
         for group in children {
             for pid in procs(&group) {
                 // A task that exits meanwhile cannot be moved, and need not be.
@@ -619,14 +732,28 @@ pub fn board_groups(layout: &Layout) -> Vec<PathBuf> {
     out
 }
 
-/// The default host CPUs of `n` clusters: this process's allowed CPUs dealt out in turn,
-/// one per cluster while they last, and shared round-robin when there are fewer CPUs
-/// than clusters.
-pub fn deal_cpus(allowed: &[u32], n: usize) -> Vec<Vec<u32>> {
-    if allowed.is_empty() {
-        return vec![Vec::new(); n];
-    }
-    (0..n).map(|i| vec![allowed[i % allowed.len()]]).collect()
+/// The default host CPUs of each cluster (given by the board's own CPU numbers): the
+/// same numbers where this machine has them, so that what the agent sees of this
+/// machine's CPUs (per-CPU busy time, where a process runs) lands in the right cluster;
+/// a cluster none of whose CPUs exist here gets this machine's CPUs dealt in turn (what
+/// runs there is throttled right but seen by the agent under another cluster's CPUs).
+pub fn deal_cpus(allowed: &[u32], clusters: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    let mut spare = allowed.iter().cycle();
+    clusters
+        .iter()
+        .map(|own| {
+            let same: Vec<u32> = own
+                .iter()
+                .copied()
+                .filter(|c| allowed.contains(c))
+                .collect();
+            if same.is_empty() {
+                spare.next().map(|&c| vec![c]).unwrap_or_default()
+            } else {
+                same
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -656,8 +783,19 @@ mod tests {
     }
 
     #[test]
-    fn deals_cpus_round_robin() {
-        assert_eq!(deal_cpus(&[0, 1], 3), vec![vec![0], vec![1], vec![0]]);
-        assert_eq!(deal_cpus(&[4, 5, 6, 7], 2), vec![vec![4], vec![5]]);
+    fn deals_a_clusters_own_cpus_where_this_machine_has_them() {
+        let xavier = [vec![0, 1], vec![2, 3], vec![4, 5]];
+        assert_eq!(
+            deal_cpus(&[0, 1], &xavier),
+            vec![vec![0, 1], vec![0], vec![1]]
+        );
+        assert_eq!(
+            deal_cpus(&[0, 1, 2, 3, 4, 5, 6, 7], &xavier),
+            vec![vec![0, 1], vec![2, 3], vec![4, 5]]
+        );
+        assert_eq!(
+            deal_cpus(&[0, 1, 2], &xavier),
+            vec![vec![0, 1], vec![2], vec![0]]
+        );
     }
 }

@@ -67,10 +67,11 @@ fn read_pair(path: &Path) -> Option<(u64, u64)> {
     Some((gpu, cpu))
 }
 
-/// As the kernel does, `sys/class/devfreq/<device>` points at the device's directory
-/// wherever the platform puts it; the agent discovers devfreq devices through the class.
-fn link_devfreq_class(root: &Path, dir: &Path) -> io::Result<()> {
-    let class = root.join("sys/class/devfreq");
+/// As the kernel does, `sys/class/<class>/<device>` points at the device's directory
+/// wherever the platform puts it; the agent discovers devfreq devices and power monitors
+/// through their class.
+fn link_class(root: &Path, class: &str, dir: &Path) -> io::Result<()> {
+    let class = root.join("sys/class").join(class);
     // The class entry bears the device's own name, the last part of its directory.
     let Some(name) = dir.file_name() else {
         return Ok(());
@@ -124,13 +125,22 @@ fn join<T: ToString>(xs: impl IntoIterator<Item = T>) -> String {
 }
 
 /// Where a cgroup board records its clusters' groups for `dnngov-vboard run`: one line
-/// per directory, `<cluster> <domain> <path>`.
+/// per directory, `<cluster> <domain> <this machine's CPUs in it> <path>`.
 pub fn cgroup_map(root: &Path) -> PathBuf {
     root.join("run/dnngov-vboard/cgroups")
 }
 
-/// The groups of cluster `cluster` as [`cgroup_map`] lists them.
-pub fn cluster_dirs(root: &Path, cluster: &str) -> Result<Vec<PathBuf>> {
+/// A cluster of a cgroup board, as [`cgroup_map`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterEntry {
+    /// Its group directories, cpu first.
+    pub dirs: Vec<PathBuf>,
+    /// How many of this machine's CPUs it runs on.
+    pub cpus: usize,
+}
+
+/// Cluster `cluster` (its index or its domain name) of the cgroup board under `root`.
+pub fn cluster_entry(root: &Path, cluster: &str) -> Result<ClusterEntry> {
     let path = cgroup_map(root);
     let text = fs::read_to_string(&path).with_context(|| {
         format!(
@@ -140,27 +150,33 @@ pub fn cluster_dirs(root: &Path, cluster: &str) -> Result<Vec<PathBuf>> {
         )
     })?;
     let mut known = Vec::new();
-    let mut dirs = Vec::new();
+    let mut entry = ClusterEntry {
+        dirs: Vec::new(),
+        cpus: 1,
+    };
     for line in text.lines() {
-        let mut it = line.splitn(3, ' ');
-        let (Some(index), Some(domain), Some(dir)) = (it.next(), it.next(), it.next()) else {
+        let mut it = line.splitn(4, ' ');
+        let (Some(index), Some(domain), Some(cpus), Some(dir)) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
             continue;
         };
         if index == cluster || domain == cluster {
-            dirs.push(PathBuf::from(dir));
+            entry.dirs.push(PathBuf::from(dir));
+            entry.cpus = cpus.parse().unwrap_or(1);
         }
         let name = format!("{index} ({domain})");
         if !known.contains(&name) {
             known.push(name);
         }
     }
-    if dirs.is_empty() {
+    if entry.dirs.is_empty() {
         anyhow::bail!(
             "the board has no cluster {cluster:?}; its clusters: {}",
             known.join(", ")
         );
     }
-    Ok(dirs)
+    Ok(entry)
 }
 
 /// What the board's meter has shown since it started: the integral of the power it
@@ -190,8 +206,9 @@ struct Throttled {
     last_usage: Vec<Option<u64>>,
     /// Per cluster: busy time at the board's clock read but not yet accounted (ns).
     backlog: Vec<u64>,
-    /// Per cluster: busy time at the board's clock, accounted so far (ns).
-    busy_total: Vec<u64>,
+    /// Per cluster, per CPU of it that this machine backs: busy time at the board's
+    /// clock, accounted so far (ns).
+    busy_total: Vec<Vec<u64>>,
     /// Per cluster: the share of full speed the quota allowed since the last read.
     speed: Vec<f64>,
 }
@@ -266,7 +283,12 @@ impl VirtualBoard {
             for d in &self.plat.domains {
                 if d.kind == Kind::Cpu && n < g.len() {
                     for dir in g.cluster_dirs(n) {
-                        map.push_str(&format!("{n} {} {}\n", d.name, dir.display()));
+                        map.push_str(&format!(
+                            "{n} {} {} {}\n",
+                            d.name,
+                            g.host_cpus(n).len(),
+                            dir.display()
+                        ));
                     }
                     cluster_of.push(Some(n));
                     n += 1;
@@ -276,6 +298,12 @@ impl VirtualBoard {
             }
             anyhow::ensure!(n == g.len(), "{} cgroups for {} CPU clusters", g.len(), n);
         }
+        let busy_total = {
+            let g = groups.lock().unwrap_or_else(|e| e.into_inner());
+            (0..n)
+                .map(|i| vec![0; g.host_cpus(i).len().max(1)])
+                .collect()
+        };
         let path = cgroup_map(&self.root);
         write(&path, map.trim_end()).with_context(|| format!("writing {}", path.display()))?;
         self.throttled = Some(Throttled {
@@ -283,7 +311,7 @@ impl VirtualBoard {
             cluster_of,
             last_usage: vec![None; n],
             backlog: vec![0; n],
-            busy_total: vec![0; n],
+            busy_total,
             speed: vec![1.0; n],
         });
         Ok(self)
@@ -322,7 +350,14 @@ impl VirtualBoard {
                     t.backlog[i] += (used as f64 / t.speed[i]) as u64;
                     let busy = t.backlog[i].min(span * cpus);
                     t.backlog[i] -= busy;
-                    t.busy_total[i] += busy;
+                    // Packed onto the cluster's CPUs in turn, as one busy thread keeps
+                    // one CPU busy (schedutil takes the busiest CPU of a policy).
+                    let mut left = busy;
+                    for total in t.busy_total[i].iter_mut() {
+                        let part = left.min(span);
+                        *total += part;
+                        left -= part;
+                    }
                     watts += d.dynamic_w(s.cur, 1.0 - d.idle_activity) * busy as f64 / span as f64;
                 }
                 Err(e) => log::warn!("virtual board: cluster {i}'s busy time: {e:#}"),
@@ -394,7 +429,7 @@ impl VirtualBoard {
                     write(&dir.join("polling_interval"), 50)?;
                     write(&dir.join("userspace/set_freq"), "undefined")?;
                     write(&self.root.join(GPU_LOAD), 0)?;
-                    link_devfreq_class(&self.root, &dir)?;
+                    link_class(&self.root, "devfreq", &dir)?;
                 }
                 Kind::Memory => {
                     write(&dir.join("rate"), hi * 1000)?;
@@ -413,6 +448,7 @@ impl VirtualBoard {
         write(&self.hwmon.join("in1_label"), rail)?;
         write(&self.hwmon.join("in1_input"), RAIL_MV)?;
         write(&self.hwmon.join("curr1_input"), 0)?;
+        link_class(&self.root, "hwmon", &self.hwmon)?;
         Ok(())
     }
 
@@ -589,14 +625,15 @@ impl Strategy for VirtualBoard {
         for c in seen.cpus.iter_mut().filter(|c| c.cpu == 0) {
             c.busy = dnngov_policy::Nanos(c.busy.0 + self.cpu_total);
         }
-        // A cgroup cluster's measured busy time lands on its first CPU.
+        // A cgroup cluster's measured busy time lands on as many of its CPUs as this
+        // machine backs it with.
         if let Some(t) = &self.throttled {
             for (d, cluster) in self.plat.domains.iter().zip(&t.cluster_of) {
-                let (Some(i), Some(&first)) = (*cluster, d.cpus.first()) else {
-                    continue;
-                };
-                for c in seen.cpus.iter_mut().filter(|c| c.cpu == first) {
-                    c.busy = dnngov_policy::Nanos(c.busy.0 + t.busy_total[i]);
+                let Some(i) = *cluster else { continue };
+                for (cpu, total) in d.cpus.iter().zip(&t.busy_total[i]) {
+                    for c in seen.cpus.iter_mut().filter(|c| c.cpu == *cpu) {
+                        c.busy = dnngov_policy::Nanos(c.busy.0 + total);
+                    }
                 }
             }
         }

@@ -85,8 +85,28 @@ fn v2_enables_its_controllers_pins_weighs_and_throttles() {
         "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
     );
     assert_eq!(groups.usage_ns(0).unwrap(), 1_500_000);
-    groups.place(1, 4242).unwrap();
-    assert_eq!(read(root, &format!("{p}/cluster1/cgroup.procs")), "4242");
+    // A process gets a group of its own, limited to one CPU at the cluster's speed:
+    // the cluster's quota alone would let one thread run at full speed on two CPUs' quota.
+    groups.place(1, 4242, 1).unwrap();
+    assert_eq!(
+        read(root, &format!("{p}/cluster1/cgroup.subtree_control")),
+        "+cpu +cpuset"
+    );
+    assert_eq!(
+        read(root, &format!("{p}/cluster1/proc4242x1/cgroup.procs")),
+        "4242"
+    );
+    assert_eq!(
+        read(root, &format!("{p}/cluster1/proc4242x1/cpu.max")),
+        "2500 10000"
+    );
+    // The clock changes: the cluster and every process group in it follow.
+    groups.set_speed(1, 0.5).unwrap();
+    assert_eq!(read(root, &format!("{p}/cluster1/cpu.max")), "10000 10000");
+    assert_eq!(
+        read(root, &format!("{p}/cluster1/proc4242x1/cpu.max")),
+        "5000 10000"
+    );
     groups.remove().unwrap();
     assert!(!root.join(&p).exists());
 }
@@ -135,10 +155,35 @@ fn v1_uses_the_cpu_cpuacct_and_cpuset_hierarchies() {
         "123456789\n",
     );
     assert_eq!(groups.usage_ns(0).unwrap(), 123_456_789);
-    groups.place(0, 77).unwrap();
+    groups.place(0, 77, 2).unwrap();
     for h in ["cpu", "cpuacct", "cpuset"] {
-        assert_eq!(read(root, &format!("{h}/{p}/cluster0/cgroup.procs")), "77");
+        assert_eq!(
+            read(root, &format!("{h}/{p}/cluster0/proc77x2/cgroup.procs")),
+            "77"
+        );
     }
+    assert_eq!(
+        read(root, &format!("cpuset/{p}/cluster0/proc77x2/cpuset.cpus")),
+        "3"
+    );
+    assert_eq!(
+        read(root, &format!("cpuset/{p}/cluster0/proc77x2/cpuset.mems")),
+        "0"
+    );
+    // Two threads on a one-CPU cluster: never more than the cluster's own share.
+    assert_eq!(
+        read(root, &format!("cpu/{p}/cluster0/proc77x2/cpu.cfs_quota_us")),
+        "1000"
+    );
+    groups.set_speed(0, 1.0).unwrap();
+    assert_eq!(
+        read(root, &format!("cpu/{p}/cluster0/cpu.cfs_quota_us")),
+        "5000"
+    );
+    assert_eq!(
+        read(root, &format!("cpu/{p}/cluster0/proc77x2/cpu.cfs_quota_us")),
+        "5000"
+    );
     drop(groups);
     for h in ["cpu", "cpuacct", "cpuset"] {
         assert!(!root.join(h).join(&p).exists(), "{h}/{p} left behind");

@@ -60,6 +60,8 @@ fn lays_down_the_board_files() {
     assert_eq!(read(root, &format!("{GPU}/max_freq")), "1109250000");
     assert_eq!(read(root, &format!("{EMC}/mrq_rate_locked")), "0");
     assert_eq!(read(root, &format!("{HWMON}/in1_label")), "VDD_IN");
+    // Found through its class, as the agent looks for power monitors.
+    assert_eq!(read(root, "sys/class/hwmon/hwmon1/name"), "ina3221");
     assert_eq!(read(root, "sys/devices/system/cpu/cpu5/online"), "1");
 }
 

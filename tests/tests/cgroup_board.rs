@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dnngov_sim::cgroup::{board_groups, Layout, GROUP_PREFIX};
+use dnngov_sim::cgroup::{board_groups, quota_us, Layout, DEFAULT_PERIOD_US, GROUP_PREFIX};
 use dnngov_tests::{sim_binary, workspace_root};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -46,7 +46,9 @@ impl Board {
         let child = Command::new(sim_binary("dnngov-vboard"))
             .args(["--platform".as_ref(), platform.as_os_str()])
             .args(["--root".as_ref(), root.as_os_str()])
-            .args(["--duration", "300", "--cgroup", "--cluster-cpus", "0;0;0"])
+            // The default mapping: cluster 0 on this machine's CPUs 0 and 1 (where it has
+            // them), so a single-threaded process has a CPU to spare in its cluster.
+            .args(["--duration", "300", "--cgroup"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -78,8 +80,25 @@ impl Board {
             .unwrap()
             .lines()
             .filter(|l| l.starts_with("0 "))
-            .map(|l| PathBuf::from(l.splitn(3, ' ').nth(2).unwrap()))
+            .map(|l| PathBuf::from(l.splitn(4, ' ').nth(3).unwrap()))
             .collect()
+    }
+
+    /// How many of this machine's CPUs cluster 0 has.
+    fn cpus0(&self) -> usize {
+        std::fs::read_to_string(self.root.join("run/dnngov-vboard/cgroups"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("0 "))
+            .and_then(|l| l.split(' ').nth(2))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// The quota cluster 0 should have at `khz` of 1907200.
+    fn quota_at(&self, khz: u64) -> u64 {
+        quota_us(khz as f64 / 1_907_200.0, DEFAULT_PERIOD_US, self.cpus0())
     }
 
     /// The quota now in force for cluster 0 (µs per period).
@@ -152,12 +171,13 @@ fn a_lower_written_clock_slows_a_real_process_in_proportion() {
     // As dnngovd does: the userspace governor, then the speed.
     board.set(&format!("{POLICY0}/scaling_governor"), "userspace");
     board.set(&format!("{POLICY0}/scaling_setspeed"), "1907200");
-    board.await_quota(10_000);
+    board.await_quota(board.quota_at(1_907_200));
     let full = board.time_work_in_cluster0();
 
-    // 960 MHz of 1907.2: quota 5034 µs of every 10 ms.
+    // 960 MHz of 1907.2: 5034 µs of every 10 ms per CPU. The process has a CPU to spare
+    // in the cluster, but its own group holds it to one CPU's share.
     board.set(&format!("{POLICY0}/scaling_setspeed"), "960000");
-    board.await_quota(5034);
+    board.await_quota(board.quota_at(960_000));
     let half = board.time_work_in_cluster0();
     let ratio = half.as_secs_f64() / full.as_secs_f64();
     eprintln!("full clock {full:?}, half clock {half:?}: {ratio:.2}x");
@@ -168,13 +188,13 @@ fn a_lower_written_clock_slows_a_real_process_in_proportion() {
 
     // The quota follows every write, down to the kernel's 1 ms floor.
     board.set(&format!("{POLICY0}/scaling_setspeed"), "499200");
-    board.await_quota(2617);
+    board.await_quota(board.quota_at(499_200));
     board.set(&format!("{POLICY0}/scaling_setspeed"), "115200");
-    board.await_quota(1000);
+    board.await_quota(board.quota_at(115_200));
     // The board's own schedutil again: an idle cluster goes down to the floor, a busy one
     // up to full speed.
     board.set(&format!("{POLICY0}/scaling_governor"), "schedutil");
-    board.await_quota(1000);
+    board.await_quota(board.quota_at(115_200));
     let mut spin = Command::new(sim_binary("dnngov-vboard"))
         .args(["run", "--root"])
         .arg(dir.path())
@@ -183,7 +203,7 @@ fn a_lower_written_clock_slows_a_real_process_in_proportion() {
         .unwrap();
     let raised = (0..250).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
-        board.quota0() == 10_000
+        board.quota0() == board.quota_at(1_907_200)
     });
     let _ = spin.kill();
     let _ = spin.wait();

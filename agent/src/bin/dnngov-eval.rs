@@ -35,9 +35,9 @@ use nix::unistd::Pid;
 )]
 struct Cli {
     /// An app to run: `NAME=COMMAND` (run with `sh -c`), or `NAME@CLUSTER=COMMAND` to
-    /// place it in a cgroup board's cluster (index or domain name; default: the apps
-    /// are dealt over the clusters in turn). Repeat for several apps. NAME must be the
-    /// name the app registers with.
+    /// place it in a cgroup board's cluster (index or domain name; default 0, the
+    /// cluster whose CPUs are this machine's first ones). Repeat for several apps. NAME
+    /// must be the name the app registers with.
     #[arg(long = "app", required = true, value_name = "NAME[@CLUSTER]=COMMAND")]
     apps: Vec<String>,
     /// Seconds each side runs.
@@ -399,19 +399,10 @@ impl Eval {
 
         let trace = dir.join("trace");
         std::fs::create_dir_all(&trace)?;
-        let clusters = plan
-            .domains
-            .iter()
-            .filter(|d| matches!(d.id, platform::DomainId::Cpu(_)))
-            .count()
-            .max(1);
         let mut apps = Vec::new();
-        for (i, app) in self.apps.iter().enumerate() {
+        for app in &self.apps {
             let mut command = if self.cli.cgroup {
-                let cluster = app
-                    .cluster
-                    .clone()
-                    .unwrap_or_else(|| (i % clusters).to_string());
+                let cluster = app.cluster.clone().unwrap_or_else(|| "0".to_string());
                 let mut c = Command::new(sibling("dnngov-vboard")?);
                 c.arg("run").arg("--root").arg(&board.root).args([
                     "--cluster",
@@ -445,6 +436,7 @@ impl Eval {
         let every = Duration::from_millis(self.cli.sample_ms.max(10));
         let mut next = start;
         let mut sensor_kind = platform.power.as_ref().map(|p| p.kind());
+        let mut sensor_errors = 0u32;
         while start.elapsed().as_secs_f64() < self.cli.duration && !STOP.load(Ordering::Relaxed) {
             let now = Nanos(start.elapsed().as_nanos() as u64);
             let mhz = plan
@@ -463,10 +455,18 @@ impl Eval {
                         meter.record(now, &reading);
                     }
                     Ok(None) => {}
+                    // A reading can fail now and then (a file read while it is being
+                    // rewritten): skip that sample, give up only if it keeps failing.
                     Err(e) => {
-                        log::warn!("power sensor: {e}; no energy from here on");
-                        platform.power = None;
-                        sensor_kind = None;
+                        sensor_errors += 1;
+                        if sensor_errors == 1 {
+                            log::warn!("power sensor: {e}; skipping that sample");
+                        }
+                        if sensor_errors > 20 && meter.elapsed().0 == 0 {
+                            log::warn!("power sensor: {e}; no energy from here on");
+                            platform.power = None;
+                            sensor_kind = None;
+                        }
                     }
                 }
             }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use dnngov_sim::cgroup::{self, ClusterGroups, Layout};
 use dnngov_sim::platform::Kind;
-use dnngov_sim::vboard::{cluster_dirs, Meter, VirtualBoard};
+use dnngov_sim::vboard::{cluster_entry, Meter, VirtualBoard};
 use dnngov_sim::{run, Platform, Scenario};
 
 #[derive(Parser)]
@@ -42,8 +42,9 @@ struct Cli {
     #[arg(long)]
     cgroup: bool,
     /// This machine's CPUs for each cluster, in the board's cluster order, separated by
-    /// `;` (for example `0;1;0-1`). Default: the CPUs this process may use, one per
-    /// cluster in turn.
+    /// `;` (for example `0;1;0-1`). Default: each cluster's own CPU numbers where this
+    /// machine has them (so the agent's per-CPU view matches the board), this machine's
+    /// other CPUs in turn for the rest.
     #[arg(long, requires = "cgroup")]
     cluster_cpus: Option<String>,
     /// CFS period of the cluster groups, µs. The kernel's smallest quota is 1000 µs, so
@@ -65,6 +66,10 @@ enum Command {
         /// The cluster: its index (0 = the board's first CPU domain) or its domain name.
         #[arg(long, default_value = "0")]
         cluster: String,
+        /// Threads the command runs in parallel: its group may use that many of the
+        /// cluster's CPUs at the clock in force.
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -75,6 +80,8 @@ enum Command {
         root: PathBuf,
         #[arg(long, default_value = "0")]
         cluster: String,
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
         #[arg(long)]
         pid: u32,
     },
@@ -92,19 +99,22 @@ fn main() {
         Some(Command::Run {
             ref root,
             ref cluster,
+            threads,
             ref command,
-        }) => run_in(root, cluster, command),
+        }) => run_in(root, cluster, threads, command),
         Some(Command::Place {
             ref root,
             ref cluster,
+            threads,
             pid,
-        }) => {
-            cgroup::place_in(&cluster_dirs(root, cluster).unwrap_or_default(), pid).and_then(|()| {
-                let dirs = cluster_dirs(root, cluster)?;
-                log::info!("placed {pid} in cluster {cluster} ({})", dirs[0].display());
-                Ok(())
-            })
-        }
+        }) => cluster_entry(root, cluster).and_then(|c| {
+            cgroup::join_cluster(&c.dirs, c.cpus, pid, threads)?;
+            log::info!(
+                "placed {pid} in cluster {cluster} ({})",
+                c.dirs[0].display()
+            );
+            Ok(())
+        }),
         Some(Command::Clean { ref cgroup_root }) => clean(cgroup_root),
         None => board(&cli),
     };
@@ -115,10 +125,10 @@ fn main() {
 }
 
 /// Joins the cluster, then becomes `command`.
-fn run_in(root: &Path, cluster: &str, command: &[String]) -> Result<()> {
+fn run_in(root: &Path, cluster: &str, threads: u32, command: &[String]) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let dirs = cluster_dirs(root, cluster)?;
-    cgroup::place_in(&dirs, std::process::id())?;
+    let c = cluster_entry(root, cluster)?;
+    cgroup::join_cluster(&c.dirs, c.cpus, std::process::id(), threads)?;
     let err = std::process::Command::new(&command[0])
         .args(&command[1..])
         .exec();
@@ -161,8 +171,10 @@ fn stop_flag() -> Result<&'static AtomicBool> {
     Ok(&FLAG)
 }
 
-/// Host CPUs per cluster: `--cluster-cpus`, else this process's CPUs dealt out in turn.
-fn host_cpus(spec: Option<&str>, clusters: usize) -> Result<Vec<Vec<u32>>> {
+/// Host CPUs per cluster: `--cluster-cpus`, else [`cgroup::deal_cpus`] over the CPUs
+/// this process may use.
+fn host_cpus(spec: Option<&str>, own: &[Vec<u32>]) -> Result<Vec<Vec<u32>>> {
+    let clusters = own.len();
     match spec {
         Some(spec) => {
             let lists = spec
@@ -185,7 +197,7 @@ fn host_cpus(spec: Option<&str>, clusters: usize) -> Result<Vec<Vec<u32>>> {
                 .filter(|&c| set.is_set(c).unwrap_or(false))
                 .map(|c| c as u32)
                 .collect();
-            Ok(cgroup::deal_cpus(&allowed, clusters))
+            Ok(cgroup::deal_cpus(&allowed, own))
         }
     }
 }
@@ -210,8 +222,13 @@ fn board(cli: &Cli) -> Result<()> {
     let mut groups = None;
     if cli.cgroup {
         let layout = Layout::detect(&cli.cgroup_root)?;
-        let clusters = plat.domains.iter().filter(|d| d.kind == Kind::Cpu).count();
-        let cpus = host_cpus(cli.cluster_cpus.as_deref(), clusters)?;
+        let own: Vec<Vec<u32>> = plat
+            .domains
+            .iter()
+            .filter(|d| d.kind == Kind::Cpu)
+            .map(|d| d.cpus.clone())
+            .collect();
+        let cpus = host_cpus(cli.cluster_cpus.as_deref(), &own)?;
         let made = Arc::new(Mutex::new(ClusterGroups::create(
             layout,
             &cpus,
