@@ -325,7 +325,7 @@ impl Eval {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut board = self.start_board(&dir)?;
         let sysfs = Sysfs::new(&board.root);
-        let mut platform = Platform::discover(sysfs.clone());
+        let mut platform = discover(&sysfs);
         let plan = platform
             .plan()
             .map_err(|e| anyhow::anyhow!("nothing to govern on {}: {e:?}", board.label))?;
@@ -552,6 +552,23 @@ impl Eval {
     }
 }
 
+/// The board's parts. A virtual board rewrites its files as it runs, and a read can
+/// catch one empty: a part that could not be read is tried again before it is left out.
+fn discover(sysfs: &Sysfs) -> Platform {
+    let mut platform = Platform::discover(sysfs.clone());
+    for _ in 0..20 {
+        if platform.problems.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        platform = Platform::discover(sysfs.clone());
+    }
+    for p in &platform.problems {
+        log::warn!("{}: {}", p.what, p.why);
+    }
+    platform
+}
+
 /// The energy figure's label.
 fn energy_source(kind: Option<SensorKind>, virtual_board: bool) -> String {
     let sensor = match kind {
@@ -642,7 +659,11 @@ fn plot(out: &Path, board: &str, runs: &[RunOutput]) -> Result<()> {
             .zip(COLOURS)
             .map(|(r, c)| {
                 let t: Vec<f64> = r.samples.iter().map(|s| s.t_s).collect();
-                let f: Vec<f64> = r.samples.iter().map(|s| s.mhz[i]).collect();
+                let f: Vec<f64> = r
+                    .samples
+                    .iter()
+                    .map(|s| s.mhz.get(i).copied().unwrap_or(f64::NAN))
+                    .collect();
                 (r.summary.governor.clone(), c, thin(&t, &f, false))
             })
             .collect();
