@@ -57,7 +57,7 @@ class DnngovError(RuntimeError):
 
 PROFILE_FORMAT_VERSION = 1
 _PROFILE_FIELDS = {"format_version", "app", "machine", "created_unix_s", "measurements",
-                   "library", "notes"}
+                   "library", "workload", "notes"}
 _SUBNET_FIELDS = {"id", "name", "accuracy_pct", "latency_ms", "relative_cost"}
 
 
@@ -86,6 +86,8 @@ def _read_profile(path):
     for key in ("app", "machine", "created_unix_s", "measurements", "library"):
         if key not in profile:
             fail(key, "missing")
+    if not isinstance(profile.get("workload", {}), dict):
+        fail("workload", "must be an object, such as {\"batch\": 8}")
     library = profile["library"]
     if not isinstance(library, list) or not library:
         fail("library", "must be a non-empty list: the profile chose no sub-network")
