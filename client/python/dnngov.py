@@ -15,6 +15,9 @@ The library is found through $DNNGOV_LIB, next to this file, or the system's lib
 path. Without a running agent the session runs the most accurate sub-network and
 connects in the background.
 
+With $DNNGOV_TRACE_DIR naming a folder when the session is made, every finished inference
+is also appended as a line to <folder>/<app>-<pid>.csv (docs/app-integration.md).
+
 A library chosen by profiling (a profile file written by dnngov_client::profile) registers
 with `Session.from_profile(path, deadline_ms=...)`; `load_profile(path)` gives its
 sub-networks as the tuples `Session` takes.
