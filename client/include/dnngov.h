@@ -21,6 +21,9 @@
  *   dnngov_close(s);
  *
  * Link with -ldnngov_client (and -lpthread -ldl -lm for the static library).
+ *
+ * With DNNGOV_TRACE_DIR naming a folder at registration, dnngov_end also appends one line
+ * per inference to <folder>/<app>-<pid>.csv, for evaluation runs (docs/app-integration.md).
  */
 #ifndef DNNGOV_H
 #define DNNGOV_H

@@ -15,6 +15,9 @@ The library is found through $DNNGOV_LIB, next to this file, or the system's lib
 path. Without a running agent the session runs the most accurate sub-network and
 connects in the background.
 
+With $DNNGOV_TRACE_DIR naming a folder when the session is made, every finished inference
+is also appended as a line to <folder>/<app>-<pid>.csv (docs/app-integration.md).
+
 A library chosen by profiling (a profile file written by dnngov_client::profile) registers
 with `Session.from_profile(path, deadline_ms=...)`; `load_profile(path)` gives its
 sub-networks as the tuples `Session` takes.
@@ -57,7 +60,7 @@ class DnngovError(RuntimeError):
 
 PROFILE_FORMAT_VERSION = 1
 _PROFILE_FIELDS = {"format_version", "app", "machine", "created_unix_s", "measurements",
-                   "library", "notes"}
+                   "library", "workload", "notes"}
 _SUBNET_FIELDS = {"id", "name", "accuracy_pct", "latency_ms", "relative_cost"}
 
 
@@ -86,6 +89,8 @@ def _read_profile(path):
     for key in ("app", "machine", "created_unix_s", "measurements", "library"):
         if key not in profile:
             fail(key, "missing")
+    if not isinstance(profile.get("workload", {}), dict):
+        fail("workload", "must be an object, such as {\"batch\": 8}")
     library = profile["library"]
     if not isinstance(library, list) or not library:
         fail("library", "must be a non-empty list: the profile chose no sub-network")

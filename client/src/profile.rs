@@ -777,6 +777,11 @@ pub struct Profile {
     pub measurements: Vec<Measurement>,
     /// The library to register, least to most accurate.
     pub library: Vec<Subnet>,
+    /// What one inference of the profiled app was, in the app's own terms (for example
+    /// `{"batch": 8}`): its latencies hold only for that work, so an app can refuse a
+    /// profile made for other work. Empty: not recorded.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub workload: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub notes: Vec<String>,
 }
@@ -819,6 +824,7 @@ impl Profile {
             created_unix_s,
             measurements,
             library: entries.into_iter().map(|e| e.subnet).collect(),
+            workload: serde_json::Map::new(),
             notes,
         }
     }

@@ -251,7 +251,11 @@ fn a_sweep_measures_every_setting_under_a_hold_and_its_library_registers() {
 
     // The library: with constant power the cheapest candidate is the fastest, so each
     // more accurate one costs more and all three stay.
-    let profile = Profile::new("sweep-test", &profile::this_machine(), measurements, 8);
+    let mut profile = Profile::new("sweep-test", &profile::this_machine(), measurements, 8);
+    // A recorded workload, which Python accepts too.
+    profile
+        .workload
+        .insert("batch".into(), serde_json::json!(4));
     let names: Vec<&str> = profile.library.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["w0.5", "w0.75", "w1.0"]);
     let path = dir.path().join("sweep-test.profile.json");

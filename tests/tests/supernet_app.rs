@@ -3,7 +3,7 @@
 //! the Pareto library registered by `dnngov-supernet-app run`, and the sub-network
 //! switches the agent asks for (the fastest entry under an unreachable deadline, the most
 //! accurate after `dnngovctl set-target`), acknowledged by the app while it classifies
-//! frames.
+//! frames; and `--batch`, several images per inference.
 
 use dnngov_agent::platform::fixture;
 use dnngov_tests::{supernet_binary, Daemon};
@@ -181,4 +181,112 @@ fn profiled_supernet_registers_and_switches_when_the_agent_asks() {
         );
     }
     daemon.stop();
+}
+
+/// `dnngov-supernet-app run` standalone (no agent), its JSON report.
+fn run_standalone(dir: &Path, weights: &Path, args: &[&str]) -> Value {
+    let output = Command::new(supernet_binary("dnngov-supernet-app"))
+        .arg("run")
+        .arg("--weights")
+        .arg(weights)
+        .args(["--fps", "10000", "--deadline-ms", "1000", "--json"])
+        .args(args)
+        .env("DNNGOV_SOCKET", dir.join("no-agent.sock"))
+        .output()
+        .expect("dnngov-supernet-app runs");
+    assert!(
+        output.status.success(),
+        "run {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
+
+/// `--batch N`: one inference classifies N images as one tensor, its latency grows with
+/// N, accuracy counts every image, and a profile is only used at the batch it was made
+/// with. One test, so that the tiny network is trained once.
+#[test]
+fn a_batch_is_one_inference_of_several_images_and_its_profile_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = train_tiny(dir.path());
+
+    // The same 800 held-out images, one per inference and eight per inference.
+    let single = run_standalone(dir.path(), &weights, &["--frames", "800"]);
+    let batched = run_standalone(dir.path(), &weights, &["--frames", "100", "--batch", "8"]);
+    assert_eq!(single["batch"], 1);
+    assert_eq!(batched["batch"], 8);
+    assert_eq!(batched["frames"], 100);
+    assert_eq!(batched["images"], 800, "{batched}");
+    let correct = batched["correct"].as_u64().unwrap();
+    assert!(
+        correct > 100,
+        "every image of a batch counts, not one per inference: {batched}"
+    );
+    let accuracy = batched["accuracy_pct"].as_f64().unwrap();
+    assert!((accuracy - correct as f64 / 8.0).abs() < 1e-9, "{batched}");
+
+    let one = single["latency_mean_ms"].as_f64().unwrap();
+    let eight = batched["latency_mean_ms"].as_f64().unwrap();
+    assert!(
+        eight > 3.0 * one,
+        "eight images per inference take at least three times one image's latency: {eight} ms against {one} ms"
+    );
+
+    // The profile records its batch, and a run at another batch refuses it.
+    let profile_path = dir.path().join("batch4.profile.json");
+    let output = Command::new(supernet_binary("dnngov-supernet-app"))
+        .arg("profile")
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--out")
+        .arg(&profile_path)
+        .arg("--admin-socket")
+        .arg(dir.path().join("no-agent-admin.sock"))
+        .args(["--batch", "4", "--inferences", "3", "--warmup", "1"])
+        .args(["--energy-window-ms", "0"])
+        .output()
+        .expect("dnngov-supernet-app runs");
+    assert!(
+        output.status.success(),
+        "profiling failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let profile: Value =
+        serde_json::from_str(&std::fs::read_to_string(&profile_path).unwrap()).unwrap();
+    assert_eq!(profile["workload"]["batch"], 4, "{profile}");
+
+    let run = |batch: &str| {
+        Command::new(supernet_binary("dnngov-supernet-app"))
+            .arg("run")
+            .arg("--weights")
+            .arg(&weights)
+            .arg("--profile")
+            .arg(&profile_path)
+            .args(["--batch", batch, "--frames", "3", "--fps", "1000", "--json"])
+            .env("DNNGOV_SOCKET", dir.path().join("no-agent.sock"))
+            .output()
+            .expect("dnngov-supernet-app runs")
+    };
+    let refused = run("2");
+    assert!(!refused.status.success());
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        error.contains("--batch 4") && error.contains("--batch 2"),
+        "the error names both batches: {error}"
+    );
+    let accepted = run("4");
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let report: Value = serde_json::from_slice(&accepted.stdout).unwrap();
+    assert_eq!(report["images"], 12, "{report}");
+
+    let zero = run("0");
+    assert!(!zero.status.success());
+    assert!(
+        String::from_utf8_lossy(&zero.stderr).contains("--batch"),
+        "a bad batch is named"
+    );
 }

@@ -152,12 +152,23 @@ fn sample_profile() -> Profile {
 fn a_profile_round_trips_through_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("classifier.profile.json");
-    let profile = sample_profile();
+    let mut profile = sample_profile();
     assert_eq!(profile.library.len(), 2);
     profile.save(&path).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("\"format_version\": 1"), "{text}");
+    assert!(
+        !text.contains("workload"),
+        "none recorded, none written: {text}"
+    );
     assert_eq!(Profile::load(&path).unwrap(), profile);
+    profile
+        .workload
+        .insert("batch".into(), serde_json::json!(8));
+    profile.save(&path).unwrap();
+    let loaded = Profile::load(&path).unwrap();
+    assert_eq!(loaded.workload.get("batch"), Some(&serde_json::json!(8)));
+    assert_eq!(loaded, profile);
 
     let target = Target {
         deadline_ms: 50.0,

@@ -54,7 +54,27 @@ pub struct ProfileArgs {
     /// Library entries at most (the protocol allows 32).
     #[arg(long, default_value_t = 8)]
     pub max_entries: usize,
+    /// Images per inference, as `run --batch` will classify them.
+    #[arg(long, default_value_t = 1, value_parser = batch_size)]
+    pub batch: usize,
 }
+
+/// `--batch`: a whole number from 1 to [`MAX_BATCH`].
+fn batch_size(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_BATCH).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of images from 1 to {MAX_BATCH}"
+        )),
+    }
+}
+
+/// Most images per inference: 1024 images of 3x32x32 are 12 MB of input and about 0.3 s
+/// per inference of the largest candidate on one core, far past any frame period.
+pub const MAX_BATCH: usize = 1024;
+
+/// The profile's `workload` key for the images per inference.
+const BATCH_KEY: &str = "batch";
 
 /// Profiles every candidate of the weights at a sweep of CPU settings and chooses the
 /// library: measured where an agent governs this machine's CPU, at the current clocks
@@ -64,7 +84,7 @@ pub fn profile(args: &ProfileArgs) -> Result<Profile> {
         .with_context(|| format!("loading {}", args.weights.display()))?;
     net.prepare_all()?;
     let candidates = candidate_infos(&net)?;
-    let image = probe_image(&net)?;
+    let images = probe_batch(&net, args.batch)?;
 
     let mut opts = SweepOptions {
         warmup: args.warmup,
@@ -78,7 +98,7 @@ pub fn profile(args: &ProfileArgs) -> Result<Profile> {
     let settings = cpu_settings(&opts.admin_socket, &args.cpu_fractions);
     let mut run_one = |index: usize| -> Result<()> {
         net.set_subnet_index(index)?;
-        std::hint::black_box(net.classify(&image)?);
+        std::hint::black_box(net.classify(&images)?);
         Ok(())
     };
     let measured = profile::sweep(&opts, &candidates, &settings, &mut run_one)?;
@@ -101,6 +121,7 @@ pub fn profile(args: &ProfileArgs) -> Result<Profile> {
         measurements,
         args.max_entries,
     );
+    record_batch(&mut result, args.batch);
     if !all_measured {
         result.notes.push(match &args.platform {
             Some(path) => format!(
@@ -134,11 +155,37 @@ fn candidate_infos(net: &SuperNet) -> Result<Vec<CandidateInfo>> {
         .collect()
 }
 
-/// One held-out image as a batch of one, for timing.
-fn probe_image(net: &SuperNet) -> Result<candle_core::Tensor> {
-    let data = test_images(net, Some(1))?;
-    let (images, _) = data.batch(&[0], net.device())?;
+/// The first `batch` held-out images as one tensor, for timing.
+fn probe_batch(net: &SuperNet, batch: usize) -> Result<candle_core::Tensor> {
+    let data = test_images(net, Some(batch))?;
+    let indices: Vec<usize> = (0..batch).map(|i| i % data.len()).collect();
+    let (images, _) = data.batch(&indices, net.device())?;
     Ok(images)
+}
+
+/// Records in `profile` that its latencies are for `batch` images per inference.
+fn record_batch(profile: &mut Profile, batch: usize) {
+    profile
+        .workload
+        .insert(BATCH_KEY.into(), serde_json::Value::from(batch));
+}
+
+/// The images per inference a profile was made with: what it recorded, else 1 (profiles
+/// from before the option recorded nothing and were made at one image).
+fn profile_batch(profile: &Profile, path: &Path) -> Result<usize> {
+    match profile.workload.get(BATCH_KEY) {
+        None => Ok(1),
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| (1..=MAX_BATCH).contains(n))
+            .with_context(|| {
+                format!(
+                    "{}: workload.{BATCH_KEY} is {value}; it must be a whole number from 1 to {MAX_BATCH}",
+                    path.display()
+                )
+            }),
+    }
 }
 
 /// The held-out images a net was evaluated on (its manifest's dataset), `limit` of them
@@ -259,12 +306,22 @@ pub struct RunArgs {
     /// The agent's socket (default: $DNNGOV_SOCKET, else /run/dnngov/agent.sock).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Images per inference: held-out images classified as one tensor batch, like a
+    /// tick's frames from several cameras. A profile must have been made with the same.
+    #[arg(long, default_value_t = 1, value_parser = batch_size)]
+    pub batch: usize,
 }
 
 /// What one run did, per sub-network and in all.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct RunReport {
+    /// Inferences, of `batch` images each.
     pub frames: u64,
+    /// Images per inference.
+    pub batch: usize,
+    /// Images classified: `frames * batch`.
+    pub images: u64,
+    /// Images classified correctly, over all of them.
     pub correct: u64,
     pub accuracy_pct: f64,
     pub deadline_misses: u64,
@@ -301,8 +358,19 @@ pub fn run(
         priority: 0,
     };
     let library = match &args.profile {
-        Some(path) => Profile::load(path)?,
-        None => startup_profile(&mut net, &args.name)?,
+        Some(path) => {
+            let profile = Profile::load(path)?;
+            let made_at = profile_batch(&profile, path)?;
+            anyhow::ensure!(
+                made_at == args.batch,
+                "{} was made with --batch {made_at} and this run has --batch {}: its latencies are for {made_at} image(s) per inference; profile again with --batch {}, or run with --batch {made_at}",
+                path.display(),
+                args.batch,
+                args.batch
+            );
+            profile
+        }
+        None => startup_profile(&mut net, &args.name, args.batch)?,
     };
     let spec = AppSpec::from_profile(&library, args.name.clone(), target, vec![Device::Cpu])?;
     // Library id -> candidate index, by name (the profile may come from other weights).
@@ -330,9 +398,12 @@ pub fn run(
     let period = Duration::from_secs_f64(1.0 / args.fps);
     let deadline = Duration::from_secs_f64(args.deadline_ms / 1000.0);
     let mut report = RunReport {
+        batch: args.batch,
         frames_per_subnet: names.iter().map(|n| (n.clone(), 0)).collect(),
         ..RunReport::default()
     };
+    let mut indices = vec![0usize; args.batch];
+    let mut next_image = 0usize;
     let mut latencies = Vec::new();
     let mut switch_total = Duration::ZERO;
     let mut active: Option<u32> = None;
@@ -364,13 +435,28 @@ pub fn run(
         let position = active
             .and_then(|a| index_of.iter().position(|(id, _)| *id == a))
             .unwrap_or(index_of.len() - 1);
-        let i = (frame as usize) % data.len();
+        // The next `batch` held-out images, round the split.
+        for index in indices.iter_mut() {
+            *index = next_image;
+            next_image = (next_image + 1) % data.len();
+        }
         session.begin(deadline);
-        let class = net.classify_image(data.image(i))?;
+        // One image goes the way it always went, without copying it into a batch.
+        let classes = if args.batch == 1 {
+            vec![net.classify_image(data.image(indices[0]))?]
+        } else {
+            let (images, _) = data.batch(&indices, net.device())?;
+            net.classify(&images)?
+        };
         let latency = session.end();
         latencies.push(latency.as_secs_f64() * 1000.0);
         report.frames += 1;
-        report.correct += u64::from(class == data.labels[i] as usize);
+        report.images += classes.len() as u64;
+        report.correct += classes
+            .iter()
+            .zip(&indices)
+            .filter(|(class, &i)| **class == data.labels[i] as usize)
+            .count() as u64;
         report.deadline_misses += u64::from(latency > deadline);
         report.frames_per_subnet[position].1 += 1;
         frame += 1;
@@ -385,7 +471,7 @@ pub fn run(
 
 fn summarise(report: &mut RunReport, latencies: &[f64], switch_total: Duration) {
     let n = latencies.len().max(1) as f64;
-    report.accuracy_pct = 100.0 * report.correct as f64 / report.frames.max(1) as f64;
+    report.accuracy_pct = 100.0 * report.correct as f64 / report.images.max(1) as f64;
     report.latency_mean_ms = latencies.iter().sum::<f64>() / n;
     if report.frames.is_multiple_of(50) || report.frames < 50 {
         let mut sorted = latencies.to_vec();
@@ -401,12 +487,13 @@ fn summarise(report: &mut RunReport, latencies: &[f64], switch_total: Duration) 
 }
 
 /// Without a profile file: times every candidate here at the current clocks (no agent
-/// asked, so it works for any user) and keeps a Pareto library by latency.
-fn startup_profile(net: &mut SuperNet, app: &str) -> Result<Profile> {
+/// asked, so it works for any user), `batch` images per inference, and keeps a Pareto
+/// library by latency.
+fn startup_profile(net: &mut SuperNet, app: &str, batch: usize) -> Result<Profile> {
     const WARMUP: usize = 3;
     const RUNS: usize = 15;
     let candidates = candidate_infos(net)?;
-    let image = probe_image(net)?;
+    let image = probe_batch(net, batch)?;
     let mut measured = Vec::new();
     for (index, candidate) in candidates.into_iter().enumerate() {
         net.set_subnet_index(index)?;
@@ -424,10 +511,12 @@ fn startup_profile(net: &mut SuperNet, app: &str) -> Result<Profile> {
             samples: timing.runs as u32,
         });
     }
-    Ok(Profile::new(
+    let mut profile = Profile::new(
         app,
         &profile::this_machine(),
         measured,
         profile::MAX_LIBRARY_ENTRIES,
-    ))
+    );
+    record_batch(&mut profile, batch);
+    Ok(profile)
 }

@@ -111,8 +111,9 @@ fn run(command: Command) -> Result<()> {
             } else {
                 eprintln!();
                 println!(
-                    "{} frames, top-1 {:.2} %, latency mean {:.2} ms (p99 {:.2} ms), {} over the deadline, {} switches ({:.1} us each)",
+                    "{} frames of {} image(s), top-1 {:.2} %, latency mean {:.2} ms (p99 {:.2} ms), {} over the deadline, {} switches ({:.1} us each)",
                     report.frames,
+                    report.batch,
                     report.accuracy_pct,
                     report.latency_mean_ms,
                     report.latency_p99_ms,
