@@ -108,4 +108,3 @@ pub fn thin(t: &[f64], ys: &[f64], worst: bool) -> Vec<(f64, f64)> {
         })
         .collect()
 }
-
