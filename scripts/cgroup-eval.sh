@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Two real apps on the cgroup board, under dnngovd and under the board's own schedutil,
-# compared by dnngov-eval (docs/board-evaluation.md): the super-network app classifying a
-# batch of images per frame, and the C MLP app, in cluster 0 of a virtual Xavier NX whose
-# CPU clock really slows them (cgroup quotas).
+# compared by dnngov-eval (docs/board-evaluation.md), in cluster 0 of a virtual Xavier NX
+# whose CPU clock really slows them (cgroup quotas): the super-network app classifying a
+# batch of images per frame and the C MLP app; without the super-network's trained
+# weights, two instances of the C app at different rates.
 #
-# First the super-network's library is profiled on this board: dnngovd runs on a cgroup
+# The super-network's library is profiled on this board first: dnngovd runs on a cgroup
 # board and holds each CPU setting while the app times every candidate there, so the
-# library's latencies are this board's. Then dnngov-eval runs both apps for EVAL_SECONDS
+# library's latencies are this board's. Then dnngov-eval runs the apps for EVAL_SECONDS
 # (default 60) per side.
 #
 #   sudo ./scripts/cgroup-eval.sh              (after the release build below)
 #   EVAL_SECONDS=20 OUT=/tmp/eval sudo -E ./scripts/cgroup-eval.sh
 #
-# Needs root, a cgroup cpu controller, the trained weights (target/supernet/, see
-# docs/supernet.md) and: cargo build --release -p dnngov-agent -p dnngov-sim
-# -p dnngov-client -p dnngov-supernet-app && make -C examples/c-app
+# Needs root, a cgroup cpu controller and: cargo build --release -p dnngov-agent
+# -p dnngov-sim -p dnngov-client [-p dnngov-supernet-app] && make -C examples/c-app;
+# for the super-network, its trained weights (target/supernet/, docs/supernet.md).
 set -eu
 cd "$(dirname "$0")/.."
 seconds=${EVAL_SECONDS:-60}
@@ -23,16 +24,20 @@ weights=${SUPERNET_WEIGHTS:-target/supernet/supernet.safetensors}
 platform=platforms/jetson-xavier-nx.toml
 out=${OUT:-target/cgroup-eval}
 bin=$PWD/target/release
-for b in dnngovd dnngov-eval dnngov-vboard dnngov-supernet-app; do
-    [ -x "$bin/$b" ] || { echo "cgroup-eval: $bin/$b is missing: cargo build --release -p dnngov-agent -p dnngov-sim -p dnngov-client -p dnngov-supernet-app" >&2; exit 1; }
+for b in dnngovd dnngovctl dnngov-eval dnngov-vboard; do
+    [ -x "$bin/$b" ] || { echo "cgroup-eval: $bin/$b is missing: cargo build --release -p dnngov-agent -p dnngov-sim -p dnngov-client" >&2; exit 1; }
 done
 [ -x examples/c-app/dnngov_mlp_app ] || { echo "cgroup-eval: make -C examples/c-app first" >&2; exit 1; }
-[ -f "$weights" ] || { echo "cgroup-eval: no weights at $weights: train them (docs/supernet.md)" >&2; exit 1; }
+supernet=""
+if [ -x "$bin/dnngov-supernet-app" ] && [ -f "$weights" ]; then
+    supernet=yes
+fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+mlp="$PWD/examples/c-app/dnngov_mlp_app"
 
 profile="$out/supernet-profile.json"
-if [ ! -f "$profile" ]; then
+if [ -n "$supernet" ] && [ ! -f "$profile" ]; then
     echo "== profiling the super-network at batch $batch on the cgroup board (dnngovd holds each CPU setting)"
     work=$(mktemp -d)
     pids=""
@@ -56,7 +61,13 @@ if [ ! -f "$profile" ]; then
     trap - EXIT INT TERM
 fi
 
+if [ -n "$supernet" ]; then
+    first="supernet=$bin/dnngov-supernet-app run --weights $PWD/$weights --profile $profile --batch $batch --name supernet --fps 10 --deadline-ms 60 --accuracy-floor 85 --json"
+else
+    echo "== no super-network (build dnngov-supernet-app and train $weights for it): two C apps"
+    first="mlp-fast=$mlp --name mlp-fast --fps 20 --deadline-ms 40 --accuracy-floor 66"
+fi
 echo "== dnngov-eval: ${seconds} s under dnngovd, then ${seconds} s under the board's schedutil"
 "$bin/dnngov-eval" --vboard "$platform" --cgroup --duration "$seconds" --out "$out" \
-    --app "supernet=$bin/dnngov-supernet-app run --weights $PWD/$weights --profile $profile --batch $batch --name supernet --fps 10 --deadline-ms 60 --accuracy-floor 85 --json" \
-    --app "mlp=$PWD/examples/c-app/dnngov_mlp_app --name mlp --fps 10 --deadline-ms 60 --accuracy-floor 70"
+    --app "$first" \
+    --app "mlp=$mlp --name mlp --fps 10 --deadline-ms 60 --accuracy-floor 70"

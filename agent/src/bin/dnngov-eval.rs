@@ -322,6 +322,11 @@ impl Eval {
             Side::Board => "board",
         };
         let dir = self.out.join(name);
+        // A previous evaluation's traces in the same place would count as this one's.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("clearing the previous run in {}", dir.display()))?;
+        }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut board = self.start_board(&dir)?;
         let sysfs = Sysfs::new(&board.root);
