@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use dnngov_sim::cgroup::{self, ClusterGroups, Layout};
 use dnngov_sim::platform::Kind;
 use dnngov_sim::vboard::{cluster_entry, Meter, VirtualBoard};
+use dnngov_sim::scenario::Event;
 use dnngov_sim::{run, Platform, Scenario};
 
 #[derive(Parser)]
@@ -171,6 +172,47 @@ fn stop_flag() -> Result<&'static AtomicBool> {
     Ok(&FLAG)
 }
 
+/// The CPUs this process may use.
+fn allowed_cpus() -> Result<Vec<u32>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .context("reading this process's CPU affinity")?;
+    Ok((0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .map(|c| c as u32)
+        .collect())
+}
+
+/// Takes the board's CPUs that this machine has no CPU of the same number for offline
+/// for the whole run, scenario events included: an agent on this machine sees CPUs by
+/// this machine's numbers, so work on those would be invisible to it, and nothing of
+/// this machine would back them. The board then runs as a smaller configuration of
+/// itself (the Xavier NX on 2 CPUs: its 2-core mode).
+fn offline_absent_cpus(scn: &mut Scenario, plat: &Platform, allowed: &[u32]) {
+    let absent: Vec<u32> = (0..plat.cpu_count() as u32)
+        .filter(|c| !allowed.contains(c))
+        .collect();
+    if absent.is_empty() {
+        return;
+    }
+    for e in &mut scn.events {
+        if let Some(off) = &mut e.offline_cpus {
+            let missing: Vec<u32> = absent.iter().copied().filter(|c| !off.contains(c)).collect();
+            off.extend(missing);
+        }
+    }
+    scn.events.insert(
+        0,
+        Event {
+            at_s: 0.0,
+            offline_cpus: Some(absent.clone()),
+            ..Event::default()
+        },
+    );
+    log::info!(
+        "board CPUs {absent:?} are offline: this machine has no CPU of those numbers to back them"
+    );
+}
+
 /// Host CPUs per cluster: `--cluster-cpus`, else [`cgroup::deal_cpus`] over the CPUs
 /// this process may use.
 fn host_cpus(spec: Option<&str>, own: &[Vec<u32>]) -> Result<Vec<Vec<u32>>> {
@@ -190,15 +232,7 @@ fn host_cpus(spec: Option<&str>, own: &[Vec<u32>]) -> Result<Vec<Vec<u32>>> {
             }
             Ok(lists)
         }
-        None => {
-            let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
-                .context("reading this process's CPU affinity")?;
-            let allowed: Vec<u32> = (0..nix::sched::CpuSet::count())
-                .filter(|&c| set.is_set(c).unwrap_or(false))
-                .map(|c| c as u32)
-                .collect();
-            Ok(cgroup::deal_cpus(&allowed, own))
-        }
+        None => Ok(cgroup::deal_cpus(&allowed_cpus()?, own)),
     }
 }
 
@@ -218,6 +252,9 @@ fn board(cli: &Cli) -> Result<()> {
         scn.duration_s = d;
     }
     let stop = stop_flag()?;
+    if cli.cgroup {
+        offline_absent_cpus(&mut scn, &plat, &allowed_cpus()?);
+    }
     let mut board = VirtualBoard::create(root, &plat, true)?;
     let mut groups = None;
     if cli.cgroup {
