@@ -13,12 +13,19 @@
 #   sudo ./scripts/cgroup-eval.sh              (after the release build below)
 #   EVAL_SECONDS=20 OUT=/tmp/eval sudo -E ./scripts/cgroup-eval.sh
 #
+# The apps' rates and targets: SUPERNET_RUN (default "--fps 20 --deadline-ms 50
+# --accuracy-floor 85") and MLP_RUN (default "--fps 20 --deadline-ms 50 --accuracy-floor
+# 73"): each app's most accurate sub-network meets its deadline at full clocks, as a
+# deployment sized for the board would.
+#
 # Needs root, a cgroup cpu controller and: cargo build --release -p dnngov-agent
 # -p dnngov-sim -p dnngov-client [-p dnngov-supernet-app] && make -C examples/c-app;
 # for the super-network, its trained weights (target/supernet/, docs/supernet.md).
 set -eu
 cd "$(dirname "$0")/.."
 seconds=${EVAL_SECONDS:-60}
+supernet_run=${SUPERNET_RUN:-"--fps 20 --deadline-ms 50 --accuracy-floor 85"}
+mlp_run=${MLP_RUN:-"--fps 20 --deadline-ms 50 --accuracy-floor 73"}
 batch=${SUPERNET_BATCH:-64}
 weights=${SUPERNET_WEIGHTS:-target/supernet/supernet.safetensors}
 platform=platforms/jetson-xavier-nx.toml
@@ -62,12 +69,12 @@ if [ -n "$supernet" ] && [ ! -f "$profile" ]; then
 fi
 
 if [ -n "$supernet" ]; then
-    first="supernet=$bin/dnngov-supernet-app run --weights $PWD/$weights --profile $profile --batch $batch --name supernet --fps 10 --deadline-ms 60 --accuracy-floor 85 --json"
+    first="supernet=$bin/dnngov-supernet-app run --weights $PWD/$weights --profile $profile --batch $batch --name supernet $supernet_run --json"
 else
     echo "== no super-network (build dnngov-supernet-app and train $weights for it): two C apps"
-    first="mlp-fast=$mlp --name mlp-fast --fps 20 --deadline-ms 40 --accuracy-floor 66"
+    first="mlp2=$mlp --name mlp2 --fps 10 --deadline-ms 60 --accuracy-floor 70"
 fi
 echo "== dnngov-eval: ${seconds} s under dnngovd, then ${seconds} s under the board's schedutil"
 "$bin/dnngov-eval" --vboard "$platform" --cgroup --duration "$seconds" --out "$out" \
     --app "$first" \
-    --app "mlp=$mlp --name mlp --fps 10 --deadline-ms 60 --accuracy-floor 70"
+    --app "mlp=$mlp --name mlp $mlp_run"
