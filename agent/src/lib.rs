@@ -3,8 +3,10 @@
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod log_limit;
 pub mod metrics;
 pub mod notify;
+pub mod peer;
 pub mod platform;
 pub mod registry;
 pub mod socket;
