@@ -600,7 +600,7 @@ impl Control {
         }
         let pid = handle.pid as u32;
         let source = match marker_binary(pid) {
-            Some(binary) if self.bpf_source == Source::Bpf => {
+            Some(binary) if self.bpf_source == Source::Bpf && defines_markers(&binary) => {
                 self.sampler.watch(AppBinary {
                     app_id: handle.app_id,
                     binary,
@@ -1079,6 +1079,26 @@ fn marker_binary(pid: u32) -> Option<PathBuf> {
         }
     }
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// Whether `binary` defines the client's marker functions. An app that does not use the
+/// client library (a client written from docs/protocol.md alone) has none; it is counted
+/// from its shared page without trying the uprobes, whose failure libbpf would log as a
+/// warning.
+fn defines_markers(binary: &Path) -> bool {
+    match dnngov_bpf::defines_symbol(binary, dnngov_bpf::MARKER_BEGIN) {
+        Ok(true) => true,
+        Ok(false) => {
+            log::debug!(
+                "{} does not define {}: the app's inferences are read from its shared page",
+                binary.display(),
+                dnngov_bpf::MARKER_BEGIN
+            );
+            false
+        }
+        // Unreadable here: let the attach try, and say why if it fails.
+        Err(_) => true,
+    }
 }
 
 /// The board description's entry for a governed domain: a CPU domain by the CPUs they

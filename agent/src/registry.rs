@@ -945,3 +945,86 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The data behind these locks stays valid if a holder panicked.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn library() -> Vec<Subnet> {
+        [(0, 70.0), (1, 75.0)]
+            .map(|(id, accuracy_pct)| Subnet {
+                id,
+                name: format!("s{id}"),
+                accuracy_pct,
+                latency_ms: None,
+                relative_cost: None,
+            })
+            .to_vec()
+    }
+
+    fn honest() -> AppReport {
+        AppReport {
+            active_subnet: Some(1),
+            requested_subnet: 1,
+            heartbeat_ns: 9_000_000_000,
+            inferences_completed: 100,
+            deadline_misses: 3,
+            last_latency_ns: 40_000_000,
+            latency_sum_ns: 4_000_000_000,
+            inference_begin_ns: Some(9_500_000_000),
+            problems: PageProblems::default(),
+        }
+    }
+
+    #[test]
+    fn an_honest_page_is_read_as_written() {
+        let report = sanitise(honest(), &library(), 10_000_000_000);
+        assert_eq!(report, honest());
+        assert_eq!(report.problems.describe(&report), None);
+    }
+
+    #[test]
+    fn figures_that_cannot_be_are_clamped_and_named() {
+        let now = 10_000_000_000;
+        let garbage = AppReport {
+            active_subnet: Some(1_000_000_000),
+            deadline_misses: 180,
+            last_latency_ns: 18_000_000_000_000_000,
+            heartbeat_ns: now + 1,
+            inference_begin_ns: Some(u64::MAX),
+            ..honest()
+        };
+        let report = sanitise(garbage, &library(), now);
+        assert_eq!(report.active_subnet, None);
+        assert_eq!(report.deadline_misses, 100);
+        assert_eq!(report.last_latency_ns, 0);
+        assert_eq!(report.heartbeat_ns, 0);
+        assert_eq!(report.inference_begin_ns, None);
+        assert_eq!(
+            report.inferences_completed, 100,
+            "a counter may be any size"
+        );
+        let text = report.problems.describe(&report).unwrap();
+        for part in [
+            "active_subnet 1000000000 is not in its library",
+            "deadline_misses 180 is above inferences_completed 100",
+            "last_latency_ns 18000000000000000",
+            "heartbeat_ns 10000000001 is ahead of the clock",
+            "inference_begin_ns 18446744073709551615 is ahead of the clock",
+        ] {
+            assert!(text.contains(part), "{part:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn a_latency_longer_than_the_clock_has_run_cannot_be() {
+        let young = AppReport {
+            last_latency_ns: 2_000_000_000,
+            heartbeat_ns: 0,
+            inference_begin_ns: None,
+            ..honest()
+        };
+        let report = sanitise(young, &library(), 1_000_000_000);
+        assert_eq!(report.problems.latency_ns, Some(2_000_000_000));
+    }
+}
