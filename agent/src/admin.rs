@@ -186,7 +186,7 @@ impl AdminServer {
             access,
             handler,
             connections: Vec::new(),
-            limiter: LogLimiter::default(),
+            limiter: LogLimiter::for_target(module_path!()),
             buffer: vec![0u8; MAX_ADMIN_PACKET + 1],
         };
         let thread = std::thread::Builder::new()

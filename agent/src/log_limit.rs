@@ -25,12 +25,8 @@ pub struct LogLimiter {
     windows: BTreeMap<Key, Window>,
     first: u32,
     window: Duration,
-}
-
-impl Default for LogLimiter {
-    fn default() -> Self {
-        Self::new(Self::FIRST, Self::WINDOW)
-    }
+    /// The log target its lines go out under: the module that reports.
+    target: &'static str,
 }
 
 impl LogLimiter {
@@ -42,11 +38,18 @@ impl LogLimiter {
     /// up at once and forgotten, so the table stays bounded whoever connects.
     const MAX_WINDOWS: usize = 256;
 
-    pub fn new(first: u32, window: Duration) -> Self {
+    /// A limiter of [`LogLimiter::FIRST`] per [`LogLimiter::WINDOW`] logging under
+    /// `target` (`module_path!()` of its user).
+    pub fn for_target(target: &'static str) -> Self {
+        Self::new(Self::FIRST, Self::WINDOW, target)
+    }
+
+    pub fn new(first: u32, window: Duration, target: &'static str) -> Self {
         Self {
             windows: BTreeMap::new(),
             first,
             window,
+            target,
         }
     }
 
@@ -60,7 +63,7 @@ impl LogLimiter {
         message: impl FnOnce() -> String,
     ) {
         if let Some(line) = self.note(uid, kind, now, message) {
-            log::warn!("{line}");
+            log::warn!(target: self.target, "{line}");
         }
     }
 
@@ -77,7 +80,7 @@ impl LogLimiter {
             if now.saturating_duration_since(window.started) >= self.window {
                 let ended = self.windows.remove(&key).expect("looked up above");
                 if let Some(line) = summary(key, &ended, now) {
-                    log::warn!("{line}");
+                    log::warn!(target: self.target, "{line}");
                 }
             }
         } else if self.windows.len() >= Self::MAX_WINDOWS {
@@ -110,7 +113,7 @@ impl LogLimiter {
     /// [`LogLimiter::next_flush`]), so the count of a flood that stopped is not lost.
     pub fn flush(&mut self, now: Instant) {
         for line in self.expire(now) {
-            log::warn!("{line}");
+            log::warn!(target: self.target, "{line}");
         }
     }
 
@@ -150,7 +153,7 @@ impl LogLimiter {
         };
         if let Some(window) = self.windows.remove(&key) {
             if let Some(line) = summary(key, &window, now) {
-                log::warn!("{line}");
+                log::warn!(target: self.target, "{line}");
             }
         }
     }
@@ -173,7 +176,7 @@ mod tests {
 
     #[test]
     fn logs_the_first_few_then_one_count_per_window_per_peer_and_kind() {
-        let mut limiter = LogLimiter::new(3, Duration::from_secs(10));
+        let mut limiter = LogLimiter::new(3, Duration::from_secs(10), "test");
         let start = Instant::now();
         let mut lines = Vec::new();
         for i in 0..1000 {
@@ -222,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_window_that_ends_while_events_still_come_reports_its_count_then() {
-        let mut limiter = LogLimiter::new(1, Duration::from_secs(1));
+        let mut limiter = LogLimiter::new(1, Duration::from_secs(1), "test");
         let start = Instant::now();
         assert!(limiter.note(5, "k", start, || "one".into()).is_some());
         assert!(limiter.note(5, "k", start, || "two".into()).is_none());
@@ -240,7 +243,7 @@ mod tests {
 
     #[test]
     fn the_table_stays_bounded() {
-        let mut limiter = LogLimiter::new(1, Duration::from_secs(60));
+        let mut limiter = LogLimiter::new(1, Duration::from_secs(60), "test");
         let start = Instant::now();
         for uid in 0..10_000 {
             limiter.note(uid, "k", start + Duration::from_micros(uid.into()), || {

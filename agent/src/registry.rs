@@ -379,7 +379,7 @@ impl Registry {
             max_apps: config.max_apps,
             next_app_id: 1,
             buffer: vec![0u8; MAX_PACKET_BYTES + 1],
-            limiter: LogLimiter::default(),
+            limiter: LogLimiter::for_target(module_path!()),
         };
         let thread = std::thread::Builder::new()
             .name("registry".into())

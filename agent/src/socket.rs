@@ -82,15 +82,20 @@ pub fn bind_seqpacket(path: &Path, group: Option<&str>) -> Result<OwnedFd> {
 fn who_can_connect(path: &Path) -> Result<String> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)?;
-    Ok(format!(
-        "{} is {}:{} with mode {:04o}, so only root, user {} and members of group {} can \
-         connect to it",
-        path.display(),
+    let (owner, group) = (
         crate::peer::user_name(meta.uid()),
         crate::peer::group_name(meta.gid()),
+    );
+    let users = if meta.uid() == 0 {
+        "root".to_string()
+    } else {
+        format!("root, user {owner}")
+    };
+    Ok(format!(
+        "{} is {owner}:{group} with mode {:04o}, so only {users} and members of group {group} \
+         can connect to it",
+        path.display(),
         meta.mode() & 0o7777,
-        crate::peer::user_name(meta.uid()),
-        crate::peer::group_name(meta.gid())
     ))
 }
 

@@ -252,8 +252,15 @@ fn misbehaving_clients_leave_the_other_app_served_and_memory_flat() {
     dying.kill();
 
     // 10,000 garbage packets a second for 5 s from a client that reads its answers, and
-    // the same from one that never reads them (the agent must drop it, not stall).
+    // the same from one that never reads them (the agent must drop it, not stall). The
+    // reader registers first: an unregistered connection is closed after
+    // REGISTRATION_TIMEOUT_MS whatever it sends, and this one must outlast the flood.
     let reader = raw_connect(&socket);
+    let (reply, _) = raw_exchange(
+        &reader,
+        dnngov_tests::register_json("flooder", std::process::id() as i32).as_bytes(),
+    );
+    assert!(matches!(reply, Some(Reply::Accepted { .. })), "{reply:?}");
     let deaf = raw_connect(&socket);
     let mut deaf_dropped = false;
     let start = Instant::now();
@@ -299,8 +306,13 @@ fn misbehaving_clients_leave_the_other_app_served_and_memory_flat() {
     let before = inferences();
     daemon.wait_for("the good app to keep running", || inferences() > before + 5);
     let apps = daemon.ctl(&["apps"]).unwrap();
-    assert_eq!(apps.as_array().unwrap().len(), 1, "{apps}");
-    assert_eq!(apps[0]["name"], "detector");
+    let names: Vec<&str> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["detector", "flooder"], "{apps}");
     let rss_after = resident_kib(daemon.child.id());
     assert!(
         rss_after < rss_before + 8 * 1024,
