@@ -342,13 +342,18 @@ impl Daemon {
 
     /// `dnngovctl --json ARGS`, as it ran.
     pub fn ctl_output(&self, args: &[&str]) -> Output {
-        Command::new(built_binary("dnngovctl"))
+        self.ctl_command(args).output().expect("dnngovctl runs")
+    }
+
+    /// `dnngovctl --json ARGS`, to run.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(built_binary("dnngovctl"));
+        command
             .arg("--admin-socket")
             .arg(self.admin_socket())
             .arg("--json")
-            .args(args)
-            .output()
-            .expect("dnngovctl runs")
+            .args(args);
+        command
     }
 
     /// `dnngovctl --json ARGS`; `None` when it fails.
