@@ -353,3 +353,117 @@ fn without_a_power_sensor_the_board_description_gives_an_estimate() {
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(daemon.wait().success());
 }
+
+#[test]
+fn figures_that_cannot_be_in_an_apps_page_are_clamped_and_flagged() {
+    use dnngov_tests::{raw_connect, raw_exchange, register_json};
+    use governor_proto::shm::{ShmPage, SHM_SIZE};
+    use governor_proto::Reply;
+    use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+    use std::num::NonZeroUsize;
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("board");
+    fixture::xavier_nx(&root).unwrap();
+    let metrics_addr = free_local_address();
+    let daemon = Daemon::start_with(
+        dir.path(),
+        &root,
+        &format!("[metrics]\nlisten = \"{metrics_addr}\"\n"),
+    );
+    // A client that writes garbage into its own block of the page.
+    let connection = raw_connect(&daemon.app_socket());
+    let (reply, memfd) = raw_exchange(
+        &connection,
+        register_json("garbage", std::process::id() as i32).as_bytes(),
+    );
+    assert!(matches!(reply, Some(Reply::Accepted { .. })), "{reply:?}");
+    let memfd = memfd.expect("the page comes with the reply");
+    // SAFETY: a new shared mapping of the page the agent sent, never unmapped while the
+    // test runs.
+    let addr = unsafe {
+        mmap(
+            None,
+            NonZeroUsize::new(SHM_SIZE).unwrap(),
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            &memfd,
+            0,
+        )
+    }
+    .unwrap();
+    // SAFETY: page aligned, SHM_SIZE bytes, mapped for the rest of the test.
+    let page = unsafe { ShmPage::from_ptr(addr.as_ptr().cast()) };
+    let app = &page.app;
+    app.active_subnet.store(1_000_000_000, Ordering::Relaxed);
+    app.deadline_misses.store(180, Ordering::Relaxed);
+    app.last_latency_ns
+        .store(18_000_000_000_000_000, Ordering::Relaxed);
+    app.heartbeat_ns.store(u64::MAX / 2, Ordering::Relaxed);
+    app.inference_begin_ns.store(u64::MAX, Ordering::Relaxed);
+    app.inferences_completed.store(100, Ordering::Release);
+
+    daemon.wait_for("the app's figures", || {
+        app_field(&daemon, "inferences") == Some(Value::from(100))
+    });
+    let apps = daemon.ctl(&["apps"]).unwrap();
+    let shown = &apps[0];
+    assert_eq!(shown["miss_pct"], 100.0, "{shown}");
+    assert_eq!(shown["deadline_misses"], 100, "{shown}");
+    assert_eq!(shown["active_subnet"], Value::Null, "{shown}");
+    assert_eq!(shown["last_latency_ms"], 0.0, "{shown}");
+    let problem = shown["page_problem"].as_str().unwrap_or_default();
+    for part in [
+        "active_subnet 1000000000 is not in its library",
+        "deadline_misses 180 is above inferences_completed 100",
+        "last_latency_ns 18000000000000000",
+        "heartbeat_ns",
+        "inference_begin_ns",
+    ] {
+        assert!(problem.contains(part), "{part:?} in {shown}");
+    }
+    let output = Command::new(built_binary("dnngovctl"))
+        .arg("--admin-socket")
+        .arg(daemon.admin_socket())
+        .arg("apps")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("!garbage")
+            && table.contains("its shared page holds figures that cannot be"),
+        "{table}"
+    );
+    let status = daemon.ctl(&["status"]).unwrap();
+    assert!(
+        status["notes"]
+            .to_string()
+            .contains("wrote figures in its shared page that cannot be"),
+        "{status}"
+    );
+    // The metrics count no more misses than inferences.
+    daemon.wait_for("the app in the metrics", || {
+        http_get(metrics_addr, "/metrics").contains("dnngov_inferences_total{app=\"garbage\"")
+    });
+    let metrics = http_get(metrics_addr, "/metrics");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{app=\"garbage\"")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in:\n{metrics}"))
+    };
+    assert!(
+        value("dnngov_deadline_misses_total") <= value("dnngov_inferences_total"),
+        "{metrics}"
+    );
+    // Said once in the log, not at every reading.
+    let warnings = daemon
+        .log()
+        .matches("wrote figures in its shared page that cannot be")
+        .count();
+    assert_eq!(warnings, 1, "{}", daemon.log());
+    daemon.stop();
+}
