@@ -395,12 +395,37 @@ fn out_of_range_integers_are_malformed() {
     let registry = start_registry(dir.path());
     let connection = raw_connect(registry.socket_path());
     let pid = std::process::id() as i32;
-    for (path, value) in [
-        ("/target/priority", serde_json::json!(256)),
-        ("/target/priority", serde_json::json!(-1)),
-        ("/pid", serde_json::json!(i64::from(i32::MAX) + 1)),
-        ("/subnets/0/id", serde_json::json!(u64::from(u32::MAX) + 1)),
-        ("/subnets/0/id", serde_json::json!(1.5)),
+    for (path, value, named) in [
+        (
+            "/target/priority",
+            serde_json::json!(256),
+            "target.priority is 256",
+        ),
+        (
+            "/target/priority",
+            serde_json::json!(-1),
+            "target.priority is -1",
+        ),
+        (
+            "/pid",
+            serde_json::json!(i64::from(i32::MAX) + 1),
+            "pid is 2147483648",
+        ),
+        (
+            "/subnets/1/id",
+            serde_json::json!(u64::from(u32::MAX) + 1),
+            "subnets[1].id is 4294967296",
+        ),
+        (
+            "/subnets/0/id",
+            serde_json::json!(1.5),
+            "subnets[0].id is 1.5",
+        ),
+        (
+            "/target/priority",
+            serde_json::json!("high"),
+            "target.priority is \"high\"",
+        ),
     ] {
         let mut register: serde_json::Value =
             serde_json::from_str(&register_json("ranges", pid)).unwrap();
@@ -408,6 +433,7 @@ fn out_of_range_integers_are_malformed() {
         *register.pointer_mut(path).unwrap() = value.clone();
         let (reply, _) = raw_exchange(&connection, register.to_string().as_bytes());
         let message = expect_error(reply, ErrorCode::Malformed);
-        assert!(message.contains("invalid"), "{path} = {value}: {message}");
+        assert!(message.contains(named), "{path} = {value}: {message}");
+        assert!(message.contains("it must be an integer from"), "{message}");
     }
 }
