@@ -467,3 +467,41 @@ fn figures_that_cannot_be_in_an_apps_page_are_clamped_and_flagged() {
     assert_eq!(warnings, 1, "{}", daemon.log());
     daemon.stop();
 }
+
+#[test]
+fn admin_requests_with_unknown_fields_or_nothing_in_them_are_refused() {
+    use dnngov_tests::raw_connect;
+    use nix::sys::socket::{recv, send, MsgFlags};
+    use std::os::fd::AsRawFd;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("board");
+    fixture::no_cpufreq(&root).unwrap();
+    let daemon = Daemon::start(dir.path(), &root);
+    let ask = |request: &[u8]| -> Value {
+        let connection = raw_connect(&daemon.admin_socket());
+        send(connection.as_raw_fd(), request, MsgFlags::MSG_NOSIGNAL).unwrap();
+        let mut buffer = vec![0u8; 1 << 20];
+        let len = recv(connection.as_raw_fd(), &mut buffer, MsgFlags::empty()).unwrap();
+        serde_json::from_slice(&buffer[..len]).expect("a JSON reply")
+    };
+    for command in ["status", "apps", "release"] {
+        let reply = ask(format!(r#"{{"command":"{command}","bogus":1}}"#).as_bytes());
+        assert_eq!(reply["reply"], "error", "{command}: {reply}");
+        assert!(
+            reply["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown field `bogus`"),
+            "{command}: {reply}"
+        );
+    }
+    let reply = ask(b"");
+    assert_eq!(reply["reply"], "error", "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("empty request"),
+        "{reply}"
+    );
+    assert_eq!(ask(br#"{"command":"apps"}"#)["reply"], "apps");
+    daemon.stop();
+}
