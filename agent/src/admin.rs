@@ -135,14 +135,13 @@ impl Access {
 
     /// Why `peer` may not `what`, for the refusal.
     pub fn denied(&self, peer: &Peer, what: &str) -> String {
-        let who = if self.admin_group.is_empty() {
-            format!("root or user {}", crate::peer::user_name(self.own_uid))
-        } else {
-            format!(
-                "root, user {} or a member of group {}",
-                crate::peer::user_name(self.own_uid),
-                self.admin_group
-            )
+        let own = crate::peer::user_name(self.own_uid);
+        let who = match (self.admin_group.as_str(), self.admin_gid) {
+            ("", _) => format!("root or user {own}"),
+            (group, Some(_)) => format!("root, user {own} or a member of group {group}"),
+            (group, None) => format!(
+                "root or user {own} (the admin group {group} does not exist on this machine)"
+            ),
         };
         format!(
             "permission denied: {what} is for {who}, and {} is not",
@@ -836,6 +835,43 @@ mod tests {
         let nothing = Holds::new(Sysfs::new(dir.path()), Vec::new());
         let error = nothing.hold(Some(1), None, None, None).unwrap_err();
         assert!(error.contains("governs no frequency domain"), "{error}");
+    }
+
+    #[test]
+    fn admins_are_root_the_agents_user_and_the_admin_group() {
+        let peer = |uid, gid, groups: &[u32]| Peer {
+            pid: 1,
+            uid,
+            gid,
+            groups: Some(groups.to_vec()),
+        };
+        let access = Access {
+            own_uid: 4000,
+            admin_gid: Some(50),
+            admin_group: "ops".into(),
+        };
+        assert!(access.is_admin(&peer(0, 0, &[])));
+        assert!(access.is_admin(&peer(4000, 4000, &[])));
+        assert!(access.is_admin(&peer(4001, 50, &[])), "primary group");
+        assert!(
+            access.is_admin(&peer(4001, 100, &[100, 50])),
+            "supplementary group"
+        );
+        assert!(!access.is_admin(&peer(4001, 100, &[100, 51])));
+        let text = access.denied(&peer(4_000_000, 100, &[]), "hold");
+        assert!(
+            text.starts_with("permission denied: hold is for root, user ")
+                && text.contains("or a member of group ops, and uid 4000000 is not"),
+            "{text}"
+        );
+        let missing = Access {
+            admin_gid: None,
+            ..access
+        };
+        assert!(!missing.is_admin(&peer(4001, 50, &[50])));
+        assert!(missing
+            .denied(&peer(4001, 50, &[]), "release")
+            .contains("the admin group ops does not exist"));
     }
 
     #[test]

@@ -581,7 +581,7 @@ impl State {
     fn close_overdue(&mut self, now: Instant) {
         let mut index = 0;
         while index < self.connections.len() {
-            if !self.connections[index].deadline.is_some_and(|d| now >= d) {
+            if self.connections[index].deadline.is_none_or(|d| now < d) {
                 index += 1;
                 continue;
             }
