@@ -1,23 +1,30 @@
 //! The admin socket: what `dnngovctl` asks the running agent, and the agent's answers.
 //!
 //! A separate socket from the apps' (default `/run/dnngov/admin.sock`, mode 0660, group
-//! `dnngov`), so an app's permission to register does not give it the operator's powers.
-//! One JSON request per connection, one JSON reply, then the agent closes it.
+//! `dnngov`). One JSON request per connection, one JSON reply, then the agent closes it.
+//! Whoever may connect may read (status, apps); changing anything (hold, release, another
+//! user's target) takes root, the agent's own user or the admin group ([`Access`]), and an
+//! app's owner may change that app's target.
+//!
+//! One thread serves every connection by polling them together, each with a deadline, so
+//! a client that connects and says nothing delays nobody else; connections are bounded
+//! in all and per user.
 //!
 //! The messages are `governor_proto::admin`'s (re-exported here) and the client side is
 //! `dnngov_client::admin`; this module serves the socket and keeps the frequency hold
 //! ([`Holds`]) that profilers ask for.
 
+use crate::log_limit::LogLimiter;
+use crate::peer::Peer;
 use crate::platform::{Actuator, Domain, Frequencies, Hz, Sysfs};
 use crate::registry::AppHandle;
-use crate::socket::bind_seqpacket;
+use crate::socket::{bind_seqpacket, hung_up, timeout_until};
 use anyhow::{Context, Result};
 pub use dnngov_client::admin::request;
 pub use governor_proto::admin::*;
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{accept4, recv, send, setsockopt, sockopt, MsgFlags, SockFlag};
-use nix::sys::time::TimeVal;
+use nix::poll::{poll, PollFd, PollFlags};
+use nix::sys::socket::{accept4, recv, send, MsgFlags, SockFlag};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -26,13 +33,21 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a connection may take to send its request.
+pub const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Admin connections open at once ...
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// ... and per user, so one user's silent connections leave room for everyone else's.
+pub const MAX_ADMIN_CONNECTIONS_PER_UID: usize = 8;
 
 /// What `dnngovctl apps` shows of one registered app.
 pub fn app_status(app: &AppHandle) -> AppStatus {
     let report = app.report();
     let target = app.target();
     let running = report.active_subnet.unwrap_or(report.requested_subnet);
+    // The report's misses are never above its inferences: this stays within 0..=100.
     let miss_pct = if report.inferences_completed == 0 {
         0.0
     } else {
@@ -58,11 +73,95 @@ pub fn app_status(app: &AppHandle) -> AppStatus {
         deadline_misses: report.deadline_misses,
         miss_pct,
         last_latency_ms: report.last_latency_ns as f64 / 1e6,
+        page_problem: report.problems.describe(&report),
     }
 }
 
-/// Answers admin requests; runs on the admin thread.
-pub type Handler = Arc<dyn Fn(AdminRequest) -> AdminReply + Send + Sync>;
+/// Who may change things through the admin socket. Reading (status, apps) is open to
+/// whoever may connect, which the socket's group decides.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The user the agent runs as: it may do anything, as root may.
+    pub own_uid: u32,
+    /// The admin group, when one is configured and exists.
+    pub admin_gid: Option<u32>,
+    /// Its configured name ("" for none), for messages.
+    pub admin_group: String,
+}
+
+impl Access {
+    /// The access of an agent running as the current user with admin group `group`
+    /// (`""`: none, only root and the agent's user). A group that does not exist is
+    /// logged, and then only root and the agent's user may change things.
+    pub fn new(group: &str) -> Access {
+        let own_uid = nix::unistd::geteuid().as_raw();
+        let admin_gid = if group.is_empty() {
+            None
+        } else {
+            match nix::unistd::Group::from_name(group) {
+                Ok(Some(g)) => Some(g.gid.as_raw()),
+                Ok(None) => {
+                    log::info!(
+                        "admin group {group} does not exist: only root and user {} may hold, \
+                         release, or set another user's app target",
+                        crate::peer::user_name(own_uid)
+                    );
+                    None
+                }
+                Err(e) => {
+                    log::warn!(
+                        "cannot look up the admin group {group}: {e}; only root and user {} \
+                         may hold, release, or set another user's app target",
+                        crate::peer::user_name(own_uid)
+                    );
+                    None
+                }
+            }
+        };
+        Access {
+            own_uid,
+            admin_gid,
+            admin_group: group.to_string(),
+        }
+    }
+
+    /// Whether `peer` may change anything: root, the agent's own user, or a member of
+    /// the admin group.
+    pub fn is_admin(&self, peer: &Peer) -> bool {
+        peer.uid == 0
+            || peer.uid == self.own_uid
+            || self.admin_gid.is_some_and(|g| peer.in_group(g))
+    }
+
+    /// Why `peer` may not `what`, for the refusal.
+    pub fn denied(&self, peer: &Peer, what: &str) -> String {
+        let own = crate::peer::user_name(self.own_uid);
+        let who = match (self.admin_group.as_str(), self.admin_gid) {
+            ("", _) => format!("root or user {own}"),
+            (group, Some(_)) => format!("root, user {own} or a member of group {group}"),
+            (group, None) => format!(
+                "root or user {own} (the admin group {group} does not exist on this machine)"
+            ),
+        };
+        format!(
+            "permission denied: {what} is for {who}, and {} is not",
+            crate::peer::user_name(peer.uid)
+        )
+    }
+}
+
+/// Who sent a request, and whether they may change things.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub peer: Peer,
+    /// Root, the agent's user or the admin group: may do anything.
+    pub admin: bool,
+}
+
+/// Answers admin requests; runs on the admin thread. Hold and release reach it only from
+/// admins; a target change from anyone who may connect, for it to check that the caller
+/// owns the app ([`Caller::admin`] otherwise).
+pub type Handler = Arc<dyn Fn(AdminRequest, &Caller) -> AdminReply + Send + Sync>;
 
 /// The admin socket's thread. Dropping it stops the thread and removes the socket.
 pub struct AdminServer {
@@ -72,12 +171,26 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    pub fn start(path: &Path, group: Option<&str>, handler: Handler) -> Result<Self> {
+    pub fn start(
+        path: &Path,
+        group: Option<&str>,
+        access: Access,
+        handler: Handler,
+    ) -> Result<Self> {
         let listener = bind_seqpacket(path, group)?;
         let (waker, wakee) = UnixStream::pair().context("creating the admin waker")?;
+        let mut server = Server {
+            listener,
+            wakee,
+            access,
+            handler,
+            connections: Vec::new(),
+            limiter: LogLimiter::for_target(module_path!()),
+            buffer: vec![0u8; MAX_ADMIN_PACKET + 1],
+        };
         let thread = std::thread::Builder::new()
             .name("admin".into())
-            .spawn(move || serve(listener, wakee, handler))
+            .spawn(move || server.run())
             .context("starting the admin thread")?;
         log::info!("admin socket on {}", path.display());
         Ok(Self {
@@ -98,54 +211,222 @@ impl Drop for AdminServer {
     }
 }
 
-fn serve(listener: OwnedFd, mut wakee: UnixStream, handler: Handler) {
-    let mut buffer = vec![0u8; MAX_ADMIN_PACKET + 1];
-    loop {
-        let mut fds = [
-            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-            PollFd::new(wakee.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => {
-                log::error!("admin poll failed: {e}; the admin socket stops");
+struct Connection {
+    fd: OwnedFd,
+    peer: Peer,
+    deadline: Instant,
+}
+
+struct Server {
+    listener: OwnedFd,
+    wakee: UnixStream,
+    access: Access,
+    handler: Handler,
+    connections: Vec<Connection>,
+    limiter: LogLimiter,
+    buffer: Vec<u8>,
+}
+
+impl Server {
+    fn run(&mut self) {
+        loop {
+            // Poll set: [waker, listener, then every connection].
+            let mut fds = Vec::with_capacity(2 + self.connections.len());
+            fds.push(PollFd::new(self.wakee.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+            for connection in &self.connections {
+                fds.push(PollFd::new(connection.fd.as_fd(), PollFlags::POLLIN));
+            }
+            let wake_at = self
+                .connections
+                .iter()
+                .map(|c| c.deadline)
+                .chain(self.limiter.next_flush())
+                .min();
+            match poll(&mut fds, timeout_until(wake_at)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    log::error!("admin poll failed: {e}; the admin socket stops");
+                    return;
+                }
+            }
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            if ready[0] {
+                let _ = self.wakee.read(&mut [0u8; 1]);
                 return;
             }
+            // Each connection that spoke is answered and closed; in reverse, so that
+            // removing one leaves the indices of those still to visit as they were.
+            for index in (0..self.connections.len()).rev() {
+                if ready[2 + index] {
+                    let connection = self.connections.swap_remove(index);
+                    self.answer(connection);
+                }
+            }
+            let now = Instant::now();
+            self.connections.retain(|c| {
+                if now < c.deadline {
+                    return true;
+                }
+                log::debug!(
+                    "closed an admin connection of pid {} (uid {}) that sent nothing within {} s",
+                    c.peer.pid,
+                    c.peer.uid,
+                    ADMIN_REQUEST_TIMEOUT.as_secs_f64()
+                );
+                false
+            });
+            self.limiter.flush(now);
+            if ready[1] {
+                self.accept_all();
+            }
         }
-        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-            let _ = wakee.read(&mut [0u8; 1]);
-            return;
-        }
-        let raw = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-            Ok(raw) => raw,
-            Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNABORTED) => continue,
-            Err(e) => {
-                log::warn!("admin accept failed: {e}");
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let raw = match accept4(
+                self.listener.as_raw_fd(),
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            ) {
+                Ok(raw) => raw,
+                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+                Err(Errno::EAGAIN) => return,
+                Err(e) => {
+                    log::warn!("admin accept failed: {e}");
+                    return;
+                }
+            };
+            // SAFETY: accept4 returned a new descriptor nobody else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            let peer = match Peer::of(&fd) {
+                Ok(peer) => peer,
+                Err(e) => {
+                    log::warn!("cannot read the credentials of an admin connection: {e}");
+                    continue;
+                }
+            };
+            let mine = self
+                .connections
+                .iter()
+                .filter(|c| c.peer.uid == peer.uid)
+                .count();
+            let full = if mine >= MAX_ADMIN_CONNECTIONS_PER_UID {
+                Some(format!(
+                    "uid {} already has {mine} admin connections open (the limit per user)",
+                    peer.uid
+                ))
+            } else if self.connections.len() >= MAX_ADMIN_CONNECTIONS {
+                Some(format!(
+                    "{} admin connections are open (the limit); try again in a moment",
+                    self.connections.len()
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = full {
+                reply(
+                    &fd,
+                    &AdminReply::Error {
+                        message: why.clone(),
+                    },
+                );
+                self.limiter.warn(
+                    peer.uid,
+                    "admin connections refused",
+                    Instant::now(),
+                    || {
+                        format!(
+                            "refused an admin connection of pid {} (uid {}): {why}",
+                            peer.pid, peer.uid
+                        )
+                    },
+                );
                 continue;
             }
-        };
-        // SAFETY: accept4 returned a new descriptor nobody else owns.
-        let connection = unsafe { OwnedFd::from_raw_fd(raw) };
-        // A client that connects and says nothing must not hold the admin thread.
-        let timeout = TimeVal::new(1, 0);
-        let _ = setsockopt(&connection, sockopt::ReceiveTimeout, &timeout);
-        let _ = setsockopt(&connection, sockopt::SendTimeout, &timeout);
-        let reply = match recv(connection.as_raw_fd(), &mut buffer, MsgFlags::MSG_TRUNC) {
-            Ok(0) | Err(_) => continue,
-            Ok(len) if len > MAX_ADMIN_PACKET => AdminReply::Error {
-                message: format!("request of {len} bytes is larger than {MAX_ADMIN_PACKET}"),
-            },
-            Ok(len) => match serde_json::from_slice::<AdminRequest>(&buffer[..len]) {
-                Ok(request) => handler(request),
-                Err(e) => AdminReply::Error {
-                    message: format!("invalid admin request: {e}"),
-                },
-            },
-        };
-        let bytes = serde_json::to_vec(&reply).expect("admin replies always serialise");
-        if let Err(e) = send(connection.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL) {
-            log::warn!("cannot answer an admin request: {e}");
+            self.connections.push(Connection {
+                fd,
+                peer,
+                deadline: Instant::now() + ADMIN_REQUEST_TIMEOUT,
+            });
         }
+    }
+
+    /// Reads the request waiting on `connection`, answers it, and closes the connection.
+    fn answer(&mut self, connection: Connection) {
+        let peer = connection.peer;
+        let refused = |message: String| AdminReply::Error { message };
+        let answer = match recv(
+            connection.fd.as_raw_fd(),
+            &mut self.buffer,
+            MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) if hung_up(&connection.fd) => return,
+            Ok(0) => refused(
+                "an empty request: send one JSON object, such as {\"command\": \"status\"}".into(),
+            ),
+            Ok(len) if len > MAX_ADMIN_PACKET => refused(format!(
+                "request of {len} bytes is larger than {MAX_ADMIN_PACKET}"
+            )),
+            Ok(len) => match serde_json::from_slice::<AdminRequest>(&self.buffer[..len]) {
+                Ok(request) => match self.denial(&request, &peer) {
+                    Some(message) => refused(message),
+                    None => {
+                        let admin = self.access.is_admin(&peer);
+                        let answer = (self.handler)(request, &Caller { peer, admin });
+                        reply(&connection.fd, &answer);
+                        return;
+                    }
+                },
+                Err(e) => refused(format!("invalid admin request: {e}")),
+            },
+            Err(Errno::EAGAIN | Errno::EINTR) => {
+                // Readable but nothing to read after all: wait for it again.
+                self.connections.push(Connection { peer, ..connection });
+                return;
+            }
+            Err(_) => return,
+        };
+        // Only what is not a request at all, or not allowed, is logged: an operator's
+        // request refused for its values is answered, and that is enough.
+        if let AdminReply::Error { message } = &answer {
+            self.limiter
+                .warn(peer.uid, "admin requests refused", Instant::now(), || {
+                    format!(
+                        "refused an admin request of pid {} (uid {}): {message}",
+                        peer.pid, peer.uid
+                    )
+                });
+        }
+        reply(&connection.fd, &answer);
+    }
+
+    /// Why `peer` may not make `request`, if it may not. A target change goes on to the
+    /// handler, which knows whose app it is.
+    fn denial(&self, request: &AdminRequest, peer: &Peer) -> Option<String> {
+        let what = match request {
+            AdminRequest::Hold { .. } => "hold",
+            AdminRequest::Release => "release",
+            _ => return None,
+        };
+        (!self.access.is_admin(peer)).then(|| self.access.denied(peer, what))
+    }
+}
+
+/// Sends `answer` on `socket`, once: the connection is new and its peer waits for it,
+/// so the kernel takes it at once or never.
+fn reply(socket: &OwnedFd, answer: &AdminReply) {
+    let bytes = serde_json::to_vec(answer).expect("admin replies always serialise");
+    if let Err(e) = send(
+        socket.as_raw_fd(),
+        &bytes,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+    ) {
+        log::debug!("cannot answer an admin request: {e}");
     }
 }
 
@@ -554,6 +835,43 @@ mod tests {
         let nothing = Holds::new(Sysfs::new(dir.path()), Vec::new());
         let error = nothing.hold(Some(1), None, None, None).unwrap_err();
         assert!(error.contains("governs no frequency domain"), "{error}");
+    }
+
+    #[test]
+    fn admins_are_root_the_agents_user_and_the_admin_group() {
+        let peer = |uid, gid, groups: &[u32]| Peer {
+            pid: 1,
+            uid,
+            gid,
+            groups: Some(groups.to_vec()),
+        };
+        let access = Access {
+            own_uid: 4000,
+            admin_gid: Some(50),
+            admin_group: "ops".into(),
+        };
+        assert!(access.is_admin(&peer(0, 0, &[])));
+        assert!(access.is_admin(&peer(4000, 4000, &[])));
+        assert!(access.is_admin(&peer(4001, 50, &[])), "primary group");
+        assert!(
+            access.is_admin(&peer(4001, 100, &[100, 50])),
+            "supplementary group"
+        );
+        assert!(!access.is_admin(&peer(4001, 100, &[100, 51])));
+        let text = access.denied(&peer(4_000_000, 100, &[]), "hold");
+        assert!(
+            text.starts_with("permission denied: hold is for root, user ")
+                && text.contains("or a member of group ops, and uid 4000000 is not"),
+            "{text}"
+        );
+        let missing = Access {
+            admin_gid: None,
+            ..access
+        };
+        assert!(!missing.is_admin(&peer(4001, 50, &[50])));
+        assert!(missing
+            .denied(&peer(4001, 50, &[]), "release")
+            .contains("the admin group ops does not exist"));
     }
 
     #[test]

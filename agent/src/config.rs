@@ -26,7 +26,12 @@ pub struct AgentConfig {
     pub sysfs_root: PathBuf,
     pub socket: PathBuf,
     pub admin_socket: PathBuf,
+    /// Group given both sockets (mode 0660): its members may register apps and read the
+    /// agent's status.
     pub group: String,
+    /// Group whose members may also change things through the admin socket (hold,
+    /// release, any app's target); `""`: only root and the agent's own user.
+    pub admin_group: String,
     pub state_dir: PathBuf,
     /// A board description (`platforms/*.toml`): seeds the policy's power model, and
     /// gives a power estimate where the board has no sensor.
@@ -40,6 +45,7 @@ impl Default for AgentConfig {
             socket: PathBuf::from(governor_proto::DEFAULT_SOCKET_PATH),
             admin_socket: PathBuf::from(crate::admin::DEFAULT_ADMIN_SOCKET),
             group: "dnngov".into(),
+            admin_group: "dnngov-admin".into(),
             state_dir: PathBuf::from("/run/dnngov"),
             platform: None,
         }

@@ -425,13 +425,24 @@ impl Sampler {
         self.telemetry.unwatch(pid);
     }
 
-    fn watch(&mut self, app: AppBinary) {
+    /// Counts the on-CPU time of `app`'s process, and probes its markers when `probe`
+    /// (its binary defines them).
+    fn watch(&mut self, app: AppBinary, probe: bool) {
         if let Some(pid) = app.pid {
             if let Err(e) = self.telemetry.watch(pid) {
                 log::debug!("cannot watch pid {pid}: {e}");
             }
         }
         let app_id = app.app_id;
+        if !probe {
+            log::info!(
+                "app {app_id}: using its shared-memory counters ({} does not define {}: the \
+                 app does not use the client library)",
+                app.binary.display(),
+                dnngov_bpf::MARKER_BEGIN
+            );
+            return;
+        }
         match self.telemetry.attach_app(&app) {
             Ok(()) => log::info!(
                 "app {app_id}: inferences probed in {}",
@@ -601,14 +612,22 @@ impl Control {
         let pid = handle.pid as u32;
         let source = match marker_binary(pid) {
             Some(binary) if self.bpf_source == Source::Bpf => {
-                self.sampler.watch(AppBinary {
-                    app_id: handle.app_id,
-                    binary,
-                    pid: Some(pid),
-                });
+                let probed = defines_markers(&binary);
+                self.sampler.watch(
+                    AppBinary {
+                        app_id: handle.app_id,
+                        binary,
+                        pid: Some(pid),
+                    },
+                    probed,
+                );
                 // Attaching may still fail (a stripped binary); shared-memory counters
                 // then cover the app, and they are read for every app anyway.
-                InferenceSource::Bpf
+                if probed {
+                    InferenceSource::Bpf
+                } else {
+                    InferenceSource::SharedMemory
+                }
             }
             _ => InferenceSource::SharedMemory,
         };
@@ -1079,6 +1098,15 @@ fn marker_binary(pid: u32) -> Option<PathBuf> {
         }
     }
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// Whether `binary` defines the client's marker functions. An app that does not use the
+/// client library (a client written from docs/protocol.md alone) has none; it is counted
+/// from its shared page without trying the uprobes, whose failure libbpf would log as a
+/// warning.
+fn defines_markers(binary: &Path) -> bool {
+    // Unreadable here: let the attach try, and say why if it fails.
+    dnngov_bpf::defines_symbol(binary, dnngov_bpf::MARKER_BEGIN).unwrap_or(true)
 }
 
 /// The board description's entry for a governed domain: a CPU domain by the CPUs they

@@ -7,27 +7,34 @@
 //! clear error that changes nothing; a connection that misbehaves at the socket level
 //! (never reads its replies) is closed. No app can stop the registry or another app.
 //!
+//! Connections that have not registered yet are the cheap way to jam a registry, so they
+//! get a pool of their own, apart from the registered apps' slots, bounded in all and per
+//! user, and a deadline to register. The warnings a peer can cause are rate-limited.
+//!
+//! Nor is anything an app writes in its page trusted: [`AppHandle::report`] clamps what
+//! cannot be and says what was wrong ([`PageProblems`]).
+//!
 //! Other threads learn about apps from [`RegistryEvent`]s and write commands straight
 //! into an app's shared page through its [`AppHandle`] (atomics, no thread hop).
 
-use crate::socket::bind_seqpacket;
+use crate::log_limit::LogLimiter;
+use crate::peer::Peer;
+use crate::socket::{bind_seqpacket, hung_up, timeout_until};
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{Receiver, Sender};
 use governor_proto::shm::{Reason, ShmPage, NO_SUBNET, SHM_SIZE};
 use governor_proto::validate::ProtoError;
 use governor_proto::{
     decode_request, encode, Device, ErrorCode, RegisterRequest, Reply, Request, Subnet, Target,
-    DEFAULT_SOCKET_PATH, MAX_APPS, MAX_PACKET_BYTES, PROTOCOL_VERSION,
+    DEFAULT_SOCKET_PATH, MAX_APPS, MAX_PACKET_BYTES, MAX_PENDING_CONNECTIONS, MAX_PENDING_PER_UID,
+    PROTOCOL_VERSION, REGISTRATION_TIMEOUT_MS,
 };
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-use nix::sys::socket::{
-    accept4, getsockopt, recv, sendmsg, sockopt, ControlMessage, MsgFlags, SockFlag,
-    UnixCredentials,
-};
+use nix::sys::socket::{accept4, recv, sendmsg, ControlMessage, MsgFlags, SockFlag};
 use nix::unistd::ftruncate;
 use std::collections::BTreeMap;
 use std::io::{IoSlice, Read, Write};
@@ -36,14 +43,14 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Connections that have not registered yet are bounded too, so a flood of idle
-/// connections cannot exhaust the agent's descriptors.
-const MAX_CONNECTIONS: usize = 4 * MAX_APPS;
+/// The longest latency an app may report for one inference: an hour, sixty times the
+/// longest deadline. Anything longer is a page written wrong, not a slow inference.
+pub const MAX_REPORTED_LATENCY_NS: u64 = 3_600_000_000_000;
 
 /// Where and how the registry listens.
 #[derive(Debug, Clone)]
@@ -107,9 +114,13 @@ pub struct AppHandle {
     /// until cleared.
     operator_target: Mutex<Option<Target>>,
     page: SharedPage,
+    /// Whether the log already said that this app's page holds figures that cannot be.
+    page_flagged: AtomicBool,
 }
 
-/// What an app reported through its page, read at one moment.
+/// What an app reported through its page, read at one moment, with what cannot be
+/// clamped: the fields below are what the agent acts on and shows, `problems` what the
+/// page held instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppReport {
     /// `None` until the app acknowledges a sub-network.
@@ -123,6 +134,61 @@ pub struct AppReport {
     pub latency_sum_ns: u64,
     /// Start of the inference in flight, if one is.
     pub inference_begin_ns: Option<u64>,
+    pub problems: PageProblems,
+}
+
+/// Figures an app wrote in its page that cannot be right, as it wrote them. The app
+/// block is written by the app alone, so any value may be there: a client with a bug, or
+/// one that writes garbage on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PageProblems {
+    /// `active_subnet`, when it is not an id of the app's library.
+    pub unknown_subnet: Option<u32>,
+    /// `deadline_misses`, when above `inferences_completed`.
+    pub misses: Option<u64>,
+    /// `last_latency_ns`, when above [`MAX_REPORTED_LATENCY_NS`] or longer than the clock
+    /// has run.
+    pub latency_ns: Option<u64>,
+    /// `heartbeat_ns`, when ahead of `CLOCK_MONOTONIC`.
+    pub heartbeat_ns: Option<u64>,
+    /// `inference_begin_ns`, when ahead of `CLOCK_MONOTONIC`.
+    pub inference_begin_ns: Option<u64>,
+}
+
+impl PageProblems {
+    pub fn is_empty(&self) -> bool {
+        *self == PageProblems::default()
+    }
+
+    /// One sentence for people, `None` when the page is consistent.
+    pub fn describe(&self, report: &AppReport) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(subnet) = self.unknown_subnet {
+            parts.push(format!(
+                "active_subnet {subnet} is not in its library (shown as none)"
+            ));
+        }
+        if let Some(misses) = self.misses {
+            parts.push(format!(
+                "deadline_misses {misses} is above inferences_completed {} (shown as {})",
+                report.inferences_completed, report.deadline_misses
+            ));
+        }
+        if let Some(latency) = self.latency_ns {
+            parts.push(format!(
+                "last_latency_ns {latency} is longer than an inference can take (shown as 0)"
+            ));
+        }
+        if let Some(heartbeat) = self.heartbeat_ns {
+            parts.push(format!("heartbeat_ns {heartbeat} is ahead of the clock"));
+        }
+        if let Some(begin) = self.inference_begin_ns {
+            parts.push(format!(
+                "inference_begin_ns {begin} is ahead of the clock (ignored)"
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 impl AppHandle {
@@ -166,14 +232,15 @@ impl AppHandle {
         lock(&self.operator_target).is_some()
     }
 
+    /// What the app reports now, every figure within what can be (see [`AppReport`]).
+    /// The first time the page holds something that cannot be, the log says what.
     pub fn report(&self) -> AppReport {
         let app = &self.page().app;
         // Acquire pairs with the client's Release increment: the fields it wrote before
         // counting the inference are visible.
         let inferences_completed = app.inferences_completed.load(Ordering::Acquire);
         let active = app.active_subnet.load(Ordering::Acquire);
-        let begin = app.inference_begin_ns.load(Ordering::Relaxed);
-        AppReport {
+        let raw = AppReport {
             active_subnet: (active != NO_SUBNET).then_some(active),
             requested_subnet: self.page().agent.requested_subnet(),
             heartbeat_ns: app.heartbeat_ns.load(Ordering::Relaxed),
@@ -181,9 +248,53 @@ impl AppHandle {
             deadline_misses: app.deadline_misses.load(Ordering::Relaxed),
             last_latency_ns: app.last_latency_ns.load(Ordering::Relaxed),
             latency_sum_ns: app.latency_sum_ns.load(Ordering::Relaxed),
-            inference_begin_ns: (begin != 0).then_some(begin),
+            inference_begin_ns: Some(app.inference_begin_ns.load(Ordering::Relaxed))
+                .filter(|b| *b != 0),
+            problems: PageProblems::default(),
+        };
+        let now = dnngov_bpf::Nanos::monotonic_now().0;
+        let report = sanitise(raw, &self.subnets, now);
+        if !report.problems.is_empty() && !self.page_flagged.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "app {} \"{}\" (pid {}) wrote figures in its shared page that cannot be: {}",
+                self.app_id,
+                self.name,
+                self.pid,
+                report.problems.describe(&report).unwrap_or_default()
+            );
+        }
+        report
+    }
+}
+
+/// `raw` with every figure that cannot be replaced by what can, and noted in `problems`.
+/// `now`: `CLOCK_MONOTONIC`, in ns, read after the page.
+fn sanitise(raw: AppReport, subnets: &[Subnet], now: u64) -> AppReport {
+    let mut report = raw;
+    let problems = &mut report.problems;
+    if let Some(active) = raw.active_subnet {
+        if !subnets.iter().any(|s| s.id == active) {
+            problems.unknown_subnet = Some(active);
+            report.active_subnet = None;
         }
     }
+    if raw.deadline_misses > raw.inferences_completed {
+        problems.misses = Some(raw.deadline_misses);
+        report.deadline_misses = raw.inferences_completed;
+    }
+    if raw.last_latency_ns > MAX_REPORTED_LATENCY_NS.min(now) {
+        problems.latency_ns = Some(raw.last_latency_ns);
+        report.last_latency_ns = 0;
+    }
+    if raw.heartbeat_ns > now {
+        problems.heartbeat_ns = Some(raw.heartbeat_ns);
+        report.heartbeat_ns = 0;
+    }
+    if let Some(begin) = raw.inference_begin_ns.filter(|b| *b > now) {
+        problems.inference_begin_ns = Some(begin);
+        report.inference_begin_ns = None;
+    }
+    report
 }
 
 /// The agent's mapping of one app's memfd.
@@ -268,6 +379,7 @@ impl Registry {
             max_apps: config.max_apps,
             next_app_id: 1,
             buffer: vec![0u8; MAX_PACKET_BYTES + 1],
+            limiter: LogLimiter::for_target(module_path!()),
         };
         let thread = std::thread::Builder::new()
             .name("registry".into())
@@ -359,9 +471,11 @@ impl AppTable {
 
 struct Connection {
     fd: OwnedFd,
-    peer: UnixCredentials,
+    peer: Peer,
     app_id: Option<u32>,
     pidfd: Option<OwnedFd>,
+    /// Until it registers: when the registry gives up on it.
+    deadline: Option<Instant>,
 }
 
 struct State {
@@ -373,7 +487,11 @@ struct State {
     max_apps: usize,
     next_app_id: u32,
     buffer: Vec<u8>,
+    limiter: LogLimiter,
 }
+
+/// How long a connection may stay unregistered.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_millis(REGISTRATION_TIMEOUT_MS);
 
 /// What to do with a connection after handling its events.
 enum Outcome {
@@ -394,7 +512,15 @@ impl State {
                     fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
                 }
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            // Woken for the next registration deadline, or to log the counts of
+            // warnings held back, whichever comes first.
+            let wake_at = self
+                .connections
+                .iter()
+                .filter_map(|c| c.deadline)
+                .chain(self.limiter.next_flush())
+                .min();
+            match poll(&mut fds, timeout_until(wake_at)) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
@@ -443,9 +569,65 @@ impl State {
                 let connection = self.connections.swap_remove(index);
                 self.unregister(connection, why);
             }
+            self.close_overdue(Instant::now());
+            self.limiter.flush(Instant::now());
             if accept {
                 self.accept_all();
             }
+        }
+    }
+
+    /// Closes the connections that did not register in time, telling each why.
+    fn close_overdue(&mut self, now: Instant) {
+        let mut index = 0;
+        while index < self.connections.len() {
+            if self.connections[index].deadline.is_none_or(|d| now < d) {
+                index += 1;
+                continue;
+            }
+            let connection = self.connections.swap_remove(index);
+            let error = ProtoError::new(
+                ErrorCode::RegistrationTimeout,
+                format!(
+                    "no register message within {} s of connecting; connect again and \
+                     register at once",
+                    REGISTRATION_TIMEOUT.as_secs_f64()
+                ),
+            );
+            let _ = send_reply(&connection.fd, &error.to_reply(), None);
+            let peer = &connection.peer;
+            self.limiter
+                .warn(peer.uid, "unregistered connections closed", now, || {
+                    format!(
+                        "closed a connection of pid {} (uid {}) that did not register within {} s",
+                        peer.pid,
+                        peer.uid,
+                        REGISTRATION_TIMEOUT.as_secs_f64()
+                    )
+                });
+        }
+    }
+
+    /// Why a new connection from `peer` cannot be held, if it cannot: the pool of
+    /// unregistered connections is full, in all or for its user.
+    fn pool_full(&self, peer: &Peer) -> Option<String> {
+        let pending = self.connections.iter().filter(|c| c.app_id.is_none());
+        let (all, mine) = pending.fold((0, 0), |(all, mine), c| {
+            (all + 1, mine + usize::from(c.peer.uid == peer.uid))
+        });
+        if mine >= MAX_PENDING_PER_UID {
+            Some(format!(
+                "uid {} already holds {mine} connections that have not registered (the limit \
+                 per user); register on one of them or close some",
+                peer.uid
+            ))
+        } else if all >= MAX_PENDING_CONNECTIONS {
+            Some(format!(
+                "the agent already holds {all} connections that have not registered (the \
+                 limit); try again in a few seconds"
+            ))
+        } else {
+            None
         }
     }
 
@@ -464,26 +646,31 @@ impl State {
                     return;
                 }
             };
-            if self.connections.len() >= MAX_CONNECTIONS {
-                let error = ProtoError::new(
-                    ErrorCode::TooManyApps,
-                    format!("the agent already holds {MAX_CONNECTIONS} connections"),
-                );
-                let _ = send_reply(&fd, &error.to_reply(), None);
-                continue;
-            }
-            let peer = match getsockopt(&fd, sockopt::PeerCredentials) {
+            let peer = match Peer::of(&fd) {
                 Ok(peer) => peer,
                 Err(e) => {
                     log::warn!("cannot read the peer credentials of a connection: {e}");
                     continue;
                 }
             };
+            let now = Instant::now();
+            if let Some(why) = self.pool_full(&peer) {
+                let error = ProtoError::new(ErrorCode::TooManyConnections, &why);
+                let _ = send_reply(&fd, &error.to_reply(), None);
+                self.limiter.warn(peer.uid, "connections refused", now, || {
+                    format!(
+                        "refused a connection of pid {} (uid {}): {why}",
+                        peer.pid, peer.uid
+                    )
+                });
+                continue;
+            }
             self.connections.push(Connection {
                 fd,
                 peer,
                 app_id: None,
                 pidfd: None,
+                deadline: Some(now + REGISTRATION_TIMEOUT),
             });
         }
     }
@@ -497,7 +684,10 @@ impl State {
                 // MSG_TRUNC makes recv return the packet's real length, so an oversized
                 // packet is recognised as such rather than read as a truncated one.
                 match recv(fd, &mut self.buffer, MsgFlags::MSG_TRUNC) {
-                    Ok(0) => return Outcome::Close(LeaveReason::HungUp),
+                    // An empty packet reads as 0 bytes, as the end of the connection does.
+                    Ok(0) if hung_up(&self.connections[index].fd) => {
+                        return Outcome::Close(LeaveReason::HungUp)
+                    }
                     Ok(len) => {
                         let reply = if len > MAX_PACKET_BYTES {
                             ProtoError::new(
@@ -508,6 +698,8 @@ impl State {
                                 ),
                             )
                             .to_reply()
+                        } else if len == 0 {
+                            self.refused(index, "an empty packet: send one JSON object per packet")
                         } else {
                             let packet = self.buffer[..len].to_vec();
                             match self.handle_packet(index, &packet) {
@@ -537,7 +729,13 @@ impl State {
             Ok(request) => request,
             Err(e) => {
                 let peer = &self.connections[index].peer;
-                log::warn!("refused a message from pid {}: {}", peer.pid(), e.message);
+                self.limiter
+                    .warn(peer.uid, "refused messages", Instant::now(), || {
+                        format!(
+                            "refused a message from pid {} (uid {}): {}",
+                            peer.pid, peer.uid, e.message
+                        )
+                    });
                 return Handled::Reply(e.to_reply());
             }
         };
@@ -571,11 +769,7 @@ impl State {
     fn register(&mut self, index: usize, register: RegisterRequest) -> Handled {
         let (existing, peer_pid, peer_uid) = {
             let connection = &self.connections[index];
-            (
-                connection.app_id,
-                connection.peer.pid(),
-                connection.peer.uid(),
-            )
+            (connection.app_id, connection.peer.pid, connection.peer.uid)
         };
         let refuse =
             |code, message: String| Handled::Reply(ProtoError::new(code, message).to_reply());
@@ -638,6 +832,7 @@ impl State {
             target: Mutex::new(register.target.clone()),
             operator_target: Mutex::new(None),
             page,
+            page_flagged: AtomicBool::new(false),
         });
         log::info!(
             "app {app_id} \"{}\" (pid {peer_pid}) registered: {} sub-networks, deadline {} ms",
@@ -651,6 +846,7 @@ impl State {
         let connection = &mut self.connections[index];
         connection.app_id = Some(app_id);
         connection.pidfd = pidfd;
+        connection.deadline = None;
         let _ = self.events.send(RegistryEvent::Joined(handle));
         if send_reply(&connection.fd, &reply, Some(&memfd)).is_err() {
             return Handled::Close(LeaveReason::Dropped);
@@ -695,6 +891,21 @@ impl State {
     }
 }
 
+impl State {
+    /// The error reply to a packet that is not a request at all, logged within limits.
+    fn refused(&mut self, index: usize, why: &str) -> Reply {
+        let peer = &self.connections[index].peer;
+        self.limiter
+            .warn(peer.uid, "refused messages", Instant::now(), || {
+                format!(
+                    "refused a message from pid {} (uid {}): {why}",
+                    peer.pid, peer.uid
+                )
+            });
+        ProtoError::new(ErrorCode::Malformed, why).to_reply()
+    }
+}
+
 enum Handled {
     Reply(Reply),
     /// The reply (with its fd) went out already.
@@ -733,4 +944,87 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The data behind these locks stays valid if a holder panicked.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn library() -> Vec<Subnet> {
+        [(0, 70.0), (1, 75.0)]
+            .map(|(id, accuracy_pct)| Subnet {
+                id,
+                name: format!("s{id}"),
+                accuracy_pct,
+                latency_ms: None,
+                relative_cost: None,
+            })
+            .to_vec()
+    }
+
+    fn honest() -> AppReport {
+        AppReport {
+            active_subnet: Some(1),
+            requested_subnet: 1,
+            heartbeat_ns: 9_000_000_000,
+            inferences_completed: 100,
+            deadline_misses: 3,
+            last_latency_ns: 40_000_000,
+            latency_sum_ns: 4_000_000_000,
+            inference_begin_ns: Some(9_500_000_000),
+            problems: PageProblems::default(),
+        }
+    }
+
+    #[test]
+    fn an_honest_page_is_read_as_written() {
+        let report = sanitise(honest(), &library(), 10_000_000_000);
+        assert_eq!(report, honest());
+        assert_eq!(report.problems.describe(&report), None);
+    }
+
+    #[test]
+    fn figures_that_cannot_be_are_clamped_and_named() {
+        let now = 10_000_000_000;
+        let garbage = AppReport {
+            active_subnet: Some(1_000_000_000),
+            deadline_misses: 180,
+            last_latency_ns: 18_000_000_000_000_000,
+            heartbeat_ns: now + 1,
+            inference_begin_ns: Some(u64::MAX),
+            ..honest()
+        };
+        let report = sanitise(garbage, &library(), now);
+        assert_eq!(report.active_subnet, None);
+        assert_eq!(report.deadline_misses, 100);
+        assert_eq!(report.last_latency_ns, 0);
+        assert_eq!(report.heartbeat_ns, 0);
+        assert_eq!(report.inference_begin_ns, None);
+        assert_eq!(
+            report.inferences_completed, 100,
+            "a counter may be any size"
+        );
+        let text = report.problems.describe(&report).unwrap();
+        for part in [
+            "active_subnet 1000000000 is not in its library",
+            "deadline_misses 180 is above inferences_completed 100",
+            "last_latency_ns 18000000000000000",
+            "heartbeat_ns 10000000001 is ahead of the clock",
+            "inference_begin_ns 18446744073709551615 is ahead of the clock",
+        ] {
+            assert!(text.contains(part), "{part:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn a_latency_longer_than_the_clock_has_run_cannot_be() {
+        let young = AppReport {
+            last_latency_ns: 2_000_000_000,
+            heartbeat_ns: 0,
+            inference_begin_ns: None,
+            ..honest()
+        };
+        let report = sanitise(young, &library(), 1_000_000_000);
+        assert_eq!(report.problems.latency_ns, Some(2_000_000_000));
+    }
 }

@@ -20,6 +20,7 @@
 //! # Ok::<(), dnngov_bpf::Error>(())
 //! ```
 
+mod elf;
 mod error;
 mod gpu;
 mod inference;
@@ -42,6 +43,7 @@ mod sched_classic_skel;
 #[allow(clippy::all, clippy::pedantic)]
 mod sched_skel;
 
+pub use elf::defines_symbol;
 pub use error::Error;
 pub use inference::{AppBinary, MARKER_BEGIN, MARKER_END};
 pub use probe::KernelPaths;

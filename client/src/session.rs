@@ -445,8 +445,14 @@ impl Shared {
         let sent = lock(&self.request).clone();
         let registered_target = sent.target.clone();
         let packet = encode(&Request::Register(sent));
-        send(fd.as_raw_fd(), &packet, MsgFlags::MSG_NOSIGNAL)
-            .map_err(|e| unavailable("cannot send to", e))?;
+        if let Err(e) = send(fd.as_raw_fd(), &packet, MsgFlags::MSG_NOSIGNAL) {
+            // An agent that refuses the connection itself (too many connections) answers
+            // and closes before the registration goes out: its answer says why.
+            if let Ok((Some(Reply::Error { code, message }), _)) = receive_reply(&fd) {
+                return Err(AttemptError::Refused(ProtoError { code, message }));
+            }
+            return Err(unavailable("cannot send to", e));
+        }
         let (reply, memfd) = receive_reply(&fd).map_err(|e| unavailable("no answer from", e))?;
         match reply {
             Some(Reply::Accepted { app_id, .. }) => {
@@ -522,8 +528,16 @@ fn send_target(fd: &OwnedFd, target: Target) {
     let _ = send(fd.as_raw_fd(), &packet, MsgFlags::MSG_NOSIGNAL);
 }
 
+/// Refusals that say "not now" rather than "not this request": the agent is full, or it
+/// failed on its side, or it gave up waiting for this client's registration.
 fn retryable(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::TooManyApps | ErrorCode::Internal)
+    matches!(
+        code,
+        ErrorCode::TooManyApps
+            | ErrorCode::TooManyConnections
+            | ErrorCode::RegistrationTimeout
+            | ErrorCode::Internal
+    )
 }
 
 /// True when `fd` became readable (the session is closing) within `timeout`.

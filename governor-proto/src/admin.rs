@@ -30,7 +30,12 @@ pub const MAX_HOLD_LEASE_MS: u64 = 600_000;
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "command",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    from = "StrictRequest"
+)]
 pub enum AdminRequest {
     Status,
     Apps,
@@ -60,6 +65,73 @@ pub enum AdminRequest {
     },
     /// Ends the hold: the policy sets every domain again.
     Release,
+}
+
+/// [`AdminRequest`] as it is parsed. serde lets a unit variant of an internally tagged
+/// enum carry any other field (`{"command": "status", "bogus": 1}` would pass), so the
+/// commands without fields are parsed as empty structs, which do refuse unknown fields.
+#[derive(Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+enum StrictRequest {
+    Status {},
+    Apps {},
+    SetTarget {
+        app: String,
+        deadline_ms: Option<f64>,
+        accuracy_floor_pct: Option<f64>,
+        #[serde(default)]
+        clear: bool,
+    },
+    Hold {
+        #[serde(default)]
+        cpu_hz: Option<u64>,
+        #[serde(default)]
+        gpu_hz: Option<u64>,
+        #[serde(default)]
+        mem_hz: Option<u64>,
+        #[serde(default)]
+        lease_ms: Option<u64>,
+    },
+    Release {},
+}
+
+impl From<StrictRequest> for AdminRequest {
+    fn from(request: StrictRequest) -> Self {
+        match request {
+            StrictRequest::Status {} => AdminRequest::Status,
+            StrictRequest::Apps {} => AdminRequest::Apps,
+            StrictRequest::SetTarget {
+                app,
+                deadline_ms,
+                accuracy_floor_pct,
+                clear,
+            } => AdminRequest::SetTarget {
+                app,
+                deadline_ms,
+                accuracy_floor_pct,
+                clear,
+            },
+            StrictRequest::Hold {
+                cpu_hz,
+                gpu_hz,
+                mem_hz,
+                lease_ms,
+            } => AdminRequest::Hold {
+                cpu_hz,
+                gpu_hz,
+                mem_hz,
+                lease_ms,
+            },
+            StrictRequest::Release {} => AdminRequest::Release,
+        }
+    }
+}
+
+impl AdminRequest {
+    /// Whether the request only reads (status, apps): open to everyone who may connect.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, AdminRequest::Status | AdminRequest::Apps)
+    }
 }
 
 /// What the agent answers.
@@ -200,6 +272,11 @@ pub struct AppStatus {
     pub deadline_misses: u64,
     pub miss_pct: f64,
     pub last_latency_ms: f64,
+    /// What is wrong with the figures the app wrote in its shared page, when something is
+    /// (more misses than inferences, a sub-network not in its library, a latency or a
+    /// time stamp that cannot be); the figures above are then clamped to what can be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_problem: Option<String>,
 }
 
 /// A frequency hold in force.
@@ -259,6 +336,30 @@ mod tests {
         assert!(error.contains("gpu_mhz"), "{error}");
         let release: AdminRequest = serde_json::from_str(r#"{"command":"release"}"#).unwrap();
         assert_eq!(release, AdminRequest::Release);
+    }
+
+    #[test]
+    fn commands_without_fields_refuse_unknown_fields_too() {
+        for command in ["status", "apps", "release"] {
+            let plain = format!(r#"{{"command":"{command}"}}"#);
+            let request: AdminRequest = serde_json::from_str(&plain).unwrap();
+            assert_eq!(serde_json::to_string(&request).unwrap(), plain);
+            let bogus = format!(r#"{{"command":"{command}","bogus":1}}"#);
+            let error = serde_json::from_str::<AdminRequest>(&bogus)
+                .expect_err(&bogus)
+                .to_string();
+            assert!(error.contains("unknown field `bogus`"), "{bogus}: {error}");
+        }
+        let error = serde_json::from_str::<AdminRequest>(r#"{"command":"reboot"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown variant `reboot`"), "{error}");
+        let error = serde_json::from_str::<AdminRequest>(
+            r#"{"command":"set_target","app":"a","deadline_ms":5,"deadline":5}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("unknown field `deadline`"), "{error}");
     }
 
     #[test]

@@ -47,3 +47,16 @@ pub const MAX_DEADLINE_MS: f64 = 60_000.0;
 
 /// Apps registered at once; the next gets [`ErrorCode::TooManyApps`].
 pub const MAX_APPS: usize = 64;
+
+/// Connections that have not registered yet, held at once. They have a pool of their own,
+/// apart from the [`MAX_APPS`] registered ones, so connections that never register cannot
+/// take a registered app's place; one more gets [`ErrorCode::TooManyConnections`].
+pub const MAX_PENDING_CONNECTIONS: usize = 128;
+
+/// Connections that have not registered yet, held at once for one user (uid), so that one
+/// user cannot take the whole pool of [`MAX_PENDING_CONNECTIONS`].
+pub const MAX_PENDING_PER_UID: usize = 16;
+
+/// How long a connection may stay open without registering, in milliseconds; then the
+/// agent sends [`ErrorCode::RegistrationTimeout`] and closes it.
+pub const REGISTRATION_TIMEOUT_MS: u64 = 5_000;

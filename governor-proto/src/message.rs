@@ -134,6 +134,13 @@ pub enum ErrorCode {
     NotRegistered,
     /// [`crate::MAX_APPS`] apps are registered already.
     TooManyApps,
+    /// The agent holds as many connections that have not registered yet as it allows, for
+    /// this user ([`crate::MAX_PENDING_PER_UID`]) or in all
+    /// ([`crate::MAX_PENDING_CONNECTIONS`]); sent on connecting, then the connection closes.
+    TooManyConnections,
+    /// No `register` came within [`crate::REGISTRATION_TIMEOUT_MS`] of connecting; sent
+    /// just before the agent closes the connection.
+    RegistrationTimeout,
     /// The agent failed on its side (for example it could not create shared memory).
     Internal,
 }

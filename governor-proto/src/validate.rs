@@ -74,6 +74,7 @@ pub fn decode_request(packet: &[u8]) -> Result<Request, ProtoError> {
             ));
         }
     }
+    check_integers(object)?;
     let request: Request = serde_json::from_value(value).map_err(|e| {
         let text = e.to_string();
         let code = if text.starts_with("unknown field") || text.starts_with("unknown variant") {
@@ -88,6 +89,47 @@ pub fn decode_request(packet: &[u8]) -> Result<Request, ProtoError> {
         Request::SetTarget { target } => validate_target(target)?,
     }
     Ok(request)
+}
+
+/// Checks that the integer fields hold integers in the range of their types. serde would
+/// refuse them too, but without saying which field it was.
+fn check_integers(object: &serde_json::Map<String, serde_json::Value>) -> Result<(), ProtoError> {
+    const U8: (&str, i128, i128) = ("u8", 0, u8::MAX as i128);
+    const U32: (&str, i128, i128) = ("u32", 0, u32::MAX as i128);
+    const I32: (&str, i128, i128) = ("i32", i32::MIN as i128, i32::MAX as i128);
+    let mut fields = Vec::new();
+    let priority = object.get("target").and_then(|t| t.get("priority"));
+    fields.push(("target.priority".to_string(), priority, U8));
+    if object.get("type").and_then(|t| t.as_str()) == Some("register") {
+        fields.push(("pid".to_string(), object.get("pid"), I32));
+        fields.push((
+            "default_subnet".to_string(),
+            object.get("default_subnet"),
+            U32,
+        ));
+        if let Some(subnets) = object.get("subnets").and_then(|s| s.as_array()) {
+            for (index, subnet) in subnets.iter().enumerate() {
+                fields.push((format!("subnets[{index}].id"), subnet.get("id"), U32));
+            }
+        }
+    }
+    for (name, value, (kind, min, max)) in fields {
+        // Absent (or null for an optional field): serde has its say on that.
+        let Some(value) = value.filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let number = value
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| value.as_u64().map(i128::from));
+        if !number.is_some_and(|n| (min..=max).contains(&n)) {
+            return Err(ProtoError::new(
+                ErrorCode::Malformed,
+                format!("{name} is {value}; it must be an integer from {min} to {max} ({kind})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a registration against every limit of the protocol.

@@ -123,6 +123,14 @@ impl TestApp {
         self.child.id()
     }
 
+    /// Writes `line` to the app's stdin.
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin is open until finish");
+        writeln!(stdin, "{line}").expect("write to the app's stdin");
+        stdin.flush().expect("flush the app's stdin");
+    }
+
     /// Closes stdin and waits: the app exits normally.
     pub fn finish(mut self) {
         drop(self.stdin.take());
@@ -343,13 +351,18 @@ impl Daemon {
 
     /// `dnngovctl --json ARGS`, as it ran.
     pub fn ctl_output(&self, args: &[&str]) -> Output {
-        Command::new(built_binary("dnngovctl"))
+        self.ctl_command(args).output().expect("dnngovctl runs")
+    }
+
+    /// `dnngovctl --json ARGS`, to run.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(built_binary("dnngovctl"));
+        command
             .arg("--admin-socket")
             .arg(self.admin_socket())
             .arg("--json")
-            .args(args)
-            .output()
-            .expect("dnngovctl runs")
+            .args(args);
+        command
     }
 
     /// `dnngovctl --json ARGS`; `None` when it fails.
@@ -427,4 +440,221 @@ pub fn register_and_announce(
     .unwrap();
     out.flush().unwrap();
     session
+}
+
+/// Whether the tests run as root, and so may create users and groups and run processes
+/// as them.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A user created for a test.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    /// Its primary group.
+    pub gid: u32,
+    /// Every group it is in, the primary one included.
+    pub groups: Vec<u32>,
+}
+
+/// Users and groups created for one test with `groupadd` and `useradd` (root only),
+/// removed when dropped. Names start with `dg` and the test process's pid, so that tests
+/// running at once do not meet.
+pub struct TestAccounts {
+    prefix: String,
+    users: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl TestAccounts {
+    /// `tag`: a letter or two that tells this test's accounts from another's.
+    pub fn new(tag: &str) -> TestAccounts {
+        assert!(is_root(), "creating users and groups needs root");
+        TestAccounts {
+            prefix: format!("dg{}{tag}", std::process::id()),
+            users: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    /// Creates group PREFIX-`name` and gives its name and gid.
+    pub fn group(&mut self, name: &str) -> (String, u32) {
+        let full = format!("{}{name}", self.prefix);
+        run_tool("groupadd", &[full.as_str()]);
+        self.groups.push(full.clone());
+        let gid = nix::unistd::Group::from_name(&full)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("group {full} was just created"))
+            .gid
+            .as_raw();
+        (full, gid)
+    }
+
+    /// Creates user PREFIX-`name` with primary group `primary` and also in `groups`
+    /// (full names, as [`TestAccounts::group`] gives them), without a home directory.
+    pub fn user(&mut self, name: &str, primary: &str, groups: &[&str]) -> Account {
+        let full = format!("{}{name}", self.prefix);
+        let mut args = vec!["-M", "-N", "-s", "/bin/false", "-g", primary];
+        let joined = groups.join(",");
+        if !groups.is_empty() {
+            args.extend(["-G", joined.as_str()]);
+        }
+        args.push(full.as_str());
+        run_tool("useradd", &args);
+        self.users.push(full.clone());
+        let user = nix::unistd::User::from_name(&full)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("user {full} was just created"));
+        let cname = std::ffi::CString::new(full.clone()).unwrap();
+        let groups = nix::unistd::getgrouplist(&cname, user.gid)
+            .expect("the new user's groups")
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        Account {
+            name: full,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups,
+        }
+    }
+}
+
+impl Drop for TestAccounts {
+    fn drop(&mut self) {
+        for user in &self.users {
+            let _ = Command::new("userdel").arg(user).status();
+        }
+        for group in &self.groups {
+            let _ = Command::new("groupdel").arg(group).status();
+        }
+    }
+}
+
+fn run_tool(tool: &str, args: &[&str]) {
+    let output = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} runs: {e}"));
+    assert!(
+        output.status.success(),
+        "{tool} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Makes `command` run as `account`, with all its groups, as a login would give them.
+pub fn run_as<'a>(command: &'a mut Command, account: &Account) -> &'a mut Command {
+    use std::os::unix::process::CommandExt;
+    let groups: Vec<libc::gid_t> = account.groups.clone();
+    let (uid, gid) = (account.uid, account.gid);
+    // SAFETY: the closure only makes system calls (no allocation, no locks) between fork
+    // and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Where a [`IdleConnections`] process's connections stand.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IdleCounts {
+    /// Open, and the agent said nothing.
+    pub held: usize,
+    /// Closed without a word.
+    pub closed: usize,
+    /// Answered with an error, by its code (`admin` for the admin socket's).
+    pub refused: std::collections::BTreeMap<String, usize>,
+}
+
+impl IdleCounts {
+    pub fn refused(&self, code: &str) -> usize {
+        self.refused.get(code).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.held + self.closed + self.refused.values().sum::<usize>()
+    }
+}
+
+/// A process that holds idle connections to a socket (`dnngov-idle-connections`).
+pub struct IdleConnections {
+    app: TestApp,
+    pub connected: usize,
+}
+
+impl IdleConnections {
+    /// Opens `count` connections to `socket` from a new process, run as `account` when
+    /// given; returns once they are connected.
+    pub fn hold(socket: &Path, count: usize, account: Option<&Account>) -> IdleConnections {
+        let mut command = Command::new(built_test_binary("dnngov-idle-connections"));
+        command.arg(socket).arg(count.to_string());
+        if let Some(account) = account {
+            run_as(&mut command, account);
+        }
+        let mut app = TestApp::spawn(&mut command);
+        let line = app.line();
+        let connected = line
+            .strip_prefix("connected ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("dnngov-idle-connections said {line:?}"));
+        IdleConnections { app, connected }
+    }
+
+    /// Where the connections stand now.
+    pub fn counts(&mut self) -> IdleCounts {
+        self.app.send_line("report");
+        let line = self.app.line();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            words.len() >= 5 && words[0] == "held" && words[2] == "closed",
+            "dnngov-idle-connections said {line:?}"
+        );
+        IdleCounts {
+            held: words[1].parse().expect("a count"),
+            closed: words[3].parse().expect("a count"),
+            refused: words[5..]
+                .iter()
+                .filter_map(|w| w.split_once('='))
+                .map(|(code, n)| (code.to_string(), n.parse().expect("a count")))
+                .collect(),
+        }
+    }
+
+    /// Asks until `done` holds of the counts (20 s at most) and gives them.
+    pub fn wait_for(&mut self, what: &str, done: impl Fn(&IdleCounts) -> bool) -> IdleCounts {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let counts = self.counts();
+            if done(&counts) {
+                return counts;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {counts:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A binary of this test package (`dnngov-test-app`, `dnngov-idle-connections`): the
+/// integration tests' own binaries sit one folder above them, built with them.
+pub fn built_test_binary(name: &str) -> PathBuf {
+    let path = client_library_dir().join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
 }

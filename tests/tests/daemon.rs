@@ -252,8 +252,15 @@ fn misbehaving_clients_leave_the_other_app_served_and_memory_flat() {
     dying.kill();
 
     // 10,000 garbage packets a second for 5 s from a client that reads its answers, and
-    // the same from one that never reads them (the agent must drop it, not stall).
+    // the same from one that never reads them (the agent must drop it, not stall). The
+    // reader registers first: an unregistered connection is closed after
+    // REGISTRATION_TIMEOUT_MS whatever it sends, and this one must outlast the flood.
     let reader = raw_connect(&socket);
+    let (reply, _) = raw_exchange(
+        &reader,
+        dnngov_tests::register_json("flooder", std::process::id() as i32).as_bytes(),
+    );
+    assert!(matches!(reply, Some(Reply::Accepted { .. })), "{reply:?}");
     let deaf = raw_connect(&socket);
     let mut deaf_dropped = false;
     let start = Instant::now();
@@ -299,8 +306,13 @@ fn misbehaving_clients_leave_the_other_app_served_and_memory_flat() {
     let before = inferences();
     daemon.wait_for("the good app to keep running", || inferences() > before + 5);
     let apps = daemon.ctl(&["apps"]).unwrap();
-    assert_eq!(apps.as_array().unwrap().len(), 1, "{apps}");
-    assert_eq!(apps[0]["name"], "detector");
+    let names: Vec<&str> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["detector", "flooder"], "{apps}");
     let rss_after = resident_kib(daemon.child.id());
     assert!(
         rss_after < rss_before + 8 * 1024,
@@ -340,4 +352,156 @@ fn without_a_power_sensor_the_board_description_gives_an_estimate() {
     );
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(daemon.wait().success());
+}
+
+#[test]
+fn figures_that_cannot_be_in_an_apps_page_are_clamped_and_flagged() {
+    use dnngov_tests::{raw_connect, raw_exchange, register_json};
+    use governor_proto::shm::{ShmPage, SHM_SIZE};
+    use governor_proto::Reply;
+    use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+    use std::num::NonZeroUsize;
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("board");
+    fixture::xavier_nx(&root).unwrap();
+    let metrics_addr = free_local_address();
+    let daemon = Daemon::start_with(
+        dir.path(),
+        &root,
+        &format!("[metrics]\nlisten = \"{metrics_addr}\"\n"),
+    );
+    // A client that writes garbage into its own block of the page.
+    let connection = raw_connect(&daemon.app_socket());
+    let (reply, memfd) = raw_exchange(
+        &connection,
+        register_json("garbage", std::process::id() as i32).as_bytes(),
+    );
+    assert!(matches!(reply, Some(Reply::Accepted { .. })), "{reply:?}");
+    let memfd = memfd.expect("the page comes with the reply");
+    // SAFETY: a new shared mapping of the page the agent sent, never unmapped while the
+    // test runs.
+    let addr = unsafe {
+        mmap(
+            None,
+            NonZeroUsize::new(SHM_SIZE).unwrap(),
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            &memfd,
+            0,
+        )
+    }
+    .unwrap();
+    // SAFETY: page aligned, SHM_SIZE bytes, mapped for the rest of the test.
+    let page = unsafe { ShmPage::from_ptr(addr.as_ptr().cast()) };
+    let app = &page.app;
+    app.active_subnet.store(1_000_000_000, Ordering::Relaxed);
+    app.deadline_misses.store(180, Ordering::Relaxed);
+    app.last_latency_ns
+        .store(18_000_000_000_000_000, Ordering::Relaxed);
+    app.heartbeat_ns.store(u64::MAX / 2, Ordering::Relaxed);
+    app.inference_begin_ns.store(u64::MAX, Ordering::Relaxed);
+    app.inferences_completed.store(100, Ordering::Release);
+
+    daemon.wait_for("the app's figures", || {
+        app_field(&daemon, "inferences") == Some(Value::from(100))
+    });
+    let apps = daemon.ctl(&["apps"]).unwrap();
+    let shown = &apps[0];
+    assert_eq!(shown["miss_pct"], 100.0, "{shown}");
+    assert_eq!(shown["deadline_misses"], 100, "{shown}");
+    assert_eq!(shown["active_subnet"], Value::Null, "{shown}");
+    assert_eq!(shown["last_latency_ms"], 0.0, "{shown}");
+    let problem = shown["page_problem"].as_str().unwrap_or_default();
+    for part in [
+        "active_subnet 1000000000 is not in its library",
+        "deadline_misses 180 is above inferences_completed 100",
+        "last_latency_ns 18000000000000000",
+        "heartbeat_ns",
+        "inference_begin_ns",
+    ] {
+        assert!(problem.contains(part), "{part:?} in {shown}");
+    }
+    let output = Command::new(built_binary("dnngovctl"))
+        .arg("--admin-socket")
+        .arg(daemon.admin_socket())
+        .arg("apps")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("!garbage")
+            && table.contains("its shared page holds figures that cannot be"),
+        "{table}"
+    );
+    let status = daemon.ctl(&["status"]).unwrap();
+    assert!(
+        status["notes"]
+            .to_string()
+            .contains("wrote figures in its shared page that cannot be"),
+        "{status}"
+    );
+    // The metrics count no more misses than inferences.
+    daemon.wait_for("the app in the metrics", || {
+        http_get(metrics_addr, "/metrics").contains("dnngov_inferences_total{app=\"garbage\"")
+    });
+    let metrics = http_get(metrics_addr, "/metrics");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{app=\"garbage\"")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in:\n{metrics}"))
+    };
+    assert!(
+        value("dnngov_deadline_misses_total") <= value("dnngov_inferences_total"),
+        "{metrics}"
+    );
+    // Said once in the log, not at every reading.
+    let warnings = daemon
+        .log()
+        .matches("wrote figures in its shared page that cannot be")
+        .count();
+    assert_eq!(warnings, 1, "{}", daemon.log());
+    daemon.stop();
+}
+
+#[test]
+fn admin_requests_with_unknown_fields_or_nothing_in_them_are_refused() {
+    use dnngov_tests::raw_connect;
+    use nix::sys::socket::{recv, send, MsgFlags};
+    use std::os::fd::AsRawFd;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("board");
+    fixture::no_cpufreq(&root).unwrap();
+    let daemon = Daemon::start(dir.path(), &root);
+    let ask = |request: &[u8]| -> Value {
+        let connection = raw_connect(&daemon.admin_socket());
+        send(connection.as_raw_fd(), request, MsgFlags::MSG_NOSIGNAL).unwrap();
+        let mut buffer = vec![0u8; 1 << 20];
+        let len = recv(connection.as_raw_fd(), &mut buffer, MsgFlags::empty()).unwrap();
+        serde_json::from_slice(&buffer[..len]).expect("a JSON reply")
+    };
+    for command in ["status", "apps", "release"] {
+        let reply = ask(format!(r#"{{"command":"{command}","bogus":1}}"#).as_bytes());
+        assert_eq!(reply["reply"], "error", "{command}: {reply}");
+        assert!(
+            reply["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown field `bogus`"),
+            "{command}: {reply}"
+        );
+    }
+    let reply = ask(b"");
+    assert_eq!(reply["reply"], "error", "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("empty request"),
+        "{reply}"
+    );
+    assert_eq!(ask(br#"{"command":"apps"}"#)["reply"], "apps");
+    daemon.stop();
 }

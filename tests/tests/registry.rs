@@ -332,3 +332,108 @@ fn a_live_socket_is_not_replaced_and_a_stale_one_is() {
     assert!(error.to_string().contains("not a socket"), "{error:#}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
+
+#[test]
+fn an_empty_packet_is_refused_and_the_connection_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = start_registry(dir.path());
+    let pid = std::process::id() as i32;
+    let connection = raw_connect(registry.socket_path());
+    let (reply, _) = raw_exchange(&connection, b"");
+    let message = expect_error(reply, ErrorCode::Malformed);
+    assert!(message.contains("empty packet"), "{message}");
+    let (reply, _) = raw_exchange(&connection, register_json("after-empty", pid).as_bytes());
+    assert!(matches!(reply, Some(Reply::Accepted { .. })), "{reply:?}");
+    let handle = next_joined(registry.events());
+    // A registered app's empty packet changes nothing either: it stays registered.
+    let (reply, _) = raw_exchange(&connection, b"");
+    expect_error(reply, ErrorCode::Malformed);
+    assert!(registry.app(handle.app_id).is_some());
+    let (reply, _) = raw_exchange(
+        &connection,
+        br#"{"type":"set_target","target":{"deadline_ms":20}}"#,
+    );
+    assert_eq!(
+        reply,
+        Some(Reply::TargetUpdated {
+            app_id: handle.app_id
+        })
+    );
+}
+
+#[test]
+fn set_target_replaces_the_whole_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = start_registry(dir.path());
+    let connection = raw_connect(registry.socket_path());
+    let mut register: serde_json::Value =
+        serde_json::from_str(&register_json("replaced", std::process::id() as i32)).unwrap();
+    register["target"] = serde_json::json!({
+        "deadline_ms": 30.0, "period_ms": 33.3, "accuracy_floor_pct": 72.0, "priority": 7
+    });
+    let (reply, _) = raw_exchange(&connection, register.to_string().as_bytes());
+    assert!(matches!(reply, Some(Reply::Accepted { .. })), "{reply:?}");
+    let handle = next_joined(registry.events());
+    let (reply, _) = raw_exchange(
+        &connection,
+        br#"{"type":"set_target","target":{"deadline_ms":45}}"#,
+    );
+    assert!(
+        matches!(reply, Some(Reply::TargetUpdated { .. })),
+        "{reply:?}"
+    );
+    let target = handle.target();
+    assert_eq!(target.deadline_ms, 45.0);
+    assert_eq!(target.period_ms, None, "left out: no period");
+    assert_eq!(target.accuracy_floor_pct, None, "left out: no floor");
+    assert_eq!(target.priority, 0, "left out: priority 0");
+}
+
+#[test]
+fn out_of_range_integers_are_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = start_registry(dir.path());
+    let connection = raw_connect(registry.socket_path());
+    let pid = std::process::id() as i32;
+    for (path, value, named) in [
+        (
+            "/target/priority",
+            serde_json::json!(256),
+            "target.priority is 256",
+        ),
+        (
+            "/target/priority",
+            serde_json::json!(-1),
+            "target.priority is -1",
+        ),
+        (
+            "/pid",
+            serde_json::json!(i64::from(i32::MAX) + 1),
+            "pid is 2147483648",
+        ),
+        (
+            "/subnets/1/id",
+            serde_json::json!(u64::from(u32::MAX) + 1),
+            "subnets[1].id is 4294967296",
+        ),
+        (
+            "/subnets/0/id",
+            serde_json::json!(1.5),
+            "subnets[0].id is 1.5",
+        ),
+        (
+            "/target/priority",
+            serde_json::json!("high"),
+            "target.priority is \"high\"",
+        ),
+    ] {
+        let mut register: serde_json::Value =
+            serde_json::from_str(&register_json("ranges", pid)).unwrap();
+        register["target"]["priority"] = serde_json::json!(0);
+        *register.pointer_mut(path).unwrap() = value.clone();
+        let (reply, _) = raw_exchange(&connection, register.to_string().as_bytes());
+        let message = expect_error(reply, ErrorCode::Malformed);
+        assert!(message.contains(named), "{path} = {value}: {message}");
+        assert!(message.contains("it must be an integer from"), "{message}");
+    }
+}

@@ -334,8 +334,9 @@ fn print_apps(apps: &[AppStatus]) {
             Some(active) => format!("{active}->{}", app.requested_subnet),
             None => format!("?->{}", app.requested_subnet),
         };
+        let flag = if app.page_problem.is_some() { "!" } else { " " };
         println!(
-            "{:>4} {:<20} {:>8} {:>8.1}{} {:>7.2}ms {:>7.1}% {:>8} {:>9} {:>9}",
+            "{:>4}{flag}{:<20} {:>8} {:>8.1}{} {:>7.2}ms {:>7.1}% {:>8} {:>9} {:>9}",
             app.app_id,
             app.name,
             app.pid,
@@ -350,5 +351,13 @@ fn print_apps(apps: &[AppStatus]) {
     }
     if apps.iter().any(|a| a.operator_override) {
         println!("* target set by an operator (dnngovctl set-target --clear gives it back)");
+    }
+    for app in apps {
+        if let Some(problem) = &app.page_problem {
+            println!(
+                "! app {} \"{}\": its shared page holds figures that cannot be: {problem}",
+                app.app_id, app.name
+            );
+        }
     }
 }

@@ -11,7 +11,9 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use crossbeam_channel::{select, tick, Receiver};
-use dnngov_agent::admin::{app_status, AdminReply, AdminRequest, AdminServer, Holds, StatusReport};
+use dnngov_agent::admin::{
+    app_status, Access, AdminReply, AdminRequest, AdminServer, Holds, StatusReport,
+};
 use dnngov_agent::config::{Config, DEFAULT_CONFIG_PATH};
 use dnngov_agent::control::{ControlLoop, Governed};
 use dnngov_agent::metrics::{Metrics, MetricsServer};
@@ -154,6 +156,7 @@ fn run(args: Args) -> Result<()> {
     let admin = AdminServer::start(
         &config.agent.admin_socket,
         group,
+        Access::new(&config.agent.admin_group),
         admin_handler(registry.table(), status.clone(), control.holds(), started),
     )?;
     notify::notify("READY=1");
@@ -243,11 +246,19 @@ fn admin_handler(
     holds: Holds,
     started: Instant,
 ) -> dnngov_agent::admin::Handler {
-    Arc::new(move |request| match request {
+    Arc::new(move |request, caller| match request {
         AdminRequest::Status => {
             let mut report = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
             report.uptime_s = started.elapsed().as_secs_f64();
             report.apps = table.apps().iter().map(|a| app_status(a)).collect();
+            for app in &report.apps {
+                if let Some(problem) = &app.page_problem {
+                    report.notes.push(format!(
+                        "app {} \"{}\" wrote figures in its shared page that cannot be: {problem}",
+                        app.app_id, app.name
+                    ));
+                }
+            }
             holds.describe(&mut report);
             AdminReply::Status(report)
         }
@@ -290,10 +301,23 @@ fn admin_handler(
                     }
                 }
             };
+            // An app's owner may change its target; anyone else needs the admin's rights.
+            if !caller.admin && caller.peer.uid != handle.uid {
+                return AdminReply::Error {
+                    message: format!(
+                        "permission denied: app {} \"{}\" belongs to {}; setting another \
+                         user's app target is for root, dnngovd's user or the admin group",
+                        handle.app_id,
+                        handle.name,
+                        dnngov_agent::peer::user_name(handle.uid)
+                    ),
+                };
+            }
             if clear {
                 handle.set_operator_target(None);
                 log::info!(
-                    "operator cleared the target override of app {}",
+                    "{} cleared the target override of app {}",
+                    dnngov_agent::peer::user_name(caller.peer.uid),
                     handle.app_id
                 );
                 return AdminReply::Done {
@@ -322,7 +346,10 @@ fn admin_handler(
                     .accuracy_floor_pct
                     .map_or("none".to_string(), |f| format!("{f} %"))
             );
-            log::info!("operator override: {message}");
+            log::info!(
+                "target override by {}: {message}",
+                dnngov_agent::peer::user_name(caller.peer.uid)
+            );
             handle.set_operator_target(Some(target));
             AdminReply::Done { message }
         }
