@@ -16,7 +16,8 @@
 # The apps' rates and targets: SUPERNET_RUN (default "--fps 20 --deadline-ms 50
 # --accuracy-floor 85") and MLP_RUN (default "--fps 20 --deadline-ms 50 --accuracy-floor
 # 73"): each app's most accurate sub-network meets its deadline at full clocks, as a
-# deployment sized for the board would.
+# deployment sized for the board would. EVAL_ARGS adds options to dnngov-eval (for
+# example "--settle 10").
 #
 # Needs root, a cgroup cpu controller and: cargo build --release -p dnngov-agent
 # -p dnngov-sim -p dnngov-client [-p dnngov-supernet-app] && make -C examples/c-app;
@@ -75,6 +76,7 @@ else
     first="mlp2=$mlp --name mlp2 --fps 10 --deadline-ms 60 --accuracy-floor 70"
 fi
 echo "== dnngov-eval: ${seconds} s under dnngovd, then ${seconds} s under the board's schedutil"
-"$bin/dnngov-eval" --vboard "$platform" --cgroup --duration "$seconds" --out "$out" \
+# shellcheck disable=SC2086
+"$bin/dnngov-eval" --vboard "$platform" --cgroup --duration "$seconds" --out "$out" ${EVAL_ARGS:-} \
     --app "$first" \
     --app "mlp=$mlp --name mlp $mlp_run"

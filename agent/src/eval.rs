@@ -134,6 +134,10 @@ pub struct RunSummary {
     pub governor: String,
     pub apps: BTreeMap<String, AppSummary>,
     pub energy: EnergySummary,
+    /// With a settling time left out of `apps`: every app's misses and frames over the
+    /// whole run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whole_run: Option<(u64, u64)>,
 }
 
 /// The side-by-side table of two or more runs.
@@ -224,6 +228,13 @@ pub fn report(board: &str, runs: &[RunSummary]) -> String {
             "{} missed {ma} of {fa} deadlines, {} {mb} of {fb}.",
             a.governor, b.governor
         );
+        if let (Some((wa, fa)), Some((wb, fb))) = (a.whole_run, b.whole_run) {
+            let _ = writeln!(
+                out,
+                "Over the whole runs, settling included: {} missed {wa} of {fa}, {} {wb} of {fb}.",
+                a.governor, b.governor
+            );
+        }
     }
     out
 }
@@ -423,6 +434,7 @@ mod tests {
                 seconds: 10.0,
                 source: "INA3221 VDD_IN".into(),
             },
+            whole_run: None,
         };
         let text = report(
             "test",

@@ -70,6 +70,11 @@ struct Cli {
     /// Interval between samples of the clocks and power, ms.
     #[arg(long, default_value_t = 100)]
     sample_ms: u64,
+    /// Seconds at the start of each run left out of the figures, under both governors
+    /// alike (the agent learning the apps, a governor's first ramp): their inferences
+    /// and energy stay in the traces and the CSV files, not in the report.
+    #[arg(long, default_value_t = 0.0)]
+    settle: f64,
     /// Seconds to wait between the two runs (lets a real board cool down to where it
     /// started).
     #[arg(long, default_value_t = 3.0)]
@@ -438,6 +443,11 @@ impl Eval {
         let mut meter = EnergyMeter::new();
         let mut samples = Vec::new();
         let start = Instant::now();
+        // The shim's trace stamps inferences on CLOCK_MONOTONIC, as `Instant` is here.
+        let start_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0);
+        let settle = Duration::from_secs_f64(self.cli.settle);
         let every = Duration::from_millis(self.cli.sample_ms.max(10));
         let mut next = start;
         let mut sensor_kind = platform.power.as_ref().map(|p| p.kind());
@@ -457,7 +467,9 @@ impl Eval {
                 match sensor.read(&sysfs, now) {
                     Ok(Some(reading)) => {
                         power_w = reading.total.0;
-                        meter.record(now, &reading);
+                        if start.elapsed() >= settle {
+                            meter.record(now, &reading);
+                        }
                     }
                     Ok(None) => {}
                     // A reading can fail now and then (a file read while it is being
@@ -530,9 +542,25 @@ impl Eval {
             governor,
             apps: traces
                 .iter()
-                .map(|(app, inferences)| (app.clone(), eval::AppSummary::of(inferences)))
+                .map(|(app, inferences)| {
+                    let from = start_ns + settle.as_nanos() as u64;
+                    let counted: Vec<Inference> = inferences
+                        .iter()
+                        .copied()
+                        .filter(|i| i.end_ns >= from)
+                        .collect();
+                    (app.clone(), eval::AppSummary::of(&counted))
+                })
                 .collect(),
             energy: eval::EnergySummary::default(),
+            whole_run: (settle > Duration::ZERO).then(|| {
+                let all = traces.values().flatten();
+                let frames = all.clone().count() as u64;
+                let misses = all
+                    .filter(|i| i.deadline_ns != 0 && i.latency_ns > i.deadline_ns)
+                    .count() as u64;
+                (misses, frames)
+            }),
         };
         for app in &self.apps {
             summary.apps.entry(app.name.clone()).or_default();
@@ -737,6 +765,13 @@ fn run(cli: Cli) -> Result<()> {
             cli.duration
         );
     }
+    if !(cli.settle.is_finite() && cli.settle >= 0.0 && cli.settle < cli.duration) {
+        bail!(
+            "--settle must be at least 0 and shorter than --duration ({} s), not {}",
+            cli.duration,
+            cli.settle
+        );
+    }
     let apps = cli
         .apps
         .iter()
@@ -775,6 +810,12 @@ fn run(cli: Cli) -> Result<()> {
     let board = runs[0].board_label.clone();
     let summaries: Vec<RunSummary> = runs.iter().map(|r| r.summary.clone()).collect();
     let mut text = eval::report(&board, &summaries);
+    if eval.cli.settle > 0.0 {
+        text.push_str(&format!(
+            "figures leave out the first {} s of each run (--settle)\n",
+            eval.cli.settle
+        ));
+    }
     for r in &runs {
         for note in &r.restored {
             text.push_str(&format!("{}: {note}\n", r.summary.governor));
