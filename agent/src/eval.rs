@@ -401,16 +401,21 @@ mod tests {
 
     #[test]
     fn summary_counts_misses_switches_and_the_p99() {
-        let mut v: Vec<Inference> = (0..99).map(|_| inference(10.0, 20.0, 1)).collect();
+        let mut v: Vec<Inference> = (0..98).map(|_| inference(10.0, 20.0, 1)).collect();
+        v.push(inference(30.0, 20.0, 2));
         v.push(inference(30.0, 20.0, 2));
         let s = AppSummary::of(&v);
         assert_eq!(s.frames, 100);
-        assert_eq!(s.misses, 1);
-        assert!((s.miss_pct - 1.0).abs() < 1e-9);
-        assert!((s.latency_mean_ms - 10.2).abs() < 1e-9);
+        assert_eq!(s.misses, 2);
+        assert!((s.miss_pct - 2.0).abs() < 1e-9);
+        assert!((s.latency_mean_ms - 10.4).abs() < 1e-9);
+        // The 99th percentile of 100 is the 99th value: one slow frame of 100 is not it,
+        // two are.
         assert_eq!(s.latency_p99_ms, 30.0);
+        assert_eq!(AppSummary::of(&v[1..]).latency_p99_ms, 30.0);
+        assert_eq!(AppSummary::of(&v[..99]).latency_p99_ms, 10.0);
         assert_eq!(s.switches, 1);
-        assert!((s.accuracy_pct - 71.01).abs() < 1e-9);
+        assert!((s.accuracy_pct - 71.02).abs() < 1e-9);
         // No deadline: never a miss.
         assert_eq!(AppSummary::of(&[inference(30.0, 0.0, 0)]).misses, 0);
     }

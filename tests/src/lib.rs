@@ -49,6 +49,17 @@ pub fn build_c_app(dir: &Path) -> PathBuf {
     out
 }
 
+/// Compiles examples/c-app's MLP app (`-O2`, as its Makefile does) into `dir`.
+pub fn build_mlp_app(dir: &Path) -> PathBuf {
+    let out = dir.join("dnngov_mlp_app");
+    compile_c(
+        &workspace_root().join("examples/c-app/dnngov_mlp_app.c"),
+        &out,
+        &["-O2"],
+    );
+    out
+}
+
 /// Compiles the C program `source` into `out` with `cc -Wall -Werror` (and `extra`
 /// flags) against client/include/dnngov.h and libdnngov_client.so, with an rpath to the
 /// library; fails the test with the compiler's messages.

@@ -4,7 +4,7 @@
 
 use dnngov_agent::registry::{AppHandle, Registry, RegistryConfig, RegistryEvent};
 use dnngov_client::TRACE_HEADER;
-use dnngov_tests::{compile_c, workspace_root};
+use dnngov_tests::build_mlp_app;
 use governor_proto::shm::Reason;
 use governor_proto::MAX_APPS;
 use nix::sys::signal::{kill, Signal};
@@ -17,16 +17,6 @@ use std::time::{Duration, Instant};
 
 /// The library's size, as the C source declares it.
 const SUBNETS: usize = 6;
-
-fn build(dir: &Path) -> PathBuf {
-    let binary = dir.join("dnngov_mlp_app");
-    compile_c(
-        &workspace_root().join("examples/c-app/dnngov_mlp_app.c"),
-        &binary,
-        &["-O2"],
-    );
-    binary
-}
 
 /// The app with the trace in `traces` and the agent's socket at `socket`.
 fn app(binary: &Path, traces: &Path, socket: &Path, args: &[&str]) -> Command {
@@ -139,7 +129,7 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 #[test]
 fn standalone_every_frame_is_traced_and_larger_subnets_take_longer() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = build(dir.path());
+    let binary = build_mlp_app(dir.path());
     let frames = 4 * SUBNETS;
     let child = app(
         &binary,
@@ -230,7 +220,7 @@ fn joined(registry: &Registry, name: &str) -> Arc<AppHandle> {
 #[test]
 fn under_an_agent_it_runs_what_the_agent_asks_and_sigterm_ends_it_with_a_report() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = build(dir.path());
+    let binary = build_mlp_app(dir.path());
     let registry = Registry::start(RegistryConfig {
         socket_path: dir.path().join("agent.sock"),
         group: None,
@@ -295,7 +285,7 @@ fn under_an_agent_it_runs_what_the_agent_asks_and_sigterm_ends_it_with_a_report(
 #[test]
 fn a_killed_app_leaves_only_whole_trace_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = build(dir.path());
+    let binary = build_mlp_app(dir.path());
     let mut child = app(
         &binary,
         dir.path(),
@@ -317,7 +307,7 @@ fn a_killed_app_leaves_only_whole_trace_lines() {
 #[test]
 fn an_unwritable_trace_dir_is_named_once_and_the_app_runs_without_it() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = build(dir.path());
+    let binary = build_mlp_app(dir.path());
     let missing = dir.path().join("no-such-folder");
     let output = finish(
         app(
@@ -343,7 +333,7 @@ fn an_unwritable_trace_dir_is_named_once_and_the_app_runs_without_it() {
 #[test]
 fn a_bad_option_is_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = build(dir.path());
+    let binary = build_mlp_app(dir.path());
     for (args, named) in [
         (&["--fps", "fast"][..], "--fps"),
         (&["--frames", "-3"][..], "--frames"),

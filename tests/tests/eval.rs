@@ -6,20 +6,10 @@
 //! As root with a cgroup cpu controller the board is the cgroup board, where the clocks
 //! really slow the apps; otherwise the emulated board (the test says which it ran).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use dnngov_tests::{built_binary, compile_c, sim_binary, workspace_root};
-
-fn mlp_app(dir: &Path) -> PathBuf {
-    let out = dir.join("dnngov_mlp_app");
-    compile_c(
-        &workspace_root().join("examples/c-app/dnngov_mlp_app.c"),
-        &out,
-        &["-O2"],
-    );
-    out
-}
+use dnngov_tests::{build_mlp_app, built_binary, sim_binary, workspace_root};
 
 fn cgroup_board_usable() -> Result<(), String> {
     // SAFETY: geteuid cannot fail.
@@ -43,7 +33,7 @@ fn eval(args: &[&str]) -> Output {
 #[test]
 fn compares_dnngovd_with_the_boards_governor_from_what_the_apps_measured() {
     let dir = tempfile::tempdir().unwrap();
-    let app = mlp_app(dir.path());
+    let app = build_mlp_app(dir.path());
     let out = dir.path().join("out");
     let platform = workspace_root().join("platforms/jetson-xavier-nx.toml");
     let mut args: Vec<String> = vec![
@@ -185,10 +175,15 @@ fn refuses_while_another_tool_holds_the_clocks() {
 }
 
 #[test]
-fn a_malformed_app_is_refused_naming_it() {
+fn a_malformed_app_or_settling_time_is_refused_naming_it() {
     let output = eval(&["--app", "no-command-here", "--duration", "1"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("\"no-command-here\""), "{stderr}");
     assert!(stderr.contains("NAME=COMMAND"), "{stderr}");
+
+    let output = eval(&["--app", "x=true", "--duration", "5", "--settle", "5"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--settle must be"), "{stderr}");
 }

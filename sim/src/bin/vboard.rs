@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use dnngov_sim::cgroup::{self, ClusterGroups, Layout};
 use dnngov_sim::platform::Kind;
-use dnngov_sim::vboard::{cluster_entry, Meter, VirtualBoard};
 use dnngov_sim::scenario::Event;
+use dnngov_sim::vboard::{cluster_entry, Meter, VirtualBoard};
 use dnngov_sim::{run, Platform, Scenario};
 
 #[derive(Parser)]
@@ -196,7 +196,11 @@ fn offline_absent_cpus(scn: &mut Scenario, plat: &Platform, allowed: &[u32]) {
     }
     for e in &mut scn.events {
         if let Some(off) = &mut e.offline_cpus {
-            let missing: Vec<u32> = absent.iter().copied().filter(|c| !off.contains(c)).collect();
+            let missing: Vec<u32> = absent
+                .iter()
+                .copied()
+                .filter(|c| !off.contains(c))
+                .collect();
             off.extend(missing);
         }
     }
