@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs dnngov: dnngovd and dnngovctl, the systemd unit, the udev rules, the group
+# Installs dnngov: dnngovd, dnngovctl and dnngov-eval, the systemd unit, the udev rules, the group
 # `dnngov`, a default /etc/dnngov/config.toml, the client library (C header, shared and
 # static library, Python module) and the board descriptions.
 #
@@ -17,7 +17,7 @@ usage() {
     cat <<'EOF'
 Usage: ./install.sh [options]
 
-Installs dnngovd, dnngovctl, the systemd unit, the udev rules, the group dnngov, a
+Installs dnngovd, dnngovctl, dnngov-eval, the systemd unit, the udev rules, the group dnngov, a
 default /etc/dnngov/config.toml and the dnngov client library. Run as root, from a
 clone of the repository. Running it again updates an installation in place.
 
@@ -319,7 +319,7 @@ EOF
 
 do_install() {
     build
-    for f in dnngovd dnngovctl libdnngov_client.so libdnngov_client.a; do
+    for f in dnngovd dnngovctl dnngov-eval libdnngov_client.so libdnngov_client.a; do
         [ -f "$TARGET_DIR/$f" ] && continue
         [ "$BUILD" = no ] &&
             die "$TARGET_DIR/$f is missing: build it (cargo build --release --locked -p dnngov-agent -p dnngov-client) or leave out --no-build"
@@ -328,6 +328,7 @@ do_install() {
 
     install_file 0755 "$TARGET_DIR/dnngovd" "$BINDIR/dnngovd"
     install_file 0755 "$TARGET_DIR/dnngovctl" "$BINDIR/dnngovctl"
+    install_file 0755 "$TARGET_DIR/dnngov-eval" "$BINDIR/dnngov-eval"
     # Shared libraries are not executables (Debian policy 10.9: 0644).
     install_file 0644 "$TARGET_DIR/libdnngov_client.so" "$LIBDIR/libdnngov_client.so"
     install_file 0644 "$TARGET_DIR/libdnngov_client.a" "$LIBDIR/libdnngov_client.a"

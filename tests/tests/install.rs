@@ -58,6 +58,11 @@ impl Staging {
             0o755,
         );
         write_mode(
+            &target.join("dnngov-eval"),
+            b"#!/bin/sh\necho dnngov-eval\n",
+            0o755,
+        );
+        write_mode(
             &target.join("libdnngov_client.so"),
             b"stand-in shared library\n",
             0o755,
@@ -226,6 +231,11 @@ fn expected_files(staging: &Staging) -> Vec<(String, u32, Vec<u8>)> {
             "/usr/local/bin/dnngovctl".to_string(),
             0o755,
             read(staging.target.join("dnngovctl")),
+        ),
+        (
+            "/usr/local/bin/dnngov-eval".to_string(),
+            0o755,
+            read(staging.target.join("dnngov-eval")),
         ),
         (
             "/usr/local/lib/libdnngov_client.so".to_string(),
