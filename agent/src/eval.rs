@@ -169,7 +169,7 @@ pub fn report(board: &str, runs: &[RunSummary]) -> String {
     };
     for app in &apps {
         for r in runs {
-            let Some(s) = r.apps.get(*app) else {
+            let Some(s) = r.apps.get(*app).filter(|s| s.frames > 0) else {
                 let _ = writeln!(
                     out,
                     "{:<10} {:<14} (no inference recorded)",

@@ -187,3 +187,41 @@ fn a_malformed_app_or_settling_time_is_refused_naming_it() {
     assert!(!output.status.success());
     assert!(stderr.contains("--settle must be"), "{stderr}");
 }
+
+/// An app that fails is named in the report with the last lines it wrote, under both
+/// governors, and the evaluation still completes and checks the board.
+#[test]
+fn an_app_that_ends_early_is_named_with_its_last_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let platform = workspace_root().join("platforms/jetson-xavier-nx.toml");
+    let out = dir.path().join("out");
+    let output = eval(&[
+        "--vboard",
+        platform.to_str().unwrap(),
+        "--duration",
+        "3",
+        "--pause",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "--app",
+        "broken=echo 'cannot open the camera' >&2; exit 3",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("broken         (no inference recorded)"),
+        "{stdout}"
+    );
+    for governor in ["dnngovd", "schedutil"] {
+        assert!(
+            stdout.contains(&format!(
+                "{governor}: app broken ended before the run did (exit status: 3)"
+            )),
+            "{stdout}"
+        );
+    }
+    assert!(stdout.contains("    cannot open the camera"), "{stdout}");
+    assert!(stdout.contains("board restored after each run"), "{stdout}");
+}

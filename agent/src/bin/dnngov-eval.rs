@@ -260,7 +260,7 @@ struct RunOutput {
     domains: Vec<String>,
     traces: BTreeMap<String, Vec<Inference>>,
     board_label: String,
-    restored: Vec<String>,
+    notes: Vec<String>,
 }
 
 impl Eval {
@@ -504,6 +504,28 @@ impl Eval {
 
         // Stop the apps first (they finish their frame), then the agent, which puts the
         // clocks back.
+        // An app that ended on its own before the end failed, or was told too few frames:
+        // say so, with what it said last, rather than leave a short row unexplained.
+        let mut notes = Vec::new();
+        for (a, app) in apps.iter_mut().zip(&self.apps) {
+            if let Ok(Some(status)) = a.child.try_wait() {
+                let err = std::fs::read_to_string(dir.join(format!("{}.err", app.name)))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = err.lines().rev().take(5).collect();
+                notes.push(format!(
+                    "app {} ended before the run did ({status}){}",
+                    app.name,
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; its stderr ended with:\n    {}",
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n    ")
+                        )
+                    }
+                ));
+            }
+        }
         for a in &mut apps {
             a.stop(Duration::from_secs(10));
         }
@@ -512,7 +534,7 @@ impl Eval {
                 log::warn!("dnngovd was killed: restoring from its saved state");
             }
         }
-        let mut restored = Vec::new();
+        let mut restored = notes;
         let changed = eval::knob_changes(&before, &eval::snapshot_knobs(&sysfs, &plan));
         if !changed.is_empty() {
             restored.push(format!("not put back by dnngovd: {}", changed.join("; ")));
@@ -580,7 +602,7 @@ impl Eval {
             domains,
             traces,
             board_label: board.label.clone(),
-            restored,
+            notes: restored,
         })
     }
 }
@@ -817,7 +839,7 @@ fn run(cli: Cli) -> Result<()> {
         ));
     }
     for r in &runs {
-        for note in &r.restored {
+        for note in &r.notes {
             text.push_str(&format!("{}: {note}\n", r.summary.governor));
         }
     }
