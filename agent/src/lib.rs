@@ -11,3 +11,4 @@ pub mod peer;
 pub mod platform;
 pub mod registry;
 pub mod socket;
+pub mod top;

@@ -1,4 +1,4 @@
-//! dnngovctl: asks the running dnngovd what it does, overrides an app's target, holds
+//! dnngovctl: asks the running dnngovd what it does (once, or live with `top`), overrides an app's target, holds
 //! frequencies for profiling, and restores the machine after a crash.
 
 use anyhow::{bail, Context, Result};
@@ -31,6 +31,9 @@ enum Command {
     Status,
     /// The registered apps.
     Apps,
+    /// A live view of domains, power and apps, polled every 250 ms; keys set or clear
+    /// the selected app's deadline (q quits).
+    Top,
     /// Override an app's target (by id or name); --clear gives it back to the app.
     SetTarget {
         app: String,
@@ -118,6 +121,7 @@ fn run(args: Args) -> Result<i32> {
                 print_apps(&apps);
             }
         }
+        Command::Top => dnngov_agent::top::terminal::run(&admin_socket)?,
         Command::SetTarget {
             app,
             deadline_ms,
