@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing dnngov needs on Debian/Ubuntu: a C toolchain and
-# clang for the eBPF programs, libelf and zlib for libbpf, Python 3 for the ctypes client.
+# clang for the eBPF programs, libelf and zlib for libbpf, Python 3 for the ctypes client,
+# tmux for the test that runs `dnngovctl top` in a real terminal.
 # Idempotent: packages already present are not touched, and apt-get update runs only
 # when something is missing. Needs root (or sudo) when it has something to install.
 set -eu
 
-PACKAGES="build-essential clang llvm libelf-dev zlib1g-dev pkg-config make python3"
+PACKAGES="build-essential clang llvm libelf-dev zlib1g-dev pkg-config make python3 tmux"
 
 die() { echo "install-deps: $*" >&2; exit 1; }
 
@@ -15,7 +16,7 @@ if command -v dpkg-query >/dev/null 2>&1; then
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
     done
 else
-    for c in cc clang pkg-config make python3; do
+    for c in cc clang pkg-config make python3 tmux; do
         command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
     done
     [ -z "$missing" ] || die "not a Debian/Ubuntu system; install the equivalents of:$missing (and libelf, zlib headers)"

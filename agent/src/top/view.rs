@@ -100,6 +100,17 @@ fn agent_line(top: &Top, palette: Palette) -> Line<'static> {
             format!("dnngovd {} pid {} up {:.0} s", s.version, s.pid, s.uptime_s),
             palette.heading(),
         ));
+        if let Some(energy) = &s.energy {
+            spans.push(Span::raw(format!(
+                ", board {:.1} J since start ({})",
+                energy.joules,
+                if energy.estimated {
+                    "estimated"
+                } else {
+                    "measured"
+                }
+            )));
+        }
         if s.hold.is_some() {
             spans.push(Span::styled("  HOLD in force", palette.alarm()));
         }
@@ -119,26 +130,26 @@ fn agent_line(top: &Top, palette: Palette) -> Line<'static> {
 
 fn power_line(top: &Top) -> Option<String> {
     let s = top.status.as_ref()?;
-    if s.power.is_empty() && s.energy.is_none() {
+    if s.power.is_empty() {
         return Some("power: no sensor and no estimate".into());
     }
-    let mut text = String::from("power");
+    let all_estimated = s.power.iter().all(|r| r.estimated);
+    let mixed = !all_estimated && s.power.iter().any(|r| r.estimated);
+    let mut text = String::from(if all_estimated {
+        "power (estimated):"
+    } else {
+        "power (measured):"
+    });
     for rail in &s.power {
         text += &format!(
             " {} {:.2} W{}",
             rail.rail,
             rail.watts,
-            if rail.estimated { " (estimated)" } else { "" }
-        );
-    }
-    if !s.power.is_empty() && s.power.iter().all(|r| !r.estimated) {
-        text += " (measured)";
-    }
-    if let Some(energy) = &s.energy {
-        text += &format!(
-            "; {:.1} J since start{}",
-            energy.joules,
-            if energy.estimated { " (estimated)" } else { "" }
+            if mixed && rail.estimated {
+                " (est.)"
+            } else {
+                ""
+            }
         );
     }
     Some(text)
@@ -150,23 +161,23 @@ fn domain_lines(top: &Top, palette: Palette, width: usize, why: bool) -> Vec<Lin
     };
     let mut out = vec![Line::styled(
         format!(
-            "{:<20} {:>5} {:>11} {:<14} last minute",
+            "{:<22} {:>5} {:>9} {:<18} last minute",
             "domain", "MHz", "min-max", "set by"
         ),
         palette.heading(),
     )];
-    let spark_width = width.saturating_sub(55).clamp(1, 40);
+    let spark_width = width.saturating_sub(59).clamp(1, 40);
     for d in &s.domains {
         let spark = top.domain_mhz.get(&d.name).map_or(String::new(), |h| {
             h.sparkline(spark_width, d.min_hz as f64 / 1e6)
         });
         let now = d.current_hz.map_or("-".into(), mhz);
         let mut spans = vec![Span::raw(format!(
-            "{:<20} {:>5} {:>11} {:<14} ",
-            fit(&d.name, 20),
+            "{:<22} {:>5} {:>9} {:<18} ",
+            fit(&d.name, 22),
             now,
             format!("{}-{}", mhz(d.min_hz), mhz(d.max_hz)),
-            fit(&d.set_by, 14),
+            fit(&d.set_by, 18),
         ))];
         spans.push(Span::styled(spark, palette.spark()));
         if !why {
@@ -186,7 +197,7 @@ fn domain_lines(top: &Top, palette: Palette, width: usize, why: bool) -> Vec<Lin
 fn app_lines(top: &Top, palette: Palette, width: usize) -> Vec<Line<'static>> {
     let mark = |column: SortColumn, label: &str| {
         if top.sort == column {
-            format!("{label}v")
+            format!("{label}▼")
         } else {
             label.to_string()
         }
@@ -276,21 +287,21 @@ fn selected_line(top: &Top) -> String {
     };
     let app = &row.status;
     let mut text = format!(
-        "{}: last {:.1} ms, {} of {} sub-networks, deadline {} ms",
+        "{}: last {:.1} ms, sub-network {} of {}, deadline {} ms ({})",
         app.name,
         app.last_latency_ms,
         app.active_subnet.map_or("?".into(), |s| s.to_string()),
         app.subnets,
-        app.deadline_ms
+        app.deadline_ms,
+        if app.operator_override {
+            "operator"
+        } else {
+            "app's own"
+        }
     );
     if let Some(floor) = app.accuracy_floor_pct {
         text += &format!(", floor {floor}%");
     }
-    text += if app.operator_override {
-        ", set by the operator"
-    } else {
-        ", the app's own"
-    };
     if let Some(problem) = &app.page_problem {
         text += &format!("; page: {problem}");
     }
@@ -379,7 +390,7 @@ mod tests {
             "devfreq gpu",
             "detector",
             "segmenter",
-            "VDD_IN 4.50 W (estimated)",
+            "power (estimated): VDD_IN 4.50 W",
             "q quit",
             "why: detector needs it",
             "16.0",
