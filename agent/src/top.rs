@@ -132,7 +132,7 @@ impl SortColumn {
     pub fn label(self) -> &'static str {
         match self {
             SortColumn::Name => "name",
-            SortColumn::Latency => "latency",
+            SortColumn::Latency => "mean latency",
             SortColumn::P99 => "p99",
             SortColumn::Misses => "miss %",
             SortColumn::Fps => "frames/s",
@@ -146,7 +146,7 @@ pub fn sort_rows(rows: &mut [AppRow], column: SortColumn) {
     let figure = |row: &AppRow| -> f64 {
         match column {
             SortColumn::Name => 0.0,
-            SortColumn::Latency => row.status.last_latency_ms,
+            SortColumn::Latency => row.latency_ms.mean().unwrap_or(f64::NEG_INFINITY),
             SortColumn::P99 => row.latency_ms.p99().unwrap_or(f64::NEG_INFINITY),
             SortColumn::Misses => row.status.miss_pct,
             SortColumn::Fps => row.fps.unwrap_or(f64::NEG_INFINITY),

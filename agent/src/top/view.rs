@@ -4,7 +4,6 @@
 //! percentage), so `NO_COLOR` loses nothing.
 
 use super::{Link, Prompt, SortColumn, Top};
-use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
@@ -63,7 +62,7 @@ fn fit(text: &str, width: usize) -> String {
 pub fn draw(frame: &mut Frame, top: &Top, palette: Palette) {
     let area = frame.area();
     let lines = lines(top, palette, area.width as usize, area.height as usize);
-    frame.render_widget(Paragraph::new(lines), Rect { ..area });
+    frame.render_widget(Paragraph::new(lines), area);
 }
 
 /// The screen as lines, `height` at most.
@@ -79,17 +78,21 @@ pub fn lines(top: &Top, palette: Palette, width: usize, height: usize) -> Vec<Li
     let why_lines = fixed + 2 * domains + rows <= height;
     let mut out = head;
     out.extend(domain_lines(top, palette, width, why_lines));
-    out.extend(app_lines(top, palette, width));
-    out.push(Line::from(selected_line(top)));
+    let mut foot = vec![Line::from(selected_line(top))];
     if let Some(message) = &top.message {
-        out.push(Line::from(Span::styled(message.clone(), palette.alarm())));
+        foot.push(Line::from(Span::styled(message.clone(), palette.alarm())));
     }
-    let keys = prompt_line(top, palette);
-    out.truncate(height.saturating_sub(1));
-    while out.len() + 1 < height {
+    foot.push(prompt_line(top, palette));
+    // The keys, the answer to the last key and the selected app matter most, then the
+    // apps: the domains give way first on a short terminal.
+    out.truncate(height.saturating_sub(foot.len() + 2));
+    let app_room = height.saturating_sub(out.len() + foot.len() + 1);
+    out.extend(app_lines(top, palette, width, app_room));
+    while out.len() + foot.len() < height {
         out.push(Line::default());
     }
-    out.push(keys);
+    out.extend(foot);
+    out.truncate(height);
     out
 }
 
@@ -194,7 +197,8 @@ fn domain_lines(top: &Top, palette: Palette, width: usize, why: bool) -> Vec<Lin
     out
 }
 
-fn app_lines(top: &Top, palette: Palette, width: usize) -> Vec<Line<'static>> {
+/// The apps' heading and as many rows as `room` holds, scrolled to keep the selection.
+fn app_lines(top: &Top, palette: Palette, width: usize, room: usize) -> Vec<Line<'static>> {
     let mark = |column: SortColumn, label: &str| {
         if top.sort == column {
             format!("{label}▼")
@@ -221,7 +225,11 @@ fn app_lines(top: &Top, palette: Palette, width: usize) -> Vec<Line<'static>> {
         out.push(Line::from("  no app registered"));
     }
     let spark_width = width.saturating_sub(64).max(1);
-    for row in &top.rows {
+    let room = room.max(1);
+    let first = top
+        .selected_index()
+        .map_or(0, |at| (at + 1).saturating_sub(room));
+    for row in top.rows.iter().skip(first).take(room) {
         let app = &row.status;
         let subnet = match app.active_subnet {
             Some(active) if active == app.requested_subnet => active.to_string(),
@@ -412,6 +420,25 @@ mod tests {
             .content
             .iter()
             .all(|cell| cell.fg == Color::Reset && cell.bg == Color::Reset));
+    }
+
+    #[test]
+    fn many_apps_scroll_to_keep_the_selection_and_the_keys_in_view() {
+        let mut top = Top::default();
+        let apps = (1..=30)
+            .map(|i| app(i, &format!("app{i:02}"), 1, 1.0))
+            .collect();
+        top.observe(status(apps, 1), Duration::from_millis(250));
+        for _ in 0..25 {
+            top.key(Key::Down);
+        }
+        top.message = Some("dnngovd refused: no".into());
+        let text = screen(&top, false);
+        assert!(text.iter().any(|l| l.starts_with(" app26 ")), "{text:#?}");
+        assert!(!text.iter().any(|l| l.starts_with(" app01 ")), "{text:#?}");
+        assert!(text[23].starts_with("q quit"), "{text:#?}");
+        assert!(text[22].starts_with("dnngovd refused: no"), "{text:#?}");
+        assert!(text[21].starts_with("app26: last"), "{text:#?}");
     }
 
     #[test]
