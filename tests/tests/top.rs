@@ -68,6 +68,11 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-t", "top"])
     }
 
+    /// The screen with its attributes and colours as escape sequences.
+    fn screen_with_escapes(&self) -> String {
+        self.run(&["capture-pane", "-e", "-p", "-t", "top"])
+    }
+
     fn keys(&self, keys: &[&str]) {
         for key in keys {
             self.run(&["send-keys", "-t", "top", key]);
@@ -121,8 +126,13 @@ impl Drop for Tmux {
 
 /// `dnngovctl top` in a shell that writes its exit status to `status_file`.
 fn top_command(admin_socket: &Path, status_file: &Path) -> String {
+    top_command_with(admin_socket, status_file, "")
+}
+
+/// [`top_command`] with environment assignments (`"NO_COLOR=1 "`) before it.
+fn top_command_with(admin_socket: &Path, status_file: &Path, env: &str) -> String {
     format!(
-        "sh -c '{} --admin-socket {} top; echo $? > {}'",
+        "sh -c '{env}{} --admin-socket {} top; echo $? > {}'",
         built_binary("dnngovctl").display(),
         admin_socket.display(),
         status_file.display()
@@ -243,6 +253,34 @@ fn top_without_an_agent_says_so_keeps_running_and_quits_on_q() {
     assert!(tmux.screen().contains("UNREACHABLE"));
     tmux.keys(&["q"]);
     assert_eq!(tmux.wait_for_exit(&exit_file), 0);
+}
+
+/// Whether `screen` (from capture-pane -e) sets a foreground or background colour.
+fn has_colour(screen: &str) -> bool {
+    ["\x1b[38;", "\x1b[48;"].iter().any(|c| screen.contains(c))
+        || (0..8).any(|n| {
+            screen.contains(&format!("\x1b[3{n}m")) || screen.contains(&format!("\x1b[4{n}m"))
+        })
+}
+
+#[test]
+fn no_color_draws_attributes_but_no_colour_in_a_real_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    for (env, colour) in [("", true), ("NO_COLOR=1 ", false)] {
+        let exit_file = dir.path().join("top.status");
+        let _ = std::fs::remove_file(&exit_file);
+        let command = top_command_with(&socket, &exit_file, env);
+        let Some(tmux) = Tmux::start(dir.path(), &command) else {
+            return;
+        };
+        tmux.wait_for("the view", |s| s.contains("UNREACHABLE"));
+        let screen = tmux.screen_with_escapes();
+        assert_eq!(has_colour(&screen), colour, "{env:?}: {screen:?}");
+        assert!(screen.contains("\x1b[1m"), "bold stays: {screen:?}");
+        tmux.keys(&["q"]);
+        assert_eq!(tmux.wait_for_exit(&exit_file), 0);
+    }
 }
 
 #[test]
