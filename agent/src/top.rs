@@ -58,8 +58,9 @@ impl History {
     }
 
     /// The newest `width` samples as block characters, scaled from `floor` (the lowest
-    /// block) to the largest sample shown; older samples fall off the left.
-    pub fn sparkline(&self, width: usize, floor: f64) -> String {
+    /// block) to `ceiling` or the largest sample shown if that is higher (the full
+    /// block); older samples fall off the left.
+    pub fn sparkline(&self, width: usize, floor: f64, ceiling: f64) -> String {
         const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
         let shown: Vec<f64> = self
             .samples
@@ -67,7 +68,7 @@ impl History {
             .skip(self.samples.len().saturating_sub(width))
             .copied()
             .collect();
-        let top = shown.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let top = shown.iter().copied().fold(ceiling, f64::max);
         shown
             .iter()
             .map(|&v| {
@@ -75,7 +76,7 @@ impl History {
                 let level = if span > 0.0 {
                     (((v - floor) / span) * 7.0).round().clamp(0.0, 7.0) as usize
                 } else {
-                    // A flat line at the top: the domain sits at one frequency.
+                    // No range to scale in (a domain with one frequency): a flat line.
                     7
                 };
                 BLOCKS[level]
@@ -92,12 +93,39 @@ pub fn frames_per_second(before: u64, after: u64, elapsed: Duration) -> Option<f
     (after >= before && seconds > 0.0).then(|| (after - before) as f64 / seconds)
 }
 
+/// How far back frames per second look: long enough that an app at a few frames per
+/// second does not read 0 whenever a poll falls between two of its inferences.
+pub const RATE_WINDOW: Duration = Duration::from_secs(2);
+
 /// What the view remembers of one app between polls.
 #[derive(Debug, Clone, Default)]
 struct AppMemory {
     latency_ms: History,
-    inferences: u64,
-    fps: Option<f64>,
+    /// (time of the poll, inference count) over the last [`RATE_WINDOW`], oldest first.
+    counts: VecDeque<(Duration, u64)>,
+}
+
+impl AppMemory {
+    /// Takes in the inference count of the poll at `now` (since the view started).
+    fn count(&mut self, now: Duration, inferences: u64) {
+        if self
+            .counts
+            .back()
+            .is_some_and(|&(_, last)| inferences < last)
+        {
+            self.counts.clear();
+        }
+        self.counts.push_back((now, inferences));
+        // Keep one poll at least RATE_WINDOW old, so the window is full.
+        while self.counts.len() > 2 && now - self.counts[1].0 >= RATE_WINDOW {
+            self.counts.pop_front();
+        }
+    }
+
+    fn fps(&self) -> Option<f64> {
+        let (&(t0, first), &(t1, last)) = (self.counts.front()?, self.counts.back()?);
+        frames_per_second(first, last, t1 - t0)
+    }
 }
 
 /// One app as the view shows it: the agent's row and what the view worked out.
@@ -185,6 +213,8 @@ pub struct Top {
     /// The agent's answer to the last set or clear, or why it was refused.
     pub message: Option<String>,
     apps: HashMap<u32, AppMemory>,
+    /// Time since the first poll, summed from the time between polls.
+    clock: Duration,
 }
 
 impl Default for Top {
@@ -199,6 +229,7 @@ impl Default for Top {
             prompt: Prompt::Idle,
             message: None,
             apps: HashMap::new(),
+            clock: Duration::ZERO,
         }
     }
 }
@@ -206,6 +237,7 @@ impl Default for Top {
 impl Top {
     /// Takes in one status report, polled `elapsed` after the one before.
     pub fn observe(&mut self, status: StatusReport, elapsed: Duration) {
+        self.clock += elapsed;
         for domain in &status.domains {
             if let Some(hz) = domain.current_hz {
                 self.domain_mhz
@@ -219,18 +251,13 @@ impl Top {
         let mut apps = HashMap::new();
         for app in &status.apps {
             let mut memory = self.apps.remove(&app.app_id).unwrap_or_default();
-            let first = memory.latency_ms.is_empty();
+            let before = memory.counts.back().map(|&(_, count)| count);
             // The agent's latency is the app's last inference: only a new inference adds
             // a sample, or an idle app would fill its minute with one old figure.
-            if app.inferences > 0 && (first || app.inferences != memory.inferences) {
+            if app.inferences > 0 && before != Some(app.inferences) {
                 memory.latency_ms.push(app.last_latency_ms);
             }
-            memory.fps = if first {
-                None
-            } else {
-                frames_per_second(memory.inferences, app.inferences, elapsed)
-            };
-            memory.inferences = app.inferences;
+            memory.count(self.clock, app.inferences);
             apps.insert(app.app_id, memory);
         }
         self.apps = apps;
@@ -242,7 +269,7 @@ impl Top {
                 AppRow {
                     status: app.clone(),
                     latency_ms: memory.latency_ms.clone(),
-                    fps: memory.fps,
+                    fps: memory.fps(),
                 }
             })
             .collect();
@@ -561,13 +588,18 @@ mod tests {
         for v in [0.0, 100.0, 50.0, 100.0] {
             history.push(v);
         }
-        assert_eq!(history.sparkline(10, 0.0), "▁█▅█");
-        assert_eq!(history.sparkline(2, 0.0), "▅█");
+        assert_eq!(history.sparkline(10, 0.0, 0.0), "▁█▅█");
+        assert_eq!(history.sparkline(2, 0.0, 0.0), "▅█");
+        assert_eq!(
+            history.sparkline(10, 0.0, 200.0),
+            "▁▅▃▅",
+            "up to the ceiling"
+        );
         let mut flat = History::default();
         flat.push(3.0);
         flat.push(3.0);
-        assert_eq!(flat.sparkline(5, 3.0), "██");
-        assert_eq!(History::default().sparkline(5, 0.0), "");
+        assert_eq!(flat.sparkline(5, 3.0, 3.0), "██");
+        assert_eq!(History::default().sparkline(5, 0.0, 1.0), "");
     }
 
     #[test]
@@ -599,11 +631,28 @@ mod tests {
             QUARTER,
         );
         assert_eq!(top.rows[0].latency_ms.len(), 2);
-        assert_eq!(top.rows[0].fps, Some(0.0));
+        assert_eq!(top.rows[0].fps, Some(8.0), "4 inferences in 0.5 s");
         assert_eq!(top.domain_mhz["devfreq gpu"].len(), 3);
         top.unreachable("dnngovd is not running".into());
         assert_eq!(top.link, Link::Down("dnngovd is not running".into()));
         assert_eq!(top.rows.len(), 1, "the last picture stays");
+    }
+
+    #[test]
+    fn frames_per_second_look_back_over_the_rate_window_and_restart_on_a_new_count() {
+        let mut top = Top::default();
+        // An app at 2 frames/s: most polls see no new inference, the rate stays 2.
+        for poll in 0..40u64 {
+            top.observe(status(vec![app(1, "slow", poll / 2, 50.0)], 1), QUARTER);
+        }
+        let fps = top.rows[0].fps.unwrap();
+        assert!((fps - 2.0).abs() < 0.3, "{fps}");
+        assert!(top.apps[&1].counts.len() <= 10, "only the window is kept");
+        // The agent restarted: the count went down, no rate until a second poll.
+        top.observe(status(vec![app(1, "slow", 1, 50.0)], 1), QUARTER);
+        assert_eq!(top.rows[0].fps, None);
+        top.observe(status(vec![app(1, "slow", 3, 50.0)], 1), QUARTER);
+        assert_eq!(top.rows[0].fps, Some(8.0));
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn domain_lines(top: &Top, palette: Palette, width: usize, why: bool) -> Vec<Lin
     let spark_width = width.saturating_sub(59).clamp(1, 40);
     for d in &s.domains {
         let spark = top.domain_mhz.get(&d.name).map_or(String::new(), |h| {
-            h.sparkline(spark_width, d.min_hz as f64 / 1e6)
+            h.sparkline(spark_width, d.min_hz as f64 / 1e6, d.max_hz as f64 / 1e6)
         });
         let now = d.current_hz.map_or("-".into(), mhz);
         let mut spans = vec![Span::raw(format!(
@@ -281,7 +281,7 @@ fn app_lines(top: &Top, palette: Palette, width: usize, room: usize) -> Vec<Line
         ));
         spans.push(Span::styled(format!(" {:>5} ", or_dash(row.fps, 1)), base));
         spans.push(Span::styled(
-            row.latency_ms.sparkline(spark_width, 0.0),
+            row.latency_ms.sparkline(spark_width, 0.0, app.deadline_ms),
             base.patch(palette.spark()),
         ));
         out.push(Line::from(spans));
