@@ -57,17 +57,25 @@ impl History {
         Some(sorted[rank.clamp(1, sorted.len()) - 1])
     }
 
-    /// The newest `width` samples as block characters, scaled from `floor` (the lowest
-    /// block) to `ceiling` or the largest sample shown if that is higher (the full
-    /// block); older samples fall off the left.
+    /// The samples kept as at most `width` block characters, scaled from `floor` (the
+    /// lowest block) to `ceiling` or the largest sample if that is higher (the full
+    /// block). When there are more samples than characters, each character is the
+    /// highest of an equal share of them, newest on the right, so the whole minute fits
+    /// and a short peak still shows.
     pub fn sparkline(&self, width: usize, floor: f64, ceiling: f64) -> String {
         const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-        let shown: Vec<f64> = self
-            .samples
-            .iter()
-            .skip(self.samples.len().saturating_sub(width))
-            .copied()
+        if width == 0 {
+            return String::new();
+        }
+        let per_block = self.samples.len().div_ceil(width).max(1);
+        let samples: Vec<f64> = self.samples.iter().copied().collect();
+        // Shares are counted from the newest sample, so the oldest share is the one cut
+        // short.
+        let mut shown: Vec<f64> = samples
+            .rchunks(per_block)
+            .map(|share| share.iter().copied().fold(f64::NEG_INFINITY, f64::max))
             .collect();
+        shown.reverse();
         let top = shown.iter().copied().fold(ceiling, f64::max);
         shown
             .iter()
@@ -589,7 +597,12 @@ mod tests {
             history.push(v);
         }
         assert_eq!(history.sparkline(10, 0.0, 0.0), "▁█▅█");
-        assert_eq!(history.sparkline(2, 0.0, 0.0), "▅█");
+        assert_eq!(
+            history.sparkline(2, 0.0, 0.0),
+            "██",
+            "the highest of each half"
+        );
+        assert_eq!(history.sparkline(0, 0.0, 0.0), "");
         assert_eq!(
             history.sparkline(10, 0.0, 200.0),
             "▁▅▃▅",
@@ -600,6 +613,18 @@ mod tests {
         flat.push(3.0);
         assert_eq!(flat.sparkline(5, 3.0, 3.0), "██");
         assert_eq!(History::default().sparkline(5, 0.0, 1.0), "");
+    }
+
+    #[test]
+    fn a_full_minute_fits_the_width_and_a_short_peak_still_shows() {
+        let mut history = History::default();
+        for i in 0..HISTORY_LEN {
+            history.push(if i == 100 { 10.0 } else { 1.0 });
+        }
+        let line = history.sparkline(20, 0.0, 10.0);
+        assert_eq!(line.chars().count(), 20);
+        assert_eq!(line.chars().filter(|&c| c == '█').count(), 1, "{line}");
+        assert!(line.starts_with('▂'), "{line}");
     }
 
     #[test]
