@@ -283,6 +283,38 @@ fn no_color_draws_attributes_but_no_colour_in_a_real_terminal() {
     }
 }
 
+/// The pid of the process the pane's shell runs (`dnngovctl top`).
+fn top_pid(tmux: &Tmux) -> i32 {
+    let shell = tmux.run(&["display-message", "-p", "-t", "top", "#{pane_pid}"]);
+    let shell = shell.trim();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+        .expect("the pane's shell lists its children");
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("the pane's shell {shell} runs nothing"))
+}
+
+#[test]
+fn sigterm_gives_the_terminal_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let exit_file = dir.path().join("top.status");
+    let command = top_command(&dir.path().join("admin.sock"), &exit_file);
+    let Some(tmux) = Tmux::start(dir.path(), &command) else {
+        return;
+    };
+    tmux.wait_for("the view", |s| s.contains("q quit"));
+    let pid = nix::unistd::Pid::from_raw(top_pid(&tmux));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(tmux.wait_for_exit(&exit_file), 128 + 15);
+    let after = tmux.screen();
+    assert!(
+        !after.contains("q quit"),
+        "the alternate screen is left on SIGTERM:\n{after}"
+    );
+}
+
 #[test]
 fn top_refuses_a_dumb_terminal_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

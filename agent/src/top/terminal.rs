@@ -1,5 +1,5 @@
 //! The terminal side of `dnngovctl top`: raw mode and the alternate screen (given back on
-//! exit and on panic), a thread that polls the agent so a slow or absent agent never
+//! exit, on panic and on SIGTERM, SIGHUP or SIGQUIT), a thread that polls the agent so a slow or absent agent never
 //! freezes the keys, and the loop that joins the two.
 
 use super::view::{self, Palette};
@@ -48,12 +48,35 @@ pub fn run(admin_socket: &Path) -> Result<()> {
     let palette = Palette {
         colour: colour_wanted(std::env::var_os("NO_COLOR").as_deref()),
     };
+    restore_on_signals()?;
     let polls = spawn_poller(admin_socket.to_path_buf());
     // try_init installs a panic hook that gives the terminal back before the message.
     let mut terminal = ratatui::try_init().context("setting up the terminal")?;
     let result = event_loop(&mut terminal, admin_socket, &polls, palette);
     ratatui::restore();
     result
+}
+
+/// A `kill`, or the end of an SSH session, must not leave the terminal raw on the
+/// alternate screen: SIGTERM, SIGHUP and SIGQUIT are blocked here, before any other thread
+/// starts (threads inherit the mask), and one thread waits for them, gives the terminal
+/// back and exits as the signal would have (128 + its number).
+fn restore_on_signals() -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+        signals.add(signal);
+    }
+    signals
+        .thread_block()
+        .context("blocking SIGTERM, SIGHUP and SIGQUIT")?;
+    std::thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            ratatui::restore();
+            std::process::exit(128 + signal as i32);
+        }
+    });
+    Ok(())
 }
 
 type Poll = (Instant, Result<StatusReport, String>);
