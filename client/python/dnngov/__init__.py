@@ -55,7 +55,7 @@ _lock = threading.Lock()
 _loaded: Optional[Tuple[ctypes.CDLL, str]] = None
 
 
-def _library(path: Optional[str] = None) -> ctypes.CDLL:
+def _loaded_library(path: Optional[str] = None) -> ctypes.CDLL:
     """The loaded library; the first call loads it (from `path` if given) and every
     later one returns that same library, since one process holds one client."""
     global _loaded
@@ -69,7 +69,7 @@ def _library(path: Optional[str] = None) -> ctypes.CDLL:
 def library_path(path: Optional[str] = None) -> str:
     """The path of the libdnngov_client.so this process uses, loading it if needed
     (raises LibraryNotFound naming every place tried)."""
-    _library(path)
+    _loaded_library(path)
     assert _loaded is not None
     return _loaded[1]
 
@@ -91,7 +91,7 @@ class Session:
                  devices: Sequence[str] = ("cpu",), socket_path: Optional[str] = None,
                  library: Optional[str] = None) -> None:
         self._handle: Optional[int] = None
-        lib = _library(library)
+        lib = _loaded_library(library)
         entries = (_Subnet * len(subnets))()
         self._names = []  # keep the encoded names alive for the call
         for i, entry in enumerate(subnets):
