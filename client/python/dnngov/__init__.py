@@ -35,10 +35,10 @@ import ctypes
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from ._library import (DnngovError, LibraryNotFound, _Subnet, _Target, candidates,
-                       declare, load_library)
+from ._library import (DnngovError, LibraryNotFound, _Subnet, _Target, declare,
+                       load_library)
 from ._profile import PROFILE_FORMAT_VERSION, _library_of, _read_profile, load_profile
 from ._spec import DEVICE_CPU, DEVICE_GPU, DEVICES, Subnet
 from ._version import __version__
@@ -49,7 +49,7 @@ __all__ = [
     "load_profile", "register", "register_profile",
 ]
 
-SubnetLike = Union[Subnet, Tuple]
+SubnetLike = Union[Subnet, Tuple[Any, ...]]
 
 _lock = threading.Lock()
 _loaded: Optional[Tuple[ctypes.CDLL, str]] = None
@@ -116,7 +116,7 @@ class Session:
 
     @classmethod
     def from_profile(cls, path: str, deadline_ms: float, app: Optional[str] = None,
-                     **kwargs) -> "Session":
+                     **kwargs: Any) -> "Session":
         """Registers with the library of the profile file at `path`. `app` defaults to
         the profile's app name; the other arguments are those of `Session`."""
         profile = _read_profile(path)
@@ -130,7 +130,7 @@ class Session:
 
     def current_subnet(self) -> int:
         """The sub-network the agent asks for: one atomic load from the shared page."""
-        return self._lib.dnngov_current_subnet(self._open())
+        return int(self._lib.dnngov_current_subnet(self._open()))
 
     def ack_subnet(self, subnet: int) -> None:
         """Tells the agent that `subnet` now runs."""
@@ -138,11 +138,11 @@ class Session:
 
     def begin(self, deadline_ms: float = 0.0) -> int:
         """Marks the start of an inference (0: no deadline); returns its start in ns."""
-        return self._lib.dnngov_begin(self._open(), int(deadline_ms * 1e6))
+        return int(self._lib.dnngov_begin(self._open(), int(deadline_ms * 1e6)))
 
     def end(self) -> float:
         """Ends the inference begun last; returns its latency in seconds."""
-        return self._lib.dnngov_end(self._open()) / 1e9
+        return int(self._lib.dnngov_end(self._open())) / 1e9
 
     @contextmanager
     def inference(self, deadline_ms: float = 0.0) -> Iterator[None]:
@@ -167,7 +167,7 @@ class Session:
     @property
     def app_id(self) -> int:
         """The agent's id for the app; 0 while not registered."""
-        return self._lib.dnngov_app_id(self._open())
+        return int(self._lib.dnngov_app_id(self._open()))
 
     @property
     def closed(self) -> bool:
@@ -359,7 +359,7 @@ def register(app: str, subnets: Sequence[SubnetLike], deadline_ms: float, *,
 
 
 def register_profile(path: str, deadline_ms: float, app: Optional[str] = None,
-                     **kwargs) -> App:
+                     **kwargs: Any) -> App:
     """`register` with the library of the profile file at `path`; `app` defaults to the
     profile's app name, the other arguments are those of `register`."""
     profile = _read_profile(path)

@@ -63,7 +63,7 @@ def library(model: ElasticMLP, sample: Sequence[float]) -> List[dnngov.Subnet]:
     each with its latency measured on this machine (median of five)."""
     entries = []
     for sid, config in enumerate(ORDERED):
-        model.set_active_subnet(config["hidden"])
+        model.set_active_subnet(int(config["hidden"]))
         times = []
         for _ in range(5):
             start = time.perf_counter()
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] = ()) -> int:
     by_id = {entry.id: entry for entry in subnets}
 
     def switch(subnet_id: int) -> None:
-        model.set_active_subnet(ORDERED[subnet_id]["hidden"])
+        model.set_active_subnet(int(ORDERED[subnet_id]["hidden"]))
         print("running %s" % by_id[subnet_id].name, flush=True)
 
     with dnngov.register(args.name, subnets, deadline_ms=args.deadline_ms,
@@ -97,15 +97,16 @@ def main(argv: Sequence[str] = ()) -> int:
         print("app id %d (0: no agent, running standalone)" % app.app_id, flush=True)
         app.on_subnet_change(switch)
         classes = [0] * OUTPUTS
-        latencies = []
+        latencies: List[float] = []
         for _ in range(args.inferences):
             x = [rng.uniform(-1.0, 1.0) for _ in range(INPUTS)]
             with app.inference() as inference:
                 classes[model(x)] += 1
+            assert inference.latency_ms is not None and inference.subnet is not None
             latencies.append(inference.latency_ms)
         latencies.sort()
         print("done %d inferences, median %.2f ms, last on %s"
-              % (len(latencies), latencies[len(latencies) // 2], by_id[app.running].name),
+              % (len(latencies), latencies[len(latencies) // 2], by_id[inference.subnet].name),
               flush=True)
     return 0
 
