@@ -98,15 +98,17 @@ def main(argv: Sequence[str] = ()) -> int:
         app.on_subnet_change(switch)
         classes = [0] * OUTPUTS
         latencies: List[float] = []
+        last = app.current_subnet
         for _ in range(args.inferences):
             x = [rng.uniform(-1.0, 1.0) for _ in range(INPUTS)]
             with app.inference() as inference:
                 classes[model(x)] += 1
             assert inference.latency_ms is not None and inference.subnet is not None
             latencies.append(inference.latency_ms)
+            last = inference.subnet
         latencies.sort()
         print("done %d inferences, median %.2f ms, last on %s"
-              % (len(latencies), latencies[len(latencies) // 2], by_id[inference.subnet].name),
+              % (len(latencies), latencies[len(latencies) // 2] if latencies else 0.0, by_id[last].name),
               flush=True)
     return 0
 
