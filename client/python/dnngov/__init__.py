@@ -32,6 +32,7 @@ with `register_profile(path, deadline_ms=...)` or `Session.from_profile(...)`;
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -63,6 +64,11 @@ def _loaded_library(path: Optional[str] = None) -> ctypes.CDLL:
         if _loaded is None:
             lib, found = load_library(path)
             _loaded = (declare(lib), found)
+        elif path is not None and os.path.realpath(path) != os.path.realpath(_loaded[1]):
+            # Sessions of one process share the library's state (its connection thread,
+            # its last error); a second copy would not see them.
+            raise DnngovError("this process already uses %s; it cannot load %s as well"
+                              % (_loaded[1], path))
         return _loaded[0]
 
 

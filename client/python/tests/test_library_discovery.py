@@ -6,6 +6,8 @@ from __future__ import annotations
 import ctypes.util
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -113,3 +115,29 @@ def test_when_nothing_loads_the_error_names_every_place_and_the_fixes(nowhere):
     assert "DNNGOV_LIB" in message
     # A LibraryNotFound is a DnngovError, which callers already catch.
     assert isinstance(error.value, dnngov.DnngovError)
+
+
+def test_a_second_library_in_one_process_is_refused(no_agent, tmp_path):
+    in_use = dnngov.library_path()
+    assert dnngov.library_path(in_use) == in_use  # the same one again is fine
+    other = str(tmp_path / "libdnngov_client.so")
+    shutil.copy(in_use, other)
+    with pytest.raises(dnngov.DnngovError, match="already uses"):
+        dnngov.register("py-second-library", [(0, "only", 70.0)], deadline_ms=20.0,
+                        library=other)
+
+
+def test_import_needs_no_library_and_registering_names_the_bad_path(tmp_path):
+    bad = str(tmp_path / "nowhere" / "libdnngov_client.so")
+    code = ("import dnngov\n"
+            "try:\n"
+            "    dnngov.register('py-bad-lib', [(0, 'only', 70.0)], deadline_ms=20.0)\n"
+            "except dnngov.LibraryNotFound as e:\n"
+            "    print(e)\n"
+            "else:\n"
+            "    raise SystemExit('registered without a library')\n")
+    env = dict(os.environ, DNNGOV_LIB=bad)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert bad in result.stdout and "DNNGOV_LIB" in result.stdout
