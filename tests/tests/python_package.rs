@@ -15,6 +15,9 @@ use dnngov_tests::{built_binary, client_library, python3, workspace_root, Daemon
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// No check for a newer pip: it would reach the package index even for an offline build.
+const PIP_QUIET: &[&str] = &["--disable-pip-version-check", "--no-input"];
+
 /// Runs `command`, failing the test with its output unless it exits 0.
 fn run_ok(what: &str, command: &mut Command) -> Output {
     let output = command
@@ -112,6 +115,7 @@ fn pip_installs_the_package_in_a_fresh_venv_where_its_tests_pass_against_dnngovd
         Command::new(&python)
             .args(["-m", "pip", "wheel", "--no-deps", "-q", "-w"])
             .arg(&wheels)
+            .args(PIP_QUIET)
             .args(&options)
             .arg(&source),
     );
@@ -155,6 +159,7 @@ fn pip_installs_the_package_in_a_fresh_venv_where_its_tests_pass_against_dnngovd
         "pip install ./client/python",
         Command::new(&python)
             .args(["-m", "pip", "install", "-q"])
+            .args(PIP_QUIET)
             .args(&options)
             .arg(&source),
     );
@@ -176,7 +181,10 @@ fn pip_installs_the_package_in_a_fresh_venv_where_its_tests_pass_against_dnngovd
         println!("pytest is not beside the interpreter: installing it into the venv");
         run_ok(
             "pip install pytest",
-            Command::new(&python).args(["-m", "pip", "install", "-q", "pytest"]),
+            Command::new(&python)
+                .args(["-m", "pip", "install", "-q"])
+                .args(PIP_QUIET)
+                .arg("pytest"),
         );
     }
 
