@@ -297,8 +297,9 @@ install_config() {
 }
 
 install_python_path() {
-    # dnngov.py lives in share/dnngov/python; a .pth file in the site directory of
-    # this prefix, when python3 searches one, makes `import dnngov` work as is.
+    # The dnngov package lives in share/dnngov/python; a .pth file in the site
+    # directory of this prefix, when python3 searches one, makes `import dnngov` work
+    # as is (pip install ./client/python is the other way, into a virtual environment).
     command -v python3 >/dev/null 2>&1 || return 0
     site=$(python3 - "$PREFIX" <<'EOF' 2>/dev/null || true
 import sys, os
@@ -333,7 +334,9 @@ do_install() {
     install_file 0644 "$TARGET_DIR/libdnngov_client.so" "$LIBDIR/libdnngov_client.so"
     install_file 0644 "$TARGET_DIR/libdnngov_client.a" "$LIBDIR/libdnngov_client.a"
     install_file 0644 client/include/dnngov.h "$INCLUDEDIR/dnngov.h"
-    install_file 0644 client/python/dnngov.py "$PYTHONDIR/dnngov.py"
+    for f in client/python/dnngov/*.py client/python/dnngov/py.typed; do
+        install_file 0644 "$f" "$PYTHONDIR/dnngov/$(basename "$f")"
+    done
 
     sed "s|@PREFIX@|${PREFIX%/}|g" systemd/dnngovd.service >"$WORK/dnngovd.service"
     install_file 0644 "$WORK/dnngovd.service" "$UNIT"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing dnngov needs on Debian/Ubuntu: a C toolchain and
 # clang for the eBPF programs, libelf and zlib for libbpf, Python 3 for the ctypes client,
-# tmux for the test that runs `dnngovctl top` in a real terminal.
+# and what its package's tests use offline: venv and pip, setuptools and wheel to build
+# it without fetching them (pip --no-build-isolation), pytest; tmux for the test that runs
+# `dnngovctl top` in a real terminal.
 # Idempotent: packages already present are not touched, and apt-get update runs only
 # when something is missing. Needs root (or sudo) when it has something to install.
 set -eu
 
-PACKAGES="build-essential clang llvm libelf-dev zlib1g-dev pkg-config make python3 tmux"
+PACKAGES="build-essential clang llvm libelf-dev zlib1g-dev pkg-config make python3
+    python3-venv python3-pip python3-setuptools python3-wheel python3-pytest tmux"
 
 die() { echo "install-deps: $*" >&2; exit 1; }
 

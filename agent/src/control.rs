@@ -311,7 +311,7 @@ impl ControlLoop {
             kinds,
             board,
             specs,
-            last_busy: BTreeMap::new(),
+            estimator: platform::power::Estimator::new(),
             domains,
             table,
             apps: BTreeMap::new(),
@@ -531,7 +531,7 @@ struct Control {
     board: Option<policy::platform::Platform>,
     specs: Vec<Option<policy::platform::DomainSpec>>,
     /// CPU busy counters at the last estimate, and when.
-    last_busy: BTreeMap<u32, u64>,
+    estimator: platform::power::Estimator,
     table: AppTable,
     apps: BTreeMap<u32, TrackedApp>,
     sampler: Sampler,
@@ -882,49 +882,30 @@ impl Control {
     /// serves it), plus the board's base power. Flagged as estimated everywhere it shows.
     fn estimate_power(&mut self, sample: &Sample, slow: &SlowSample) -> Option<PowerReading> {
         let board = self.board.as_ref()?;
-        let wall = sample
-            .at
-            .0
-            .saturating_sub(*self.last_busy.get(&u32::MAX).unwrap_or(&0));
-        let busy: BTreeMap<u32, f64> = sample
-            .bpf
-            .cpus
+        let domains: Vec<platform::power::EstimatedDomain<'_>> = self
+            .specs
             .iter()
-            .filter_map(|c| {
-                let before = *self.last_busy.get(&c.cpu)?;
-                (wall > 0).then(|| (c.cpu, c.busy.0.wrapping_sub(before) as f64 / wall as f64))
+            .enumerate()
+            .map(|(index, spec)| platform::power::EstimatedDomain {
+                spec: spec.as_ref(),
+                kind: self.kinds[index],
+                freq: self
+                    .sent
+                    .get(&index)
+                    .copied()
+                    .or(slow.current[index])
+                    .map(|f| f.0),
             })
             .collect();
-        self.last_busy = sample.bpf.cpus.iter().map(|c| (c.cpu, c.busy.0)).collect();
-        self.last_busy.insert(u32::MAX, sample.at.0);
-        let mut total = board.base_power_w;
-        for (index, spec) in self.specs.iter().enumerate() {
-            let Some(spec) = spec else { continue };
-            let Some(freq) = self.sent.get(&index).copied().or(slow.current[index]) else {
-                continue;
-            };
-            let activities: Vec<f64> = match self.kinds[index] {
-                policy::DomainKind::Cpu => spec
-                    .cpus
-                    .iter()
-                    .filter(|cpu| slow.online.as_ref().is_none_or(|o| o.contains(cpu)))
-                    .map(|cpu| busy.get(cpu).copied().unwrap_or(0.0))
-                    .collect(),
-                _ => vec![slow.gpu_load.unwrap_or(0.0)],
-            };
-            total += spec.power_w(policy::Hz(freq.0), &activities);
-        }
-        let total = platform::Watts(total);
-        Some(PowerReading {
-            source: platform::SensorKind::Estimated,
-            rails: vec![platform::power::RailPower {
-                name: "board".into(),
-                power: total,
-                energy: None,
-            }],
-            total,
-            total_energy: None,
-        })
+        let busy: Vec<(u32, u64)> = sample.bpf.cpus.iter().map(|c| (c.cpu, c.busy.0)).collect();
+        Some(self.estimator.estimate(
+            board,
+            &domains,
+            sample.at.0,
+            &busy,
+            slow.online.as_deref(),
+            slow.gpu_load,
+        ))
     }
 
     /// Adds `total - (what was added before)` to a counter series.
@@ -1111,7 +1092,7 @@ fn defines_markers(binary: &Path) -> bool {
 
 /// The board description's entry for a governed domain: a CPU domain by the CPUs they
 /// share, a GPU or memory domain by kind.
-fn matching_spec(
+pub fn matching_spec(
     board: &policy::platform::Platform,
     domain: &Domain,
     kind: policy::DomainKind,
@@ -1182,7 +1163,8 @@ fn table_of(domain: &Domain) -> Vec<policy::Hz> {
     }
 }
 
-fn kind_of(domain: &Domain) -> policy::DomainKind {
+/// What a governed domain clocks, as the policy names it.
+pub fn kind_of(domain: &Domain) -> policy::DomainKind {
     match &domain.id {
         DomainId::Cpu(_) => policy::DomainKind::Cpu,
         DomainId::Emc => policy::DomainKind::Memory,

@@ -55,3 +55,9 @@ pub use snapshot::{
 pub use source::{Nanos, Source};
 pub use stats::{loaded_program_ids, ProgramRunStats, StatsEnabled};
 pub use telemetry::{Config, SharedMemoryInferences, Telemetry};
+
+/// Each CPU's busy time from `<proc_root>/stat` (tick resolution), without loading
+/// anything: for tools that only need utilisation.
+pub fn procfs_cpu_busy(proc_root: &std::path::Path) -> Vec<CpuBusy> {
+    procfs::Procfs::new(proc_root.to_path_buf()).cpus()
+}

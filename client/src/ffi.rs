@@ -1,5 +1,5 @@
-//! The C ABI (`client/include/dnngov.h`), a thin layer over [`Session`]. Python's
-//! `dnngov.py` uses the same functions through ctypes.
+//! The C ABI (`client/include/dnngov.h`), a thin layer over [`Session`]. The Python
+//! package (`client/python/dnngov`) uses the same functions through ctypes.
 //!
 //! Errors: functions that can fail return NULL or a negative number and leave a message
 //! for `dnngov_last_error()` (per thread). No function panics across the boundary.

@@ -1,4 +1,4 @@
-"""The Python end-to-end test app: same behaviour as dnngov-test-app, through dnngov.py.
+"""The Python end-to-end test app: same behaviour as dnngov-test-app, through the dnngov package.
 Usage: test_app.py SOCKET WANTED_SUBNET INFERENCES"""
 import os
 import sys

@@ -32,7 +32,7 @@ pub fn client_library_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The Python interpreter the tests run `dnngov.py` with.
+/// The Python interpreter the tests run the `dnngov` package with.
 pub fn python3() -> PathBuf {
     std::env::var_os("PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from)
 }

@@ -225,3 +225,70 @@ fn an_app_that_ends_early_is_named_with_its_last_words() {
     assert!(stdout.contains("    cannot open the camera"), "{stdout}");
     assert!(stdout.contains("board restored after each run"), "{stdout}");
 }
+
+/// A board without a power sensor (the generic ARM fixture): with its description, the
+/// energy is estimated the way dnngovd estimates it, and labelled so; without one, the
+/// report says there is no energy figure and how to get one.
+#[test]
+fn without_a_sensor_the_description_gives_a_labelled_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let sysfs = dir.path().join("board");
+    dnngov_agent::platform::fixture::generic_arm(&sysfs).unwrap();
+    // This machine's CPU counters, and no process that holds the clocks.
+    let proc_root = dir.path().join("proc");
+    std::fs::create_dir_all(&proc_root).unwrap();
+    std::fs::copy("/proc/stat", proc_root.join("stat")).unwrap();
+    let run = |extra: &[&str]| {
+        let out = dir.path().join(format!("out{}", extra.len()));
+        let mut args = vec![
+            "--sysfs-root",
+            sysfs.to_str().unwrap(),
+            "--proc-root",
+            proc_root.to_str().unwrap(),
+            "--duration",
+            "2",
+            "--pause",
+            "0",
+            "--app",
+            "idle=sleep 30",
+        ];
+        args.extend_from_slice(extra);
+        let out_arg = out.to_str().unwrap().to_string();
+        args.extend_from_slice(&["--out", &out_arg]);
+        let output = eval(&args);
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        report
+    };
+    let description = workspace_root().join("platforms/generic-arm.toml");
+    let report = run(&["--platform", description.to_str().unwrap()]);
+    for r in report["runs"].as_array().unwrap() {
+        let energy = &r["energy"];
+        assert!(
+            energy["source"]
+                .as_str()
+                .unwrap()
+                .starts_with("estimated from"),
+            "{energy}"
+        );
+        let watts = energy["mean_power_w"].as_f64().unwrap();
+        assert!(watts > 0.1 && watts < 50.0, "{energy}");
+    }
+    let report = run(&[]);
+    let energy = &report["runs"][0]["energy"];
+    assert!(
+        energy["source"]
+            .as_str()
+            .unwrap()
+            .contains("give --platform"),
+        "{energy}"
+    );
+    assert_eq!(energy["energy_j"], 0.0);
+}

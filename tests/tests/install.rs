@@ -253,11 +253,6 @@ fn expected_files(staging: &Staging) -> Vec<(String, u32, Vec<u8>)> {
             read(root.join("client/include/dnngov.h")),
         ),
         (
-            "/usr/local/share/dnngov/python/dnngov.py".to_string(),
-            0o644,
-            read(root.join("client/python/dnngov.py")),
-        ),
-        (
             "/etc/systemd/system/dnngovd.service".to_string(),
             0o644,
             unit.into_bytes(),
@@ -273,9 +268,30 @@ fn expected_files(staging: &Staging) -> Vec<(String, u32, Vec<u8>)> {
             read(root.join("dist/config.toml")),
         ),
     ];
-    for (target, source) in platform_files() {
+    for (target, source) in platform_files().into_iter().chain(python_package_files()) {
         files.push((target, 0o644, read(source)));
     }
+    files
+}
+
+/// (target path, source) of the Python package's files, installed where the .pth file
+/// points: its modules and the `py.typed` marker.
+fn python_package_files() -> Vec<(String, PathBuf)> {
+    let dir = workspace_root().join("client/python/dnngov");
+    let mut files: Vec<(String, PathBuf)> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "py") || p.ends_with("py.typed"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (format!("/usr/local/share/dnngov/python/dnngov/{name}"), p)
+        })
+        .collect();
+    files.sort();
+    assert!(
+        files.iter().any(|(t, _)| t.ends_with("/__init__.py")),
+        "the package has its __init__.py"
+    );
     files
 }
 

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use dnngov_agent::control::{kind_of, matching_spec};
 use dnngov_agent::eval::{self, Inference, RunSummary, Sample};
+use dnngov_agent::platform::power::{EstimatedDomain, Estimator};
 use dnngov_agent::platform::{self, EnergyMeter, Nanos, Platform, SensorKind, Sysfs};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -451,16 +453,36 @@ impl Eval {
         let every = Duration::from_millis(self.cli.sample_ms.max(10));
         let mut next = start;
         let mut sensor_kind = platform.power.as_ref().map(|p| p.kind());
+        // Without a sensor, the board description (--platform) gives an estimate, as
+        // dnngovd's own is made.
+        let description = match (&platform.power, &self.cli.platform) {
+            (None, Some(path)) => Some(
+                dnngov_policy::platform::Platform::load(path)
+                    .with_context(|| format!("loading the board description {}", path.display()))?,
+            ),
+            _ => None,
+        };
+        let specs: Vec<Option<dnngov_policy::platform::DomainSpec>> = plan
+            .domains
+            .iter()
+            .map(|d| {
+                description
+                    .as_ref()
+                    .and_then(|b| matching_spec(b, d, kind_of(d)))
+            })
+            .collect();
+        let mut estimator = Estimator::new();
         let mut sensor_errors = 0u32;
         while start.elapsed().as_secs_f64() < self.cli.duration && !STOP.load(Ordering::Relaxed) {
             let now = Nanos(start.elapsed().as_nanos() as u64);
-            let mhz = plan
+            let hz: Vec<Option<u64>> = plan
                 .domains
                 .iter()
-                .map(|d| {
-                    d.read_current(&sysfs)
-                        .map_or(f64::NAN, |hz| hz.0 as f64 / 1e6)
-                })
+                .map(|d| d.read_current(&sysfs).ok().map(|f| f.0))
+                .collect();
+            let mhz = hz
+                .iter()
+                .map(|f| f.map_or(f64::NAN, |f| f as f64 / 1e6))
                 .collect();
             let mut power_w = f64::NAN;
             if let Some(sensor) = platform.power.as_mut() {
@@ -485,6 +507,38 @@ impl Eval {
                             sensor_kind = None;
                         }
                     }
+                }
+            }
+            if let (None, Some(board)) = (&platform.power, &description) {
+                let busy: Vec<(u32, u64)> = dnngov_bpf::procfs_cpu_busy(&self.cli.proc_root)
+                    .iter()
+                    .map(|c| (c.cpu, c.busy.0))
+                    .collect();
+                let online = platform::cpufreq::online_cpus(&sysfs)
+                    .ok()
+                    .flatten()
+                    .map(|l| l.cpus().to_vec());
+                let gpu = platform
+                    .gpu_load
+                    .as_ref()
+                    .and_then(|f| platform::devfreq::read_gpu_load(&sysfs, f).ok());
+                let domains: Vec<EstimatedDomain<'_>> = plan
+                    .domains
+                    .iter()
+                    .zip(&specs)
+                    .zip(&hz)
+                    .map(|((d, spec), freq)| EstimatedDomain {
+                        spec: spec.as_ref(),
+                        kind: kind_of(d),
+                        freq: *freq,
+                    })
+                    .collect();
+                let reading =
+                    estimator.estimate(board, &domains, now.0, &busy, online.as_deref(), gpu);
+                power_w = reading.total.0;
+                sensor_kind = Some(SensorKind::Estimated);
+                if start.elapsed() >= settle {
+                    meter.record(now, &reading);
                 }
             }
             samples.push(Sample {
@@ -594,6 +648,7 @@ impl Eval {
             source: energy_source(
                 sensor_kind,
                 board.vboard.is_some() || self.cli.vboard.is_some(),
+                self.cli.platform.as_deref(),
             ),
         };
         Ok(RunOutput {
@@ -625,12 +680,24 @@ fn discover(sysfs: &Sysfs) -> Platform {
 }
 
 /// The energy figure's label.
-fn energy_source(kind: Option<SensorKind>, virtual_board: bool) -> String {
+fn energy_source(
+    kind: Option<SensorKind>,
+    virtual_board: bool,
+    description: Option<&Path>,
+) -> String {
     let sensor = match kind {
         Some(SensorKind::Ina3221Hwmon) => "INA3221 (hwmon)",
         Some(SensorKind::JetsonIio) => "Jetson iio power monitor",
         Some(SensorKind::Rapl) => "RAPL package energy",
-        Some(SensorKind::Estimated) | None => return "none: no power sensor found".into(),
+        Some(SensorKind::Estimated) => {
+            return format!(
+                "estimated from {} (no power sensor): the description's power model with measured CPU busy time and GPU load",
+                description.map_or("the board description".into(), |p| p.display().to_string())
+            )
+        }
+        None => {
+            return "none: no power sensor found (give --platform for an estimate)".into()
+        }
     };
     if virtual_board {
         format!("{sensor} of the virtual board: modelled, not measured")

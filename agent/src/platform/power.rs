@@ -329,6 +329,83 @@ fn measured(source: SensorKind, rails: Vec<RailPower>) -> PowerReading {
     }
 }
 
+/// Board power from a board description where no sensor exists: the board's base
+/// power plus each described domain at its clock with its measured activity (CPUs: each
+/// online CPU's busy fraction since the previous estimate; GPU: its load; memory: the
+/// GPU's load, as the EMC mostly serves it). The same arithmetic serves dnngovd's
+/// control loop and `dnngov-eval`. Every reading it gives is flagged as estimated.
+#[derive(Debug, Default)]
+pub struct Estimator {
+    /// Each CPU's cumulative busy time at the previous estimate, and when it was (ns).
+    last_busy: BTreeMap<u32, u64>,
+    last_at: Option<u64>,
+}
+
+/// One domain as the estimator sees it: its description (none: not counted), what it
+/// clocks, and its clock now.
+pub struct EstimatedDomain<'a> {
+    pub spec: Option<&'a dnngov_policy::platform::DomainSpec>,
+    pub kind: dnngov_policy::DomainKind,
+    pub freq: Option<u64>,
+}
+
+impl Estimator {
+    pub fn new() -> Estimator {
+        Estimator::default()
+    }
+
+    /// The estimate at `at` (ns on any monotonic clock) from each CPU's cumulative busy
+    /// time (`busy`, ns), the CPUs online (`None`: all), and the GPU load (0..=1).
+    pub fn estimate(
+        &mut self,
+        board: &dnngov_policy::platform::Platform,
+        domains: &[EstimatedDomain<'_>],
+        at: u64,
+        busy: &[(u32, u64)],
+        online: Option<&[u32]>,
+        gpu_load: Option<f64>,
+    ) -> PowerReading {
+        let wall = self.last_at.map_or(0, |t| at.saturating_sub(t));
+        let fraction = |cpu: u32, now: u64| {
+            let before = *self.last_busy.get(&cpu)?;
+            (wall > 0).then(|| now.wrapping_sub(before) as f64 / wall as f64)
+        };
+        let fractions: BTreeMap<u32, f64> = busy
+            .iter()
+            .filter_map(|&(cpu, now)| Some((cpu, fraction(cpu, now)?)))
+            .collect();
+        self.last_busy = busy.iter().copied().collect();
+        self.last_at = Some(at);
+        let mut total = board.base_power_w;
+        for d in domains {
+            let (Some(spec), Some(freq)) = (d.spec, d.freq) else {
+                continue;
+            };
+            let activities: Vec<f64> = match d.kind {
+                dnngov_policy::DomainKind::Cpu => spec
+                    .cpus
+                    .iter()
+                    .filter(|cpu| online.is_none_or(|o| o.contains(cpu)))
+                    .map(|cpu| fractions.get(cpu).copied().unwrap_or(0.0))
+                    .collect(),
+                _ => vec![gpu_load.unwrap_or(0.0)],
+            };
+            total += spec.power_w(dnngov_policy::Hz(freq), &activities);
+        }
+        let total = Watts(total);
+        PowerReading {
+            source: SensorKind::Estimated,
+            rails: vec![RailPower {
+                name: "board".into(),
+                power: total,
+                energy: None,
+            }],
+            total,
+            total_energy: None,
+        }
+    }
+}
+
 /// Energy per rail and in total since the meter started. Between two readings power is
 /// taken as linear (trapezoid); counter sensors' own energy is used as is.
 #[derive(Debug, Clone, Default)]
