@@ -647,6 +647,10 @@ impl Control {
         if let Some(app) = self.apps.remove(&app_id) {
             self.metrics
                 .remove_app(&app_labels(app_id, &app.handle.name));
+            // Its counters' last exported totals go with it: app ids are never reused, so
+            // they would only accumulate.
+            self.exported.remove(&format!("inferences/{app_id}"));
+            self.exported.remove(&format!("misses/{app_id}"));
             self.metrics.apps.set(self.apps.len() as i64);
             self.sampler.forget(app_id, app.handle.pid as u32);
         }

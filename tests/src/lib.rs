@@ -49,6 +49,25 @@ pub fn build_c_app(dir: &Path) -> PathBuf {
     out
 }
 
+/// A loopback address nothing listens on now, for a daemon's metrics endpoint.
+pub fn free_local_address() -> std::net::SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    probe.local_addr().expect("the probe's address")
+}
+
+/// The whole reply to `GET path` from `addr` (headers included); empty when nothing
+/// answers.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply
+}
+
 /// Compiles examples/c-app's MLP app (`-O2`, as its Makefile does) into `dir`.
 pub fn build_mlp_app(dir: &Path) -> PathBuf {
     let out = dir.join("dnngov_mlp_app");

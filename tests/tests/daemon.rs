@@ -4,7 +4,7 @@
 //! `dnngovctl restore`.
 
 use dnngov_agent::platform::fixture;
-use dnngov_tests::{built_binary, Daemon, TestApp};
+use dnngov_tests::{built_binary, free_local_address, http_get, Daemon, TestApp};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -20,22 +20,6 @@ fn read(root: &Path, rel: &str) -> String {
 fn app_field(daemon: &Daemon, field: &str) -> Option<Value> {
     let apps = daemon.ctl(&["apps"])?;
     apps.as_array()?.first()?.get(field).cloned()
-}
-
-fn free_local_address() -> std::net::SocketAddr {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap()
-}
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    reply
 }
 
 const POLICY0: &str = "sys/devices/system/cpu/cpufreq/policy0";

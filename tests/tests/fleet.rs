@@ -10,20 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use dnngov_agent::platform::fixture;
-use dnngov_tests::{built_binary, python3, workspace_root, Daemon, TestApp};
+use dnngov_tests::{
+    built_binary, free_local_address, http_get, python3, workspace_root, Daemon, TestApp,
+};
 
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    reply
-}
 
 /// Names made of `[a-z0-9_]` that start with `prefix`, wherever they occur in `text`.
 fn words_starting(text: &str, prefix: &str) -> BTreeSet<String> {
@@ -76,9 +67,7 @@ fn the_dashboard_queries_only_what_a_running_dnngovd_exports() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("board");
     fixture::xavier_nx(&root).unwrap();
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let metrics_addr = probe.local_addr().unwrap();
-    drop(probe);
+    let metrics_addr = free_local_address();
     let daemon = Daemon::start_with(
         dir.path(),
         &root,
