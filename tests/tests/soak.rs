@@ -120,6 +120,8 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
     let mut running: Vec<(Child, Option<Instant>)> = Vec::new();
     let (mut started, mut killed, mut garbage, mut polls) = (0u64, 0u64, 0u64, 0u64);
     let mut worst = baseline;
+    // The long-lived apps' inference count at each status poll.
+    let mut served: Vec<u64> = Vec::new();
     while Instant::now() < deadline {
         // Reap the ones that ended and kill the ones whose time is up.
         running.retain_mut(|(child, kill_at)| {
@@ -159,6 +161,13 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
         if started % 20 == 0 {
             assert!(daemon.ctl(&["status"]).is_some(), "status failed mid-soak");
             polls += 1;
+            served.push(
+                apps(&daemon)
+                    .iter()
+                    .filter(|a| ids.contains(&a.0))
+                    .map(|a| a.1)
+                    .sum::<u64>(),
+            );
             let now = footprint(pid);
             worst = Footprint {
                 fds: worst.fds.max(now.fds),
@@ -179,10 +188,16 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
         let now: Vec<u64> = apps(&daemon).iter().map(|a| a.0).collect();
         now.len() == 2 && ids.iter().all(|id| now.contains(id))
     });
+    // Served through the whole soak: their count rose over its first half, and again
+    // over its second.
     let served_after: u64 = apps(&daemon).iter().map(|a| a.1).sum();
+    let middle = served
+        .get(served.len() / 2)
+        .copied()
+        .unwrap_or(served_before);
     assert!(
-        served_after > served_before + seconds * 50,
-        "the long-lived apps were not served through the soak: {served_before} -> {served_after} inferences"
+        served_before < middle && middle < served_after,
+        "the long-lived apps were not served through the soak: {served_before} -> {middle} -> {served_after} inferences"
     );
     // Back to the baseline, given the daemon a moment to close what the last ones left.
     let mut after = footprint(pid);
@@ -211,7 +226,10 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
         baseline.rss_kib,
         after.rss_kib
     );
-    assert!(started >= seconds * 5, "only {started} apps in {seconds} s");
+    assert!(
+        started >= 50,
+        "only {started} apps: too few to call it churn"
+    );
 
     for s in survivors {
         s.kill();
