@@ -94,11 +94,25 @@ pub struct Series {
     pub subnet: Vec<Vec<f64>>,
 }
 
+/// Every change a governor made and every frame's fate, with its time, for judging how a
+/// run behaved over time (see `sweep`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Trace {
+    /// (time in ms, domain index in the platform) of every frequency the governor changed.
+    pub freq_changes: Vec<(f64, usize)>,
+    /// (time in ms, app index, from, to) of every sub-network switch.
+    pub switches: Vec<(f64, usize, u32, u32)>,
+    /// (arrival in ms, app index, missed) of every frame judged: completed, dropped, or
+    /// still waiting past its deadline at the end.
+    pub frames: Vec<(f64, usize, bool)>,
+}
+
 #[derive(Clone, Debug)]
 pub struct RunResult {
     pub governor: String,
     pub metrics: Metrics,
     pub series: Series,
+    pub trace: Trace,
 }
 
 struct DomainRt {
@@ -272,9 +286,12 @@ struct Sim<'a> {
     app_cpu: Vec<usize>,
     gpu_background: f64,
     power_cap: Option<f64>,
+    /// Frequency cap per domain (index as in `domains`), from `max_mhz` events.
+    freq_caps: Vec<Option<Hz>>,
     events_applied: usize,
     tally: Tally,
     series: Series,
+    trace: Trace,
 }
 
 impl<'a> Sim<'a> {
@@ -318,6 +335,19 @@ impl<'a> Sim<'a> {
         let online = (0..cores.len()).collect();
         let gpu = plat.domains.iter().position(|d| d.kind == Kind::Gpu);
         let mem = plat.domains.iter().position(|d| d.kind == Kind::Memory);
+        for e in &scn.events {
+            for name in e.max_mhz.iter().flat_map(|m| m.keys()) {
+                if !plat.domains.iter().any(|d| &d.name == name) {
+                    let known: Vec<&str> = plat.domains.iter().map(|d| d.name.as_str()).collect();
+                    bail!(
+                        "event at {} s: max_mhz names domain {name:?}, which {} does not have (it has {})",
+                        e.at_s,
+                        plat.name,
+                        known.join(", ")
+                    );
+                }
+            }
+        }
         let mut apps = Vec::new();
         for a in &scn.apps {
             apps.push(AppRt {
@@ -359,7 +389,7 @@ impl<'a> Sim<'a> {
             scn,
             seed,
             base_power_w: plat.base_power_w,
-            sensor_noise: plat.sensor_noise,
+            sensor_noise: scn.sensor_noise.unwrap_or(plat.sensor_noise),
             domains,
             cores,
             gpu,
@@ -371,9 +401,11 @@ impl<'a> Sim<'a> {
             app_cpu: Vec::new(),
             gpu_background: 0.0,
             power_cap: None,
+            freq_caps: vec![None; plat.domains.len()],
             events_applied: 0,
             tally: Tally::default(),
             series,
+            trace: Trace::default(),
         })
     }
 
@@ -393,7 +425,7 @@ impl<'a> Sim<'a> {
             while self.events_applied < events.len()
                 && events[self.events_applied].at_s * 1000.0 <= t
             {
-                self.apply_event(&events[self.events_applied]);
+                self.apply_event(t, &events[self.events_applied]);
                 self.events_applied += 1;
             }
             for d in &mut self.domains {
@@ -430,7 +462,26 @@ impl<'a> Sim<'a> {
         Ok(self.finish(strategy.name(), end))
     }
 
-    fn apply_event(&mut self, e: &crate::scenario::Event) {
+    fn apply_event(&mut self, t: f64, e: &crate::scenario::Event) {
+        if let Some(caps) = &e.max_mhz {
+            for (name, mhz) in caps {
+                let Some(i) = self.domains.iter().position(|d| &d.spec.name == name) else {
+                    continue;
+                };
+                let cap = (*mhz > 0.0).then(|| Hz((*mhz * 1e6).round() as u64));
+                self.freq_caps[i] = cap;
+                // The cap takes the clock down itself, as a thermal zone does: not a
+                // change the governor made.
+                let d = &mut self.domains[i];
+                if let Some(cap) = cap {
+                    let f = dnngov_policy::snapshot::resolve_at_most(&d.table, cap);
+                    if d.target > f {
+                        d.target = f;
+                        d.switch_at = t + d.spec.transition_us as f64 / 1000.0;
+                    }
+                }
+            }
+        }
         if let (Some(app), Some(d)) = (&e.app, e.deadline_ms) {
             if let Some(a) = self.apps.iter_mut().find(|a| &a.spec.name == app) {
                 a.deadline_ms = d;
@@ -496,7 +547,7 @@ impl<'a> Sim<'a> {
             .apps
             .iter_mut()
             .enumerate()
-            .filter(|(_, a)| a.spec.start_s * 1000.0 <= t)
+            .filter(|(_, a)| a.spec.running_at(t / 1000.0))
             .map(|(i, a)| AppState {
                 id: i as u32,
                 library: a
@@ -536,21 +587,39 @@ impl<'a> Sim<'a> {
             power,
             caps: Caps {
                 power: self.power_cap.map(Watts),
-                thermal: Vec::new(),
+                thermal: self
+                    .freq_caps
+                    .iter()
+                    .zip(&self.domains)
+                    .filter_map(|(cap, d)| {
+                        cap.map(|max| dnngov_policy::DomainCap {
+                            domain: d.spec.id,
+                            max,
+                        })
+                    })
+                    .collect(),
             },
         }
     }
 
     fn apply(&mut self, t: f64, c: &Control) {
         for (id, f) in &c.freqs {
-            let Some(d) = self.domains.iter_mut().find(|d| d.spec.id == *id) else {
+            if !self.domains.iter().any(|d| d.spec.id == *id) {
                 continue;
-            };
-            let f = dnngov_policy::snapshot::resolve_at_most(&d.table, *f);
+            }
+            let i = self
+                .domains
+                .iter()
+                .position(|x| x.spec.id == *id)
+                .expect("found");
+            let d = &mut self.domains[i];
+            let wanted = self.freq_caps[i].map_or(*f, |cap| (*f).min(cap));
+            let f = dnngov_policy::snapshot::resolve_at_most(&d.table, wanted);
             if f != d.target {
                 d.target = f;
                 d.switch_at = t + d.spec.transition_us as f64 / 1000.0;
                 self.tally.freq_changes += 1;
+                self.trace.freq_changes.push((t, i));
             }
         }
         for (id, s) in &c.subnets {
@@ -559,6 +628,9 @@ impl<'a> Sim<'a> {
             };
             let s = (*s as usize).min(a.lib.len() - 1);
             if s != a.subnet {
+                self.trace
+                    .switches
+                    .push((t, *id as usize, a.subnet as u32, s as u32));
                 a.subnet = s;
                 a.switched = true;
                 self.tally.switches += 1;
@@ -572,11 +644,20 @@ impl<'a> Sim<'a> {
     fn arrivals(&mut self, t: f64, dt: f64) {
         let end = self.scn.duration_s * 1000.0;
         for (i, a) in self.apps.iter_mut().enumerate() {
-            while a.next_arrival < t + dt {
+            let stop = a.spec.stop_s.map_or(f64::INFINITY, |s| s * 1000.0);
+            if stop <= t {
+                // Gone: what was queued or in flight is abandoned with the app, not judged.
+                a.queue.clear();
+                a.run = None;
+                a.finished.clear();
+                continue;
+            }
+            while a.next_arrival < (t + dt).min(stop) {
                 if a.queue.len() >= a.spec.queue_depth.max(1) && a.run.is_some() {
                     // Dropped at the camera: counts as a missed frame.
                     self.tally.dropped += 1;
                     a.dropped += 1;
+                    self.trace.frames.push((a.next_arrival, i, true));
                 } else {
                     a.queue.push_back(a.next_arrival);
                 }
@@ -751,7 +832,7 @@ impl<'a> Sim<'a> {
             }
         }
         // Fixed part and completions.
-        for a in &mut self.apps {
+        for (app_index, a) in self.apps.iter_mut().enumerate() {
             let Some(r) = a.run.as_mut() else { continue };
             if r.phase != Phase::Fixed || (r.avail <= 0.0 && r.fixed_left > 0.0) {
                 continue;
@@ -773,6 +854,9 @@ impl<'a> Sim<'a> {
                     self.tally.missed += 1;
                     a.late += 1;
                 }
+                self.trace
+                    .frames
+                    .push((r.arrival, app_index, latency > a.deadline_ms));
                 a.completed += 1;
                 a.latency_sum += latency;
                 a.accuracy_sum += a.lib[r.subnet].0;
@@ -865,7 +949,11 @@ impl<'a> Sim<'a> {
                 .iter()
                 .copied()
                 .chain(a.run.as_ref().map(|r| r.arrival));
-            let late_at_end = waiting.filter(|arr| end - arr > a.deadline_ms).count() as u64;
+            let mut late_at_end = 0;
+            for arrival in waiting.filter(|arr| end - arr > a.deadline_ms) {
+                late_at_end += 1;
+                self.trace.frames.push((arrival, apps.len(), true));
+            }
             overdue += late_at_end;
             let judged = a.completed + a.dropped + late_at_end;
             let ratio = |x: f64, n: u64| if n > 0 { x / n as f64 } else { f64::NAN };
@@ -911,10 +999,12 @@ impl<'a> Sim<'a> {
             simulated_s: secs,
             apps,
         };
+        self.trace.frames.sort_by(|a, b| a.0.total_cmp(&b.0));
         RunResult {
             governor,
             metrics,
             series: std::mem::take(&mut self.series),
+            trace: std::mem::take(&mut self.trace),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! - [`scenario`]: workload files (`sim/scenarios/*.toml`): apps, background load, events.
 //! - [`engine`]: the virtual-time simulation and the [`Strategy`] a governor implements.
 //! - [`governors`]: the compared governors, adapters to the policy crate.
+//! - [`generate`]: random scenarios from a seed; [`sweep`]: many of them, judged by the
+//!   oracle.
 //! - [`oracle`]: the best fixed configuration per phase, found with the ground truth.
 //! - [`report`]: comparison tables and SVG plots.
 //! - [`vboard`]: the same model behind a sysfs-like tree, in real time.
@@ -13,12 +15,14 @@
 
 pub mod cgroup;
 pub mod engine;
+pub mod generate;
 pub mod governors;
 pub mod oracle;
 pub mod platform;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod sweep;
 pub mod vboard;
 
 pub use engine::{run, Control, Metrics, RunResult, Series, Strategy};

@@ -53,6 +53,40 @@ enum Cmd {
         #[arg(long)]
         oracle: bool,
     },
+    /// Writes the random scenario of a seed as an ordinary scenario file.
+    Generate {
+        #[arg(long)]
+        seed: u64,
+        /// Length of the scenario in seconds.
+        #[arg(long, default_value_t = 120.0)]
+        duration: f64,
+        /// The board: a platform file.
+        #[arg(long, default_value = "platforms/jetson-xavier-nx.toml")]
+        platform: PathBuf,
+        /// Where to write it (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Generated scenarios run with schedutil, subnet-only, dnngov and the oracle, dnngov
+    /// judged against the oracle: one row per scenario, then the verdicts. Exits 1 when a
+    /// criterion fails.
+    Sweep {
+        /// How many scenarios: seeds --first-seed to --first-seed + count - 1.
+        #[arg(long, default_value_t = 200)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        #[arg(long, default_value_t = 120.0)]
+        duration: f64,
+        #[arg(long, default_value = "platforms/jetson-xavier-nx.toml")]
+        platform: PathBuf,
+        /// Threads (default: the CPUs available).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Where the distribution plots (SVG) go; none without it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// One governor on one scenario; prints its metrics and the simulation speed.
     Run {
         scenario: PathBuf,
@@ -179,6 +213,79 @@ fn main() -> Result<()> {
                 );
             }
         }
+        Cmd::Generate {
+            seed,
+            duration,
+            platform,
+            out,
+        } => {
+            let plat = Platform::load(&platform)?;
+            if !(duration.is_finite() && duration >= 40.0) {
+                bail!("--duration must be at least 40 s (events need room to start and end), not {duration}");
+            }
+            // The file names its platform relative to itself, as the shipped ones do.
+            let named = match &out {
+                Some(o) => relative_to(&platform, o.parent().unwrap_or(Path::new(".")))?,
+                None => platform.clone(),
+            };
+            let board = dnngov_sim::generate::Board::of(&plat, &named.to_string_lossy());
+            let scn = dnngov_sim::generate::generate(seed, duration, &board);
+            let text = dnngov_sim::generate::to_toml(&scn, seed)?;
+            match out {
+                Some(o) => {
+                    std::fs::write(&o, text)
+                        .map_err(|e| anyhow::anyhow!("writing {}: {e}", o.display()))?;
+                    println!("wrote {}", o.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+        Cmd::Sweep {
+            count,
+            first_seed,
+            duration,
+            platform,
+            jobs,
+            out,
+        } => {
+            use dnngov_sim::sweep::{sweep, table, write_plots, Criteria, Summary};
+            let plat = Platform::load(&platform)?;
+            if !(duration.is_finite() && duration >= 40.0) {
+                bail!("--duration must be at least 40 s, not {duration}");
+            }
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let seeds: Vec<u64> = (first_seed..first_seed + count).collect();
+            let c = Criteria::default();
+            let start = Instant::now();
+            let rows = sweep(&seeds, duration, &plat, &platform, jobs, &c)?;
+            println!(
+                "{count} generated scenarios (seeds {first_seed}-{}), {duration} s each, on {} (all figures simulated)\n",
+                first_seed + count - 1,
+                plat.name
+            );
+            print!("{}", table(&rows, &c));
+            let summary = Summary::of(&rows, &c);
+            println!();
+            let mut all = true;
+            for (text, ok) in summary.verdicts(&c) {
+                println!("{} {text}", if ok { "ok  " } else { "FAIL" });
+                all &= ok;
+            }
+            println!(
+                "\n{} scenarios in {:.0} s of wall-clock time on {jobs} thread(s)",
+                rows.len(),
+                start.elapsed().as_secs_f64()
+            );
+            if let Some(dir) = out {
+                for f in write_plots(&rows, &dir)? {
+                    println!("wrote {}", f.display());
+                }
+            }
+            if !all {
+                std::process::exit(1);
+            }
+        }
         Cmd::Run {
             scenario,
             governor,
@@ -254,4 +361,30 @@ fn print_series(s: &dnngov_sim::Series) {
         }
         println!("{}", row.join(","));
     }
+}
+
+/// `path` as seen from `dir`: `../../platforms/x.toml` for a scenario in `sim/scenarios`.
+fn relative_to(path: &Path, dir: &Path) -> Result<PathBuf> {
+    let abs = |p: &Path| -> Result<PathBuf> {
+        let base = if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        };
+        std::fs::canonicalize(base).map_err(|e| anyhow::anyhow!("{}: {e}", base.display()))
+    };
+    let (path, dir) = (abs(path)?, abs(dir)?);
+    let common = path
+        .components()
+        .zip(dir.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = PathBuf::new();
+    for _ in dir.components().skip(common) {
+        out.push("..");
+    }
+    for c in path.components().skip(common) {
+        out.push(c);
+    }
+    Ok(out)
 }

@@ -103,6 +103,8 @@ struct PhaseState {
     gpu_background: f64,
     offline: Vec<u32>,
     cap: Option<f64>,
+    /// Frequency caps in MHz by domain name.
+    max_mhz: std::collections::BTreeMap<String, f64>,
 }
 
 fn phase_state(s: &Scenario) -> PhaseState {
@@ -110,6 +112,7 @@ fn phase_state(s: &Scenario) -> PhaseState {
         gpu_background: 0.0,
         offline: Vec::new(),
         cap: None,
+        max_mhz: Default::default(),
     };
     for e in s.events.iter().filter(|e| e.at_s <= 0.0) {
         if let Some(b) = e.gpu_background_share {
@@ -121,8 +124,48 @@ fn phase_state(s: &Scenario) -> PhaseState {
         if let Some(c) = e.power_cap_w {
             st.cap = (c > 0.0).then_some(c);
         }
+        if let Some(m) = &e.max_mhz {
+            st.max_mhz.extend(m.iter().map(|(k, v)| (k.clone(), *v)));
+        }
     }
+    st.max_mhz.retain(|_, v| *v > 0.0);
     st
+}
+
+/// A domain's table under the phase's cap on it (at least its lowest entry).
+fn capped_table(plat: &Platform, i: usize, st: &PhaseState) -> Vec<Hz> {
+    let d = &plat.domains[i];
+    let mut t = d.table();
+    if let Some(cap) = st.max_mhz.get(&d.name) {
+        let cap = Hz((cap * 1e6).round() as u64);
+        let lowest = t[0];
+        t.retain(|f| *f <= cap);
+        if t.is_empty() {
+            t.push(lowest);
+        }
+    }
+    t
+}
+
+/// The entries of an app's library worth trying: nothing in the score rewards accuracy
+/// above the floor, and a faster entry never costs more power nor misses more, so only the
+/// fastest entry that keeps the floor (when one does) and the fastest of all can win.
+/// Keeps the search small with five apps of ten entries.
+fn worth_trying(lib: &[(f64, f64)], floor: f64) -> Vec<usize> {
+    let fastest = |ok: &dyn Fn(&(f64, f64)) -> bool| {
+        lib.iter()
+            .enumerate()
+            .filter(|(_, e)| ok(e))
+            .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
+            .map(|(i, _)| i)
+    };
+    let mut out: Vec<usize> = fastest(&|e| e.0 >= floor).into_iter().collect();
+    if let Some(i) = fastest(&|_| true) {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
 }
 
 /// Ground-truth mean scoring of every configuration; returns the least-power ones that fit
@@ -158,15 +201,23 @@ fn screen(s: &Scenario, plat: &Platform, margin: f64, floors: bool) -> Vec<Candi
             l.rate_hz * l.work_ms / 1000.0 * duty
         })
         .sum();
-    let libs: Vec<Vec<(f64, f64)>> = s
-        .apps
-        .iter()
-        .map(|a| a.library().unwrap_or_default())
+    // Only the apps that run in this phase, by their place in the scenario.
+    let present: Vec<usize> = (0..s.apps.len())
+        .filter(|a| s.apps[*a].present(s.duration_s))
         .collect();
-    let combos: usize = libs.iter().map(|l| l.len()).product();
+    let libs: Vec<Vec<(f64, f64)>> = present
+        .iter()
+        .map(|a| s.apps[*a].library().unwrap_or_default())
+        .collect();
+    let tries: Vec<Vec<usize>> = present
+        .iter()
+        .zip(&libs)
+        .map(|(a, l)| worth_trying(l, s.apps[*a].accuracy_floor))
+        .collect();
+    let combos: usize = tries.iter().map(|l| l.len()).product();
     let list = |i: Option<usize>| -> Vec<Option<Hz>> {
         match i {
-            Some(i) => plat.domains[i].table().into_iter().map(Some).collect(),
+            Some(i) => capped_table(plat, i, &st).into_iter().map(Some).collect(),
             None => vec![None],
         }
     };
@@ -181,7 +232,7 @@ fn screen(s: &Scenario, plat: &Platform, margin: f64, floors: bool) -> Vec<Candi
         let cpu_freqs: Vec<(usize, Hz)> = cpu_domains
             .iter()
             .map(|i| {
-                let t = plat.domains[*i].table();
+                let t = capped_table(plat, *i, &st);
                 let k = if levels > 1 {
                     ((level as f64) * (t.len() - 1) as f64 / (levels - 1) as f64).round() as usize
                 } else {
@@ -202,20 +253,22 @@ fn screen(s: &Scenario, plat: &Platform, margin: f64, floors: bool) -> Vec<Candi
                 let rm = ratio(mem, mf);
                 for combo in 0..combos {
                     let mut rest = combo;
-                    let picks: Vec<usize> = libs
+                    let picks: Vec<usize> = tries
                         .iter()
                         .map(|l| {
-                            let p = rest % l.len();
+                            let p = l[rest % l.len()];
                             rest /= l.len();
                             p
                         })
                         .collect();
+                    let apps: Vec<&crate::scenario::AppSpec> =
+                        present.iter().map(|a| &s.apps[*a]).collect();
                     let mut violation: f64 = 0.0;
                     let mut gpu_util = 0.0;
                     let mut mem_util = 0.0;
                     let mut app_cpu = 0.0;
                     let mut gpu_times = Vec::new();
-                    for (a, (spec, p)) in s.apps.iter().zip(&picks).enumerate() {
+                    for (a, (spec, p)) in apps.iter().zip(&picks).enumerate() {
                         let (acc, l) = libs[a][*p];
                         let reachable = libs[a].iter().any(|x| x.0 >= spec.accuracy_floor);
                         if floors && reachable && acc < spec.accuracy_floor {
@@ -230,7 +283,7 @@ fn screen(s: &Scenario, plat: &Platform, margin: f64, floors: bool) -> Vec<Candi
                     }
                     let avail = 1.0 - st.gpu_background;
                     violation = violation.max(gpu_util / (margin * avail) - 1.0);
-                    for (a, spec) in s.apps.iter().enumerate() {
+                    for (a, spec) in apps.iter().enumerate() {
                         let l = libs[a][picks[a]].1;
                         let others = gpu_util - gpu_times[a] / spec.period_ms();
                         let slowdown = 1.0 + (others / avail).min(1.0);
@@ -285,8 +338,8 @@ fn screen(s: &Scenario, plat: &Platform, margin: f64, floors: bool) -> Vec<Candi
                             freqs,
                             subnets: picks
                                 .iter()
-                                .enumerate()
-                                .map(|(a, p)| (a as u32, *p as u32))
+                                .zip(&present)
+                                .map(|(p, a)| (*a as u32, *p as u32))
                                 .collect(),
                         },
                         power,

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 /// Dynamic-OFA six-level library (`nets_6`): (top-1 %, latency ms at full clocks), FACTS §1.
 pub const DYNAMIC_OFA_6: [(f64, f64); 6] = [
@@ -40,7 +42,7 @@ pub fn builtin_library(name: &str) -> Option<Vec<(f64, f64)>> {
 
 /// How an inference's latency at full clocks splits over the devices. Each part scales
 /// with its own clock's `f_max / f`; `fixed` (driver, launch, copies) does not scale.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Split {
     pub gpu: f64,
@@ -63,13 +65,15 @@ impl Default for Split {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
     pub name: String,
     /// A built-in library: `dynamic-ofa-6` or `dynamic-ofa-7`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub library: Option<String>,
     /// Or an inline one: `[[top-1 %, latency ms at full clocks], ...]`, cheapest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnets: Option<Vec<(f64, f64)>>,
     pub fps: f64,
     pub deadline_ms: f64,
@@ -78,6 +82,10 @@ pub struct AppSpec {
     pub priority: u8,
     #[serde(default)]
     pub start_s: f64,
+    /// When the app leaves (unregisters): no frame arrives from then on, and the one in
+    /// flight is abandoned. Absent: it stays to the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_s: Option<f64>,
     #[serde(default)]
     pub split: Split,
     /// Extra time of the first inference after a sub-network switch.
@@ -148,42 +156,62 @@ impl AppSpec {
     pub fn period_ms(&self) -> f64 {
         1000.0 / self.fps
     }
+
+    /// Whether the app runs at some time in `[0, duration_s)`.
+    pub fn present(&self, duration_s: f64) -> bool {
+        self.start_s < duration_s && self.stop_s.is_none_or(|stop| stop > 0.0)
+    }
+
+    /// Whether the app is registered at `t_s`.
+    pub fn running_at(&self, t_s: f64) -> bool {
+        self.start_s <= t_s && self.stop_s.is_none_or(|stop| t_s < stop)
+    }
 }
 
 /// Generic CPU tasks: Poisson arrivals at `rate_hz` during bursts of `on_s` separated by
 /// `off_s` of silence, each needing `work_ms` of one core at its maximum clock.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CpuLoad {
     pub rate_hz: f64,
     pub work_ms: f64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_s: Option<f64>,
     #[serde(default)]
     pub off_s: f64,
     #[serde(default)]
     pub start_s: f64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_s: Option<f64>,
 }
 
 /// Something that changes at `at_s`. Every field but `at_s` is optional; `app` names the app
 /// that `deadline_ms` applies to.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
     pub at_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<f64>,
     /// Fraction of GPU time a background job takes from now on (0 ends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_background_share: Option<f64>,
     /// CPUs offline from now on (replaces the previous list; empty brings all back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_cpus: Option<Vec<u32>>,
     /// Board power budget from now on (0 removes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_cap_w: Option<f64>,
+    /// Frequency caps by domain name (`{ gpu = 600 }`, MHz) from now on, as a thermal
+    /// zone or an administrator would set them: no domain runs above its cap, whatever the
+    /// governor asks. A cap of 0 removes that domain's cap; domains not named keep theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mhz: Option<BTreeMap<String, f64>>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub name: String,
@@ -201,6 +229,10 @@ pub struct Scenario {
     /// Relative standard deviation of an inference's time (ground truth jitter).
     #[serde(default = "default_jitter")]
     pub latency_jitter: f64,
+    /// Relative standard deviation of the power sensor's readings, instead of the
+    /// platform file's `sensor_noise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensor_noise: Option<f64>,
     #[serde(default, rename = "app")]
     pub apps: Vec<AppSpec>,
     #[serde(default, rename = "cpu_load")]
@@ -273,6 +305,9 @@ impl Scenario {
             if self.apps.iter().filter(|o| o.name == a.name).count() > 1 {
                 bail!("app name {} is used twice", a.name);
             }
+            if a.stop_s.is_some_and(|s| !(s.is_finite() && s > a.start_s)) {
+                bail!("app {}: stop_s must come after start_s", a.name);
+            }
         }
         for l in &self.cpu_loads {
             if !(positive(l.rate_hz) || l.rate_hz == 0.0)
@@ -282,7 +317,24 @@ impl Scenario {
                 bail!("cpu_load: rate_hz >= 0, work_ms > 0 and on_s > 0 required");
             }
         }
+        if self
+            .sensor_noise
+            .is_some_and(|n| !(n.is_finite() && (0.0..1.0).contains(&n)))
+        {
+            bail!("sensor_noise must be in [0, 1)");
+        }
+        if !(self.latency_jitter.is_finite() && (0.0..0.5).contains(&self.latency_jitter)) {
+            bail!("latency_jitter must be in [0, 0.5)");
+        }
         for e in &self.events {
+            if let Some(caps) = &e.max_mhz {
+                if let Some((d, mhz)) = caps.iter().find(|(_, m)| !(m.is_finite() && **m >= 0.0)) {
+                    bail!(
+                        "event at {} s: max_mhz for {d} must be a frequency in MHz (0 removes the cap), not {mhz}",
+                        e.at_s
+                    );
+                }
+            }
             if e.deadline_ms.is_some() {
                 match &e.app {
                     Some(n) if self.apps.iter().any(|a| &a.name == n) => {}
@@ -310,6 +362,7 @@ impl Scenario {
         let mut t: Vec<f64> = vec![0.0];
         t.extend(self.events.iter().map(|e| e.at_s));
         t.extend(self.apps.iter().map(|a| a.start_s));
+        t.extend(self.apps.iter().filter_map(|a| a.stop_s));
         t.retain(|x| *x >= 0.0 && *x < self.duration_s);
         t.sort_by(f64::total_cmp);
         t.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
@@ -321,8 +374,12 @@ impl Scenario {
     pub fn slice(&self, from: f64, to: f64) -> Scenario {
         let mut s = self.clone();
         s.duration_s = to - from;
+        // Every app keeps its place (app ids are scenario positions); one gone before the
+        // slice starts has a stop at or before zero, one that comes after it ends starts at
+        // or after its end (see [`AppSpec::present`]).
         for a in &mut s.apps {
             a.start_s = (a.start_s - from).max(0.0);
+            a.stop_s = a.stop_s.map(|stop| stop - from);
         }
         let mut merged = Event::default();
         let mut later = Vec::new();
@@ -339,6 +396,10 @@ impl Scenario {
                     e.gpu_background_share.or(merged.gpu_background_share);
                 merged.offline_cpus = e.offline_cpus.clone().or(merged.offline_cpus);
                 merged.power_cap_w = e.power_cap_w.or(merged.power_cap_w);
+                if let Some(caps) = &e.max_mhz {
+                    let m = merged.max_mhz.get_or_insert_with(BTreeMap::new);
+                    m.extend(caps.iter().map(|(k, v)| (k.clone(), *v)));
+                }
             } else if e.at_s < to {
                 later.push(Event {
                     at_s: e.at_s - from,
