@@ -186,12 +186,6 @@ const OVERRUN_GIVE_UP: f64 = 4.0;
 /// is replaced at the next periodic run.
 const MISS_RATE: f64 = 0.005;
 
-/// How long frequency changes are remembered (see [`Manager::clocks_moved`]): longer
-/// than an inference takes. An inference longer than this is taken as having seen one.
-const CLOCK_HISTORY: Nanos = Nanos::from_millis(5000);
-/// At most this many are kept; the oldest go first.
-const CLOCK_CHANGES_MAX: usize = 256;
-
 /// Everything about the hardware whose change calls for a new plan.
 #[derive(Clone, Debug, PartialEq)]
 struct HardwareKey {
@@ -238,12 +232,6 @@ pub struct Manager {
     /// The latest period in which some app was boosted (see [`Boost`]): from the tick that
     /// first decided a boost to the first tick that decided none, `None` while it lasts.
     boosted: Option<(Nanos, Option<Nanos>)>,
-    /// Each domain's frequency at the previous tick, and the ticks that first showed a
-    /// domain at a new frequency (time, domain id), for the last [`CLOCK_HISTORY`]: an
-    /// inference that ran across a change ran at no one set of clocks (see
-    /// [`Manager::clocks_moved`]).
-    clocks: Vec<(u32, Hz)>,
-    clock_changes: VecDeque<(Nanos, u32)>,
     /// Buffers reused from tick to tick, so that a tick allocates only its decision.
     ids: Vec<u32>,
     settled: Vec<Settled>,
@@ -267,8 +255,6 @@ impl Manager {
             plan_since: Nanos::ZERO,
             last_optimised: None,
             boosted: None,
-            clocks: Vec::new(),
-            clock_changes: VecDeque::with_capacity(CLOCK_CHANGES_MAX),
             ids: Vec::new(),
             settled: Vec::new(),
             loads: Vec::new(),
@@ -306,7 +292,6 @@ impl Manager {
     }
 
     fn step_with(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> Decision {
-        self.track_clocks(snap);
         let mut event = self.track_hardware(snap);
         event |= self.track_apps(snap);
         event |= self.learn(snap, base);
@@ -379,38 +364,6 @@ impl Manager {
         }
         self.hardware = Some(key);
         true
-    }
-
-    /// Notes the domains whose frequency differs from the previous tick's.
-    fn track_clocks(&mut self, snap: &Snapshot) {
-        let same_domains = self.clocks.len() == snap.domains.len()
-            && self
-                .clocks
-                .iter()
-                .zip(&snap.domains)
-                .all(|(c, d)| c.0 == d.id);
-        if same_domains {
-            for (c, d) in self.clocks.iter_mut().zip(&snap.domains) {
-                if c.1 != d.cur {
-                    if self.clock_changes.len() == CLOCK_CHANGES_MAX {
-                        self.clock_changes.pop_front();
-                    }
-                    self.clock_changes.push_back((snap.now, d.id));
-                    c.1 = d.cur;
-                }
-            }
-        } else {
-            self.clocks.clear();
-            self.clocks
-                .extend(snap.domains.iter().map(|d| (d.id, d.cur)));
-        }
-        while self
-            .clock_changes
-            .front()
-            .is_some_and(|c| c.0.saturating_add(CLOCK_HISTORY) < snap.now)
-        {
-            self.clock_changes.pop_front();
-        }
     }
 
     fn track_apps(&mut self, snap: &Snapshot) -> bool {
@@ -541,7 +494,6 @@ impl Manager {
             }
         }
         let boosted = self.boosted;
-        let changes = &self.clock_changes;
         let plan = &self.plan;
         let unserved = |id: u32| {
             plan.as_ref()
@@ -596,8 +548,7 @@ impl Manager {
                 // towards a slow-down, at the clocks it began at (it ran faster after).
                 let straddles = |t: Nanos| start < t && inf.end > t;
                 let crossed = boosted
-                    .is_some_and(|(from, until)| straddles(from) || until.is_some_and(straddles))
-                    || clocks_moved(changes, snap, app, start);
+                    .is_some_and(|(from, until)| straddles(from) || until.is_some_and(straddles));
                 let (ratios, use_) = match e.boost {
                     Some(b) if start <= b.at && inf.end >= b.at => (b.ratios, Use::SlowDownOnly),
                     _ if crossed => (r, Use::Skip),
@@ -1359,32 +1310,6 @@ fn clock_ratios(snap: &Snapshot, app: &AppState) -> ClockRatios {
         cpu: app_cpu_domains(snap, app).map(ratio).fold(1.0, f64::max),
         mem: first(DomainKind::Memory).map_or(1.0, ratio),
     }
-}
-
-/// Whether a domain an app's inference depends on (its CPU domains, the GPU, and the memory
-/// clock for a GPU app) changed frequency after `start`, as the snapshots have shown it
-/// (see [`Manager::track_clocks`]). Such an inference ran partly at other clocks than the
-/// snapshot shows. Learned at these, it teaches the fits that the clocks matter less than
-/// they do: a slow inference at low clocks sped up by a raise is labelled with the raised
-/// clocks, a fast one at high clocks that ends after a cut with the low ones. The plans
-/// then lower the clocks further, and fits and plans feed each other until the plan sits at
-/// the lowest clocks, held up only by overrun boosts. An inference longer than the history
-/// counts as having seen a change if any is recorded.
-fn clocks_moved(
-    changes: &VecDeque<(Nanos, u32)>,
-    snap: &Snapshot,
-    app: &AppState,
-    start: Nanos,
-) -> bool {
-    if snap.now.saturating_sub(start) > CLOCK_HISTORY {
-        return !changes.is_empty();
-    }
-    changes.iter().rev().take_while(|c| c.0 > start).any(|c| {
-        snap.domains.iter().any(|d| {
-            d.id == c.1
-                && (uses_domain(snap, app, d) || (d.kind == DomainKind::Memory && app.devices.gpu))
-        })
-    })
 }
 
 fn resolve_down(d: &FreqDomain, f: Hz) -> Hz {

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates the figures of docs/evaluation.md: every governor on S1-S5 (seed 1), S2 over
+# Regenerates the figures of docs/evaluation.md: every governor on S1-S5 and R1-R3 (seed 1), S2 over
 # five seeds, S4 over five seeds with the oracle, and the simulation speed. Plots go to
 # sim/results/. Run from the repository root.
 set -eu
@@ -13,7 +13,7 @@ out=sim/results
 mkdir -p "$out"
 
 for s in sim/scenarios/s1-*.toml sim/scenarios/s2-*.toml sim/scenarios/s3-*.toml \
-         sim/scenarios/s4-*.toml sim/scenarios/s5-*.toml; do
+         sim/scenarios/s4-*.toml sim/scenarios/s5-*.toml sim/scenarios/r*.toml; do
     echo "### $(basename "$s")"
     echo
     echo '```'

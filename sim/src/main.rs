@@ -219,10 +219,10 @@ fn main() -> Result<()> {
             platform,
             out,
         } => {
-            let plat = Platform::load(&platform)?;
             if !(duration.is_finite() && duration >= 40.0) {
                 bail!("--duration must be at least 40 s (events need room to start and end), not {duration}");
             }
+            let plat = Platform::load(&platform)?;
             // The file names its platform relative to itself, as the shipped ones do.
             let named = match &out {
                 Some(o) => relative_to(&platform, o.parent().unwrap_or(Path::new(".")))?,
@@ -249,10 +249,10 @@ fn main() -> Result<()> {
             out,
         } => {
             use dnngov_sim::sweep::{sweep, table, write_plots, Criteria, Summary};
-            let plat = Platform::load(&platform)?;
             if !(duration.is_finite() && duration >= 40.0) {
                 bail!("--duration must be at least 40 s, not {duration}");
             }
+            let plat = Platform::load(&platform)?;
             let jobs =
                 jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let seeds: Vec<u64> = (first_seed..first_seed + count).collect();
