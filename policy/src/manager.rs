@@ -101,6 +101,20 @@ struct AppEntry {
     /// (see [`MISS_RATE`]).
     judged: u32,
     missed: u32,
+    /// The spread of the app's latency from frame to frame, free of the fits' errors: the
+    /// exponentially weighted mean of `d^2 / 2`, `d` the relative difference between two
+    /// learned samples in a row of the same sub-network at the same clocks (for
+    /// independent frames, `d^2 / 2` averages the squared relative deviation), how many
+    /// went in, and the last sample (see [`SPREAD_QUANTILE`]).
+    spread_var: f64,
+    spread_n: u32,
+    spread_last: Option<(usize, ClockRatios, f64)>,
+    /// The margin the spread calls for, in steps of [`SPREAD_STEP`], with hysteresis.
+    spread_level: f64,
+    /// The slowest clocks (highest `f_max / f`) of each device kind that a learned sample
+    /// of this app ran at (see [`EXPLORE_STEP`]); none before the first, when the plans
+    /// follow the declared latencies and the seeded split.
+    explored: Option<ClockRatios>,
 }
 
 /// The clocks raised for an app whose inference in flight overran.
@@ -186,6 +200,47 @@ const OVERRUN_GIVE_UP: f64 = 4.0;
 /// is replaced at the next periodic run.
 const MISS_RATE: f64 = 0.005;
 
+/// A domain seen at a new frequency: from when (see [`Manager::track_clocks`]), which, and
+/// the frequency it had before.
+#[derive(Clone, Copy, Debug)]
+struct ClockChange {
+    at: Nanos,
+    domain: u32,
+    from: Hz,
+}
+
+/// How long frequency changes are remembered (see [`ran_at`]); an inference that began
+/// earlier is labelled with the clocks of the snapshot that reports it.
+const CLOCK_HISTORY: Nanos = Nanos::from_millis(5000);
+/// At most this many are kept; the oldest go first.
+const CLOCK_CHANGES_MAX: usize = 256;
+
+/// Plans keep each app's predicted latency this many standard deviations of its measured
+/// spread under the deadline, where that is more than the configured margin: about 1 % of
+/// frames over, for a spread that is normal. The fits predict the mean; an app whose
+/// frames scatter by 7-10 % (a busy board, input-dependent work) misses a frame in seven
+/// to ten at a plan that puts the mean 10 % under the deadline.
+const SPREAD_QUANTILE: f64 = 2.33;
+/// Weight of a new pair in the spread's average (about the last 30), how many pairs are
+/// needed before the spread counts, and the largest relative difference one pair may add
+/// (a one-off is not spread).
+const SPREAD_WEIGHT: f64 = 1.0 / 30.0;
+const SPREAD_MIN_SAMPLES: u32 = 20;
+/// The spread's margin moves in steps of this, up at once and down only once the spread
+/// is well under the step in force: each step is a new plan, and a margin that follows the
+/// estimate's noise re-plans (and switches sub-networks) on every sample.
+const SPREAD_STEP: f64 = 0.05;
+const SPREAD_CLIP: f64 = 0.5;
+
+/// Plans lower an app's clocks at most this factor (in `f_max / f`) beyond the slowest
+/// clocks its learned samples ran at, per device. The fits are linear in the clocks and
+/// learned near where the plans put them: a coefficient that noise or contention pushed
+/// to nothing predicts that the lowest clock costs nothing, and an unbounded plan goes
+/// straight there (the memory clock from 1600 to 204 MHz, a frame then taking five times
+/// its deadline). Bounded, a plan explores lower clocks a step at a time, each step
+/// learned before the next.
+const EXPLORE_STEP: f64 = 2.0;
+
 /// Everything about the hardware whose change calls for a new plan.
 #[derive(Clone, Debug, PartialEq)]
 struct HardwareKey {
@@ -229,6 +284,11 @@ pub struct Manager {
     plan: Option<Plan>,
     plan_since: Nanos,
     last_optimised: Option<Nanos>,
+    /// Each domain's frequency at the previous tick and that tick's time, and the changes
+    /// seen since, for the last [`CLOCK_HISTORY`] (see [`ran_at`]).
+    clocks: Vec<(u32, Hz)>,
+    previous_tick: Option<Nanos>,
+    clock_changes: VecDeque<ClockChange>,
     /// The latest period in which some app was boosted (see [`Boost`]): from the tick that
     /// first decided a boost to the first tick that decided none, `None` while it lasts.
     boosted: Option<(Nanos, Option<Nanos>)>,
@@ -254,6 +314,9 @@ impl Manager {
             plan: None,
             plan_since: Nanos::ZERO,
             last_optimised: None,
+            clocks: Vec::new(),
+            previous_tick: None,
+            clock_changes: VecDeque::with_capacity(CLOCK_CHANGES_MAX),
             boosted: None,
             ids: Vec::new(),
             settled: Vec::new(),
@@ -292,6 +355,7 @@ impl Manager {
     }
 
     fn step_with(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> Decision {
+        self.track_clocks(snap);
         let mut event = self.track_hardware(snap);
         event |= self.track_apps(snap);
         event |= self.learn(snap, base);
@@ -364,6 +428,47 @@ impl Manager {
         }
         self.hardware = Some(key);
         true
+    }
+
+    /// Records the domains whose frequency differs from the previous tick's, as changed at
+    /// the previous tick: the time the decision that moved them was taken (a change made
+    /// by someone else is placed up to a tick early).
+    fn track_clocks(&mut self, snap: &Snapshot) {
+        let same_domains = self.clocks.len() == snap.domains.len()
+            && self
+                .clocks
+                .iter()
+                .zip(&snap.domains)
+                .all(|(c, d)| c.0 == d.id);
+        if same_domains {
+            let at = self.previous_tick.unwrap_or(snap.now);
+            for (c, d) in self.clocks.iter_mut().zip(&snap.domains) {
+                if c.1 != d.cur {
+                    if self.clock_changes.len() == CLOCK_CHANGES_MAX {
+                        self.clock_changes.pop_front();
+                    }
+                    self.clock_changes.push_back(ClockChange {
+                        at,
+                        domain: d.id,
+                        from: c.1,
+                    });
+                    c.1 = d.cur;
+                }
+            }
+        } else {
+            self.clocks.clear();
+            self.clocks
+                .extend(snap.domains.iter().map(|d| (d.id, d.cur)));
+            self.clock_changes.clear();
+        }
+        self.previous_tick = Some(snap.now);
+        while self
+            .clock_changes
+            .front()
+            .is_some_and(|c| c.at.saturating_add(CLOCK_HISTORY) < snap.now)
+        {
+            self.clock_changes.pop_front();
+        }
     }
 
     fn track_apps(&mut self, snap: &Snapshot) -> bool {
@@ -459,6 +564,11 @@ impl Manager {
             boost: None,
             judged: 0,
             missed: 0,
+            spread_var: 0.0,
+            spread_n: 0,
+            spread_last: None,
+            spread_level: 0.0,
+            explored: None,
         }
     }
 
@@ -494,6 +604,7 @@ impl Manager {
             }
         }
         let boosted = self.boosted;
+        let changes = &self.clock_changes;
         let plan = &self.plan;
         let unserved = |id: u32| {
             plan.as_ref()
@@ -552,7 +663,7 @@ impl Manager {
                 let (ratios, use_) = match e.boost {
                     Some(b) if start <= b.at && inf.end >= b.at => (b.ratios, Use::SlowDownOnly),
                     _ if crossed => (r, Use::Skip),
-                    _ => (r, Use::Learn),
+                    _ => (ran_at(changes, snap, app, start, inf.end), Use::Learn),
                 };
                 if usable && use_ != Use::Skip {
                     e.pending.push_back(Pending {
@@ -603,6 +714,37 @@ impl Manager {
                     continue;
                 }
                 e.rejected_last[subnet] = false;
+                // Only clean samples: the wait for other apps is budgeted apart, and would
+                // be counted twice.
+                let clean = waited <= CLEAN_WAIT;
+                if let (true, Some((s0, r0, ms0))) = (clean, e.spread_last) {
+                    if s0 == subnet && r0 == r && ms0 + ms > 0.0 {
+                        let d = (2.0 * (ms - ms0) / (ms + ms0)).clamp(-SPREAD_CLIP, SPREAD_CLIP);
+                        let x = d * d / 2.0;
+                        e.spread_var = if e.spread_n == 0 {
+                            x
+                        } else {
+                            e.spread_var + SPREAD_WEIGHT * (x - e.spread_var)
+                        };
+                        e.spread_n = e.spread_n.saturating_add(1);
+                    }
+                }
+                if clean {
+                    e.spread_last = Some((subnet, r, ms));
+                }
+                if e.spread_n >= SPREAD_MIN_SAMPLES {
+                    let raw = SPREAD_QUANTILE * e.spread_var.max(0.0).sqrt();
+                    let stepped = (raw / SPREAD_STEP).ceil() * SPREAD_STEP;
+                    if stepped > e.spread_level || raw < e.spread_level - 1.5 * SPREAD_STEP {
+                        e.spread_level = stepped;
+                    }
+                }
+                let x = e.explored.unwrap_or(r);
+                e.explored = Some(ClockRatios {
+                    gpu: x.gpu.max(r.gpu),
+                    cpu: x.cpu.max(r.cpu),
+                    mem: x.mem.max(r.mem),
+                });
                 e.models[subnet].observe(r, ms);
                 e.cautious[subnet].observe(r, ms);
             }
@@ -694,10 +836,32 @@ impl Manager {
             .zip(base)
             .map(|(d, b)| {
                 let allowed = snap.allowed_max(d);
-                let mut freqs: Vec<Hz> =
-                    d.table.iter().copied().filter(|f| *f <= allowed).collect();
+                // The slowest this domain may run for the apps that depend on it (see
+                // `EXPLORE_STEP`).
+                let max = d.max_freq().as_f64();
+                let lowest = self
+                    .apps
+                    .values()
+                    .filter_map(|e| {
+                        let x = e.explored?;
+                        let bound = match d.kind {
+                            DomainKind::Gpu if e.declared.devices.gpu => x.gpu,
+                            DomainKind::Memory if e.declared.devices.gpu => x.mem,
+                            DomainKind::Cpu if uses_domain(snap, &e.declared, d) => x.cpu,
+                            _ => return None,
+                        };
+                        Some(max / (bound * EXPLORE_STEP))
+                    })
+                    .fold(0.0, f64::max);
+                let mut freqs: Vec<Hz> = d
+                    .table
+                    .iter()
+                    .copied()
+                    .filter(|f| *f <= allowed && f.as_f64() >= lowest)
+                    .collect();
                 if freqs.is_empty() {
-                    freqs.push(d.min_freq());
+                    // The bound is above what is allowed: the highest allowed.
+                    freqs.push(resolve_down(d, allowed));
                 }
                 DomainOption {
                     id: d.id,
@@ -725,6 +889,13 @@ impl Manager {
                     accuracy_floor: t.accuracy_floor,
                     devices: e.declared.devices,
                     cpu_domains: e.declared.cpu_domains.clone(),
+                    // A spread the configured margin covers changes nothing: the thinner
+                    // tiers stay open to keep a floor, as they are for model error.
+                    spread_margin: if e.spread_level > self.cfg.optimiser.margin + 1e-9 {
+                        e.spread_level
+                    } else {
+                        0.0
+                    },
                     subnets: e
                         .declared
                         .library
@@ -1309,6 +1480,64 @@ fn clock_ratios(snap: &Snapshot, app: &AppState) -> ClockRatios {
         gpu: first(DomainKind::Gpu).map_or(1.0, ratio),
         cpu: app_cpu_domains(snap, app).map(ratio).fold(1.0, f64::max),
         mem: first(DomainKind::Memory).map_or(1.0, ratio),
+    }
+}
+
+/// The clocks an inference that ran from `start` to `end` ran at: each domain's `f_max / f`
+/// averaged over the run, weighted by time, from the changes recorded since it began (see
+/// [`Manager::track_clocks`]); for a run with no change, the snapshot's clocks.
+///
+/// Labelled with the snapshot's clocks alone, an inference that ran across a change
+/// teaches the latency fits that the clocks matter less than they do: a slow inference at
+/// low clocks that a raise sped up is learned at the raised clocks, a fast one at high
+/// clocks that ends after a cut at the low ones. The plans then lower the clocks further,
+/// and fits and plans feed each other until the plan sits at the lowest clocks, held up
+/// only by overrun boosts (an app left so after a CPU load went away, missing nearly every
+/// frame until the end).
+fn ran_at(
+    changes: &VecDeque<ClockChange>,
+    snap: &Snapshot,
+    app: &AppState,
+    start: Nanos,
+    end: Nanos,
+) -> ClockRatios {
+    let now_ratios = clock_ratios(snap, app);
+    if end <= start || changes.is_empty() || snap.now.saturating_sub(start) > CLOCK_HISTORY {
+        return now_ratios;
+    }
+    // Mean of f_max / f over [start, end] for one domain: walking back from now, the
+    // frequency before each change is its `from`.
+    let mean_ratio = |d: &FreqDomain| -> f64 {
+        let max = d.max_freq().as_f64();
+        let mut f = d.cur;
+        let mut until = snap.now.max(end);
+        let mut weighted = 0.0;
+        for c in changes.iter().rev().filter(|c| c.domain == d.id) {
+            if c.at <= start {
+                break;
+            }
+            // `f` held from c.at to `until`.
+            let from = c.at.max(start);
+            let to = until.min(end);
+            if to > from {
+                weighted += (to.0 - from.0) as f64 * max / f.as_f64().max(1.0);
+            }
+            until = c.at;
+            f = c.from;
+        }
+        let to = until.min(end);
+        if to > start {
+            weighted += (to.0 - start.0) as f64 * max / f.as_f64().max(1.0);
+        }
+        weighted / (end.0 - start.0) as f64
+    };
+    let first = |k: DomainKind| snap.domains.iter().find(|d| d.kind == k);
+    ClockRatios {
+        gpu: first(DomainKind::Gpu).map_or(now_ratios.gpu, mean_ratio),
+        cpu: app_cpu_domains(snap, app)
+            .map(mean_ratio)
+            .fold(1.0, f64::max),
+        mem: first(DomainKind::Memory).map_or(now_ratios.mem, mean_ratio),
     }
 }
 

@@ -113,7 +113,35 @@ pub struct AppProblem {
     /// Ids of the CPU domains its threads use (empty: every CPU domain with online CPUs).
     pub cpu_domains: Vec<u32>,
     pub subnets: Vec<SubnetOption>,
+    /// The margin its measured latency spread calls for (0 when not known): the app is
+    /// planned with the larger of this and the configured margin, so that a plan at the
+    /// edge of its bound still meets the deadline on most frames when latencies scatter
+    /// widely around the fits (see the manager's `SPREAD_QUANTILE`).
+    pub spread_margin: f64,
 }
+
+impl AppProblem {
+    /// The margin this app is planned with when nothing forces a thinner one.
+    pub fn margin(&self, cfg: &OptimiserConfig) -> f64 {
+        cfg.margin.max(self.min_margin())
+    }
+
+    /// The thinnest margin its accuracy floor is kept with: the spread's. Thinner tiers
+    /// keep a floor at the cost of frames late; with a wide spread that cost is most
+    /// frames, and a deadline comes before accuracy, so the floor is given up instead.
+    pub fn min_margin(&self) -> f64 {
+        if self.spread_margin.is_finite() {
+            self.spread_margin.clamp(0.0, MAX_SPREAD_MARGIN)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The largest margin a latency spread asks for: past it, a plan would give up too much
+/// (accuracy, or serving the app at all) for frames that only the tail of the spread
+/// makes late.
+pub const MAX_SPREAD_MARGIN: f64 = 0.3;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Problem {
@@ -247,7 +275,7 @@ fn speed(d: &DomainOption, f: Hz) -> f64 {
 fn configured_terms(p: &Problem, cfg: &OptimiserConfig, apps: &[usize]) -> Vec<Terms> {
     apps.iter()
         .map(|a| Terms {
-            margin: cfg.margin,
+            margin: p.apps[*a].margin(cfg),
             floor: p.apps[*a].accuracy_floor,
             best_effort: false,
         })
@@ -1078,7 +1106,12 @@ fn classify(p: &Problem, cfg: &OptimiserConfig, i: usize) -> Class {
         };
         let mut above = None;
         for tier in MARGIN_TIERS {
-            let margin = cfg.margin * tier;
+            let mut margin = app.margin(cfg) * tier;
+            // A floor is kept with no thinner margin than the spread's (see `min_margin`).
+            let at_min = floor_kept && margin <= app.min_margin();
+            if at_min {
+                margin = app.min_margin();
+            }
             if fits(margin) {
                 // Below the configured margin, the margin left matters more than energy:
                 // the cheapest point meeting a coarse tier sits at its edge, where the
@@ -1091,6 +1124,9 @@ fn classify(p: &Problem, cfg: &OptimiserConfig, i: usize) -> Class {
                 return Class::Planned { margin, floor_kept };
             }
             above = Some(margin);
+            if at_min {
+                break;
+            }
         }
     }
     Class::BestEffort
@@ -1173,8 +1209,14 @@ pub fn optimise(p: &Problem, cfg: &OptimiserConfig) -> Plan {
         for tier in MARGIN_TIERS {
             let terms: Vec<Terms> = candidates
                 .iter()
-                .map(|(_, t)| Terms {
-                    margin: t.margin.min(cfg.margin * tier),
+                .map(|(a, t)| Terms {
+                    margin: if t.floor.is_finite() {
+                        t.margin
+                            .min(p.apps[*a].margin(cfg) * tier)
+                            .max(p.apps[*a].min_margin().min(t.margin))
+                    } else {
+                        t.margin.min(p.apps[*a].margin(cfg) * tier)
+                    },
                     ..*t
                 })
                 .collect();

@@ -223,6 +223,7 @@ pub fn problem(snap: &Snapshot) -> dnngov_policy::optimiser::Problem {
                 accuracy_floor: a.targets.accuracy_floor,
                 devices: a.devices,
                 cpu_domains: a.cpu_domains.clone(),
+                spread_margin: 0.0,
                 subnets: a
                     .library
                     .iter()
