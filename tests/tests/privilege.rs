@@ -141,14 +141,22 @@ struct Setup {
 }
 
 fn start(daemon_user: &Account, admin_gid: u32, apps: &str, caps: &[String]) -> Setup {
+    start_on(daemon_user, Some(admin_gid), apps, caps)
+}
+
+/// `admin_gid`: `None` leaves the files as the kernel makes them, root's (no udev rules,
+/// or no group for them).
+fn start_on(daemon_user: &Account, admin_gid: Option<u32>, apps: &str, caps: &[String]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("board");
     fixture::xavier_nx(&root).unwrap();
-    let granted = grant_as_udev_does(&root, admin_gid);
-    assert!(
-        granted.len() >= 8,
-        "the fixture has cpufreq and devfreq files: {granted:?}"
-    );
+    if let Some(admin_gid) = admin_gid {
+        let granted = grant_as_udev_does(&root, admin_gid);
+        assert!(
+            granted.len() >= 8,
+            "the fixture has cpufreq and devfreq files: {granted:?}"
+        );
+    }
     std::fs::set_permissions(
         root.join("sys/kernel/debug"),
         std::fs::Permissions::from_mode(0o700),
@@ -460,6 +468,42 @@ fn without_cap_sys_admin_bpf_loads_but_apps_are_counted_from_their_pages() {
         fixture::snapshot(&root).unwrap(),
         before,
         "the tree is restored"
+    );
+}
+
+#[test]
+fn without_the_udev_rules_nothing_is_written_and_each_domain_says_why() {
+    if let Some(why) = cannot_run() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let mut accounts = TestAccounts::new("y");
+    let (apps, _) = accounts.group("apps");
+    let (own, _) = accounts.group("own");
+    let daemon_user = accounts.user("d", &own, &[&apps]);
+    let setup = start_on(&daemon_user, None, &apps, &unit_caps());
+    let now = status(&setup.daemon);
+    let ungoverned: Vec<String> = notes(&now)
+        .into_iter()
+        .filter(|n| n.ends_with("that domain is left ungoverned"))
+        .collect();
+    // Three CPU clusters and the GPU; the EMC is said apart.
+    assert_eq!(ungoverned.len(), 4, "{now:#}");
+    for note in &ungoverned {
+        assert!(note.contains("Permission denied"), "{note}");
+    }
+    println!("without the udev rules: {}", ungoverned[0]);
+    let Setup {
+        daemon,
+        root,
+        before,
+        ..
+    } = setup;
+    daemon.stop();
+    assert_eq!(
+        fixture::snapshot(&root).unwrap(),
+        before,
+        "nothing was written"
     );
 }
 
