@@ -1,7 +1,8 @@
 //! The Jetson external memory clock (EMC). On Xavier it is not a devfreq device but a bpmp
 //! clock in debugfs (`sys/kernel/debug/bpmp/debug/clk/emc/`): setting `mrq_rate_locked`
 //! to 1 stops the firmware from scaling it, then `rate` is the frequency. Hz on disk; needs
-//! root and a mounted debugfs.
+//! a mounted debugfs, and root to write it (debugfs is root's, out of udev's reach): a
+//! dnngovd running as its own user sees it but leaves it alone ([`not_writable`]).
 
 use std::path::PathBuf;
 
