@@ -507,6 +507,63 @@ fn without_the_udev_rules_nothing_is_written_and_each_domain_says_why() {
     );
 }
 
+/// The documented root fallback (docs/operator-guide.md, "Running as root"): root, with
+/// the unit's bounding set and CAP_CHOWN, governs the EMC clock in root's debugfs too and
+/// gives its sockets to the app group.
+#[test]
+fn as_root_with_the_documented_drop_in_the_emc_is_governed_too() {
+    if let Some(why) = cannot_run() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let mut accounts = TestAccounts::new("z");
+    let (apps, apps_gid) = accounts.group("apps");
+    let mut caps = unit_caps();
+    caps.push("chown".into());
+    let set: String = std::iter::once("-all".to_string())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("board");
+    fixture::xavier_nx(&root).unwrap();
+    std::fs::set_permissions(
+        root.join("sys/kernel/debug"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let before = fixture::snapshot(&root).unwrap();
+    let daemon = Daemon::start_under(
+        dir.path(),
+        &root,
+        &format!("[agent]\ngroup = \"{apps}\"\n"),
+        &[
+            "setpriv".into(),
+            format!("--bounding-set={set}"),
+            "--".into(),
+        ],
+    );
+    for socket in [daemon.app_socket(), daemon.admin_socket()] {
+        let meta = std::fs::metadata(&socket).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (0, apps_gid),
+            "{}",
+            socket.display()
+        );
+    }
+    daemon.wait_for("the EMC clock locked", || read(&root, EMC_LOCK) == "1");
+    let now = status(&daemon);
+    assert_eq!(source_of(&now, "CPU busy time").as_deref(), Some("bpf"));
+    assert!(!notes(&now).iter().any(|n| n.contains("EMC")), "{now:#}");
+    daemon.stop();
+    assert_eq!(
+        fixture::snapshot(&root).unwrap(),
+        before,
+        "the tree is restored"
+    );
+}
+
 /// The "Overall exposure level" figure of `systemd-analyze security` output.
 fn exposure(output: &str) -> Option<f64> {
     let line = output
