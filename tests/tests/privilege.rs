@@ -507,6 +507,55 @@ fn without_the_udev_rules_nothing_is_written_and_each_domain_says_why() {
     );
 }
 
+/// The unit's `ExecStopPost=dnngovctl restore` runs as the service's user with its
+/// capabilities: after a SIGKILL it puts the board back through the udev grant alone.
+#[test]
+fn after_sigkill_dnngovctl_restore_as_the_services_user_puts_the_board_back() {
+    if let Some(why) = cannot_run() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let caps = unit_caps();
+    let (_accounts, daemon_user, _, setup) = accounts_and_daemon("k", &caps);
+    let Setup {
+        daemon,
+        root,
+        before,
+        ..
+    } = setup;
+    let state_file = daemon.state_file();
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = daemon.wait();
+    assert_ne!(
+        fixture::snapshot(&root).unwrap(),
+        before,
+        "the killed daemon left its settings"
+    );
+    let mut restore = Command::new(dnngov_tests::built_binary("dnngovctl"));
+    restore.args(["restore", "--state-file", state_file.to_str().unwrap()]);
+    let wrapper = setpriv(&daemon_user, &caps);
+    let mut command = Command::new(&wrapper[0]);
+    command
+        .args(&wrapper[1..])
+        .arg(restore.get_program())
+        .args(restore.get_args());
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    println!("dnngovctl restore as {}: {text}", daemon_user.name);
+    assert!(text.starts_with("restored "), "{text}");
+    assert!(
+        !state_file.exists(),
+        "the state file is removed once restored"
+    );
+    assert_eq!(
+        fixture::snapshot(&root).unwrap(),
+        before,
+        "the tree is restored"
+    );
+}
+
 /// The documented root fallback (docs/operator-guide.md, "Running as root"): root, with
 /// the unit's bounding set and CAP_CHOWN, governs the EMC clock in root's debugfs too and
 /// gives its sockets to the app group.
