@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs dnngov: dnngovd, dnngovctl and dnngov-eval, the systemd unit, the udev rules, the group
-# `dnngov`, a default /etc/dnngov/config.toml, the client library (C header, shared and
-# static library, Python module) and the board descriptions.
+# Installs dnngov: dnngovd, dnngovctl and dnngov-eval, the systemd unit, the udev rules, the
+# groups `dnngov` (apps) and `dnngov-admin` (frequency files, through the udev rules), the
+# system user `dnngovd` the service runs as, a default /etc/dnngov/config.toml, the client
+# library (C header, shared and static library, Python module) and the board descriptions.
 #
 # Every path written is listed in PREFIX/share/dnngov/install-manifest, so that
 # `--uninstall` removes exactly what an install put there and nothing else. Running it
@@ -9,7 +10,7 @@
 # overwritten, and the manifest keeps what earlier runs created.
 #
 # With --destdir (packagers) everything goes under DESTDIR/PREFIX and nothing on the
-# running system is touched: no group, no systemctl, no udevadm, no ldconfig. What a
+# running system is touched: no user or group, no systemctl, no udevadm, no ldconfig. What a
 # package's postinst would do instead is printed.
 set -eu
 
@@ -17,14 +18,16 @@ usage() {
     cat <<'EOF'
 Usage: ./install.sh [options]
 
-Installs dnngovd, dnngovctl, dnngov-eval, the systemd unit, the udev rules, the group dnngov, a
-default /etc/dnngov/config.toml and the dnngov client library. Run as root, from a
-clone of the repository. Running it again updates an installation in place.
+Installs dnngovd, dnngovctl, dnngov-eval, the systemd unit, the udev rules, the groups
+dnngov and dnngov-admin, the system user dnngovd (the service runs as it), a default
+/etc/dnngov/config.toml and the dnngov client library. Run as root, from a clone of the
+repository. Running it again updates an installation in place (an installation whose
+service ran as root included).
 
 Options:
   --prefix DIR      installation prefix (default /usr/local)
   --destdir DIR     stage the files under DIR/PREFIX for a package; touches nothing
-                    on this system (no group, systemctl, udevadm or ldconfig)
+                    on this system (no user, group, systemctl, udevadm or ldconfig)
   --no-build        do not build; install what is already in the target directory
   --target-dir DIR  where the built binaries and libraries are (default target/release)
   --unitdir DIR     systemd unit directory (default /etc/systemd/system,
@@ -167,7 +170,12 @@ CONFIG=$CONFDIR/config.toml
 MANIFEST=$DATADIR/install-manifest
 UNIT=$UNITDIR/dnngovd.service
 RULES=$UDEVDIR/60-dnngov.rules
+# Apps' users join GROUP to register; ADMIN_GROUP is what the udev rules give the
+# frequency files to (and dnngovd's admin group); SERVICE_USER is what the unit runs as,
+# a member of both.
 GROUP=dnngov
+ADMIN_GROUP=dnngov-admin
+SERVICE_USER=dnngovd
 
 # Whether this run changes the live system (group, systemd, udev, ld.so cache).
 live() { [ -z "$DESTDIR" ]; }
@@ -190,7 +198,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Entries this run adds to the manifest: "file PATH", "dir PATH", "config PATH SHA256",
-# "group NAME". Merged with the previous manifest and sorted when written.
+# "group NAME", "user NAME". Merged with the previous manifest and sorted when written.
 : >"$WORK/manifest"
 record() { printf '%s\n' "$*" >>"$WORK/manifest"; }
 
@@ -200,7 +208,7 @@ sha256() { sha256sum "$1" | cut -d' ' -f1; }
 # (directories that exist now, the group, the config it installed).
 old_manifest() {
     if [ -f "$DESTDIR$MANIFEST" ]; then
-        grep -E '^(file|dir|config|group) ' "$DESTDIR$MANIFEST" || true
+        grep -E '^(file|dir|config|group|user) ' "$DESTDIR$MANIFEST" || true
     fi
 }
 
@@ -352,14 +360,7 @@ do_install() {
     install_config
 
     if live; then
-        if getent group "$GROUP" >/dev/null 2>&1; then
-            say "group $GROUP exists"
-        else
-            need_cmd groupadd passwd shadow-utils shadow
-            groupadd --system "$GROUP"
-            record group "$GROUP"
-            say "created the system group $GROUP: add users whose apps register with dnngovd (usermod -aG $GROUP USER)"
-        fi
+        make_accounts
         install_python_path
     fi
 
@@ -372,7 +373,9 @@ do_install() {
             case "$kind" in
             file) [ -e "$DESTDIR$path" ] && echo "$kind $path" ;;
             dir) [ -d "$DESTDIR$path" ] && echo "$kind $path" ;;
-            group) grep -q "^group " "$WORK/manifest" || echo "$kind $path" ;;
+            # Created by an earlier run and still there (this run found it existing).
+            group) getent group "$path" >/dev/null 2>&1 && echo "$kind $path" ;;
+            user) getent passwd "$path" >/dev/null 2>&1 && echo "$kind $path" ;;
             config) grep -q "^config " "$WORK/manifest" || echo "$kind $path $rest" ;;
             esac
         done
@@ -389,6 +392,52 @@ do_install() {
     else
         postinst_hint
     fi
+}
+
+# The groups and the service's user, each created only when missing (and then recorded,
+# so that --uninstall removes what this script created and nothing else). An existing
+# dnngovd user, e.g. one an administrator made, is only added to the two groups.
+make_accounts() {
+    need_cmd groupadd passwd shadow-utils shadow
+    need_cmd useradd passwd shadow-utils shadow
+    need_cmd usermod passwd shadow-utils shadow
+    if getent group "$GROUP" >/dev/null 2>&1; then
+        say "group $GROUP exists"
+    else
+        groupadd --system "$GROUP"
+        record group "$GROUP"
+        say "created the system group $GROUP: add users whose apps register with dnngovd (usermod -aG $GROUP USER)"
+    fi
+    if getent group "$ADMIN_GROUP" >/dev/null 2>&1; then
+        say "group $ADMIN_GROUP exists"
+    else
+        groupadd --system "$ADMIN_GROUP"
+        record group "$ADMIN_GROUP"
+        say "created the system group $ADMIN_GROUP: the udev rules give it the frequency files; its members may hold frequencies and change any app's target"
+    fi
+    if getent passwd "$SERVICE_USER" >/dev/null 2>&1; then
+        say "user $SERVICE_USER exists"
+    else
+        shell=$(command -v nologin 2>/dev/null || echo /usr/sbin/nologin)
+        [ -x "$shell" ] || shell=/bin/false
+        # Its own group, no home, no login: it only runs the service.
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell "$shell" --comment "dnngov governor (dnngovd.service)" "$SERVICE_USER"
+        record user "$SERVICE_USER"
+        say "created the system user $SERVICE_USER, which dnngovd.service runs as"
+    fi
+    # In both groups, whoever created it: the sockets go to $GROUP, the frequency files
+    # are written through $ADMIN_GROUP.
+    member_of=" $(id -nG "$SERVICE_USER") "
+    for group in "$GROUP" "$ADMIN_GROUP"; do
+        case "$member_of" in
+        *" $group "*) ;;
+        *)
+            usermod -a -G "$group" "$SERVICE_USER"
+            say "added user $SERVICE_USER to group $group"
+            ;;
+        esac
+    done
 }
 
 # So that the linker and ctypes.util.find_library see libdnngov_client.so at once.
@@ -412,10 +461,13 @@ activate() {
     fi
     if [ "$ENABLE" = yes ]; then
         systemctl enable dnngovd.service
+        # A dnngovd of an earlier version running as root: the restart stops it (its
+        # ExecStopPost restores), and the new unit starts as $SERVICE_USER, systemd giving
+        # it /run/dnngov.
         systemctl restart dnngovd.service
         say "dnngovd enabled and started: systemctl status dnngovd; dnngovctl status"
     elif systemctl is-active --quiet dnngovd.service; then
-        say "dnngovd is running the previous binaries: systemctl restart dnngovd"
+        say "dnngovd is running the previous binaries (and, before this version, as root): systemctl restart dnngovd"
     else
         say "installed; start it with: systemctl enable --now dnngovd"
     fi
@@ -427,11 +479,15 @@ postinst_hint() {
     cat <<EOF
 install: a package's postinst would run:
     getent group $GROUP >/dev/null || groupadd --system $GROUP
+    getent group $ADMIN_GROUP >/dev/null || groupadd --system $ADMIN_GROUP
+    getent passwd $SERVICE_USER >/dev/null || useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $SERVICE_USER
+    usermod -a -G $GROUP,$ADMIN_GROUP $SERVICE_USER
     ldconfig
     systemctl daemon-reload
     udevadm control --reload
     udevadm trigger --action=change --subsystem-match=cpu --subsystem-match=devfreq
-  and its postrm (remove): groupdel $GROUP; systemctl daemon-reload; udevadm control --reload
+  and its postrm (remove): userdel $SERVICE_USER; groupdel $ADMIN_GROUP; groupdel $GROUP;
+    systemctl daemon-reload; udevadm control --reload
   The config $CONFIG is a conffile: keep an admin's changes on upgrade.
 EOF
 }
@@ -475,9 +531,17 @@ do_uninstall() {
 
     if live; then
         refresh_ld_cache
-        if grep -q "^group $GROUP\$" "$WORK/manifest.old" && getent group "$GROUP" >/dev/null 2>&1; then
-            groupdel "$GROUP" || warn "could not remove the group $GROUP"
-        fi
+        # The user first: a group that is some user's primary group cannot be removed.
+        awk '$1 == "user" { print $2 }' "$WORK/manifest.old" | while read -r name; do
+            if getent passwd "$name" >/dev/null 2>&1; then
+                userdel "$name" || warn "could not remove the user $name"
+            fi
+        done
+        awk '$1 == "group" { print $2 }' "$WORK/manifest.old" | while read -r name; do
+            if getent group "$name" >/dev/null 2>&1; then
+                groupdel "$name" || warn "could not remove the group $name"
+            fi
+        done
         if systemd_running; then
             systemctl daemon-reload
             if command -v udevadm >/dev/null 2>&1; then

@@ -336,10 +336,25 @@ impl Daemon {
 
     /// `extra`: more configuration lines.
     pub fn start_with(dir: &Path, sysfs_root: &Path, extra: &str) -> Daemon {
+        Self::start_under(dir, sysfs_root, extra, &[])
+    }
+
+    /// As [`Daemon::start_with`], with dnngovd run by `wrapper` (a program and its
+    /// arguments, e.g. `setpriv ... --`), which then runs `dnngovd ARGS`.
+    pub fn start_under(dir: &Path, sysfs_root: &Path, extra: &str, wrapper: &[String]) -> Daemon {
         let config = dir.join("config.toml");
         std::fs::write(&config, format!("[control]\ntick_ms = 20\n{extra}")).unwrap();
         let log = std::fs::File::create(dir.join("dnngovd.log")).unwrap();
-        let child = Command::new(built_binary("dnngovd"))
+        let dnngovd = built_binary("dnngovd");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&dnngovd);
+                command
+            }
+            None => Command::new(&dnngovd),
+        };
+        let child = command
             .arg("--config")
             .arg(&config)
             .arg("--sysfs-root")

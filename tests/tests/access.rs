@@ -85,6 +85,11 @@ fn the_app_group_registers_and_reads_and_only_admins_change_things() {
         );
     }
 
+    // The saved state: root's alone (it names every file dnngovd changed).
+    let state = std::fs::metadata(daemon.state_file()).expect("the saved state");
+    assert_eq!(state.mode() & 0o777, 0o600);
+    assert_eq!(state.uid(), 0);
+
     // The app group registers apps; a user outside it cannot connect.
     let (_alices, alice_app) = app_as(&daemon, Some(&alice));
     assert_ne!(alice_app, 0, "a member of the app group registers");
@@ -131,6 +136,25 @@ fn the_app_group_registers_and_reads_and_only_admins_change_things() {
         "{text}"
     );
     denied(ctl_as(&daemon, &alice, &["release"]), "release");
+    // restore does not go through dnngovd: the saved state's mode keeps it to its owner.
+    let state_file = daemon.state_file();
+    let text = denied(
+        ctl_as(
+            &daemon,
+            &alice,
+            &["restore", "--state-file", state_file.to_str().unwrap()],
+        ),
+        "restore",
+    );
+    assert!(
+        text.contains(&format!(
+            "restore is for root or user root (the owner of {}, mode 0600), and {} is not",
+            state_file.display(),
+            alice.name
+        )),
+        "{text}"
+    );
+    assert!(state_file.exists(), "the refused restore left the state");
     let output = ctl_as(&daemon, &alice, &set(&alice_id, "40"));
     assert!(
         succeeds(&output),

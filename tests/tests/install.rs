@@ -7,6 +7,9 @@
 //! Commands that would change the live system (systemctl, udevadm, groupadd, ldconfig,
 //! ...) are shadowed on PATH by stubs that log their use and fail: a DESTDIR run must
 //! never reach them.
+//!
+//! One test runs a live install (as root) in a private mount namespace over a copy of
+//! /etc: the service user and groups are really created, upgraded and removed there.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,6 +25,9 @@ const LIVE_SYSTEM_COMMANDS: &[&str] = &[
     "udevadm",
     "groupadd",
     "groupdel",
+    "useradd",
+    "usermod",
+    "userdel",
     "ldconfig",
     "python3",
     "cargo",
@@ -606,4 +612,127 @@ fn unit_passes_systemd_analyze_verify_where_installed() {
         }
         Err(_) => eprintln!("systemd-analyze not installed: skipped"),
     }
+}
+
+/// A live install (not --destdir) in a private mount namespace over a copy of /etc, so
+/// that its users and groups are real for useradd, getent and id, and vanish with the
+/// namespace. systemctl and udevadm are stubs that log and succeed. Root and `unshare`
+/// (util-linux) are needed; without them the test says so.
+#[test]
+fn live_install_creates_the_service_user_and_groups_upgrades_and_uninstall_removes_them() {
+    if !dnngov_tests::is_root() {
+        eprintln!("skipping: a live install creates users and groups, which needs root");
+        return;
+    }
+    if Command::new("unshare").arg("--version").output().is_err() {
+        eprintln!("skipping: unshare (util-linux) is not installed");
+        return;
+    }
+    let staging = Staging::new();
+    let root = staging.destdir.clone();
+    let live_stubs = root.join("live-stubs");
+    fs::create_dir(&live_stubs).unwrap();
+    for name in ["systemctl", "udevadm", "cargo", "apt-get", "sudo"] {
+        let script = format!(
+            "#!/bin/sh\necho \"{name} $*\" >> '{}'\n",
+            root.join("calls").display()
+        );
+        write_mode(&live_stubs.join(name), script.as_bytes(), 0o755);
+    }
+    // The checks run inside the namespace; each failure says what was wrong.
+    let script = r#"
+set -eu
+fail() { echo "FAILED: $*"; exit 1; }
+mount --make-rprivate /
+cp -a /etc "$ROOT/etc"
+mount --bind "$ROOT/etc" /etc
+install_sh() {
+    bash "$INSTALL" --no-build --target-dir "$TARGET" --prefix "$ROOT/prefix" \
+        --unitdir "$ROOT/unit" --udevdir "$ROOT/udev" "$@"
+}
+manifest=$ROOT/prefix/share/dnngov/install-manifest
+# What existed before (on a machine where dnngov was installed already, say) is not ours.
+had() { getent "$1" "$2" >/dev/null && echo yes || echo no; }
+had_group=$(had group dnngov)
+had_admin=$(had group dnngov-admin)
+had_user=$(had passwd dnngovd)
+
+install_sh
+getent passwd dnngovd >/dev/null || fail "no user dnngovd"
+shell=$(getent passwd dnngovd | cut -d: -f7)
+case "$shell" in */nologin | /bin/false) ;; *) fail "dnngovd has the shell $shell" ;; esac
+[ "$(getent passwd dnngovd | cut -d: -f6)" = /nonexistent ] || [ "$had_user" = yes ] ||
+    fail "dnngovd has a home: $(getent passwd dnngovd)"
+[ ! -e /nonexistent ] || fail "/nonexistent was created"
+groups=" $(id -nG dnngovd) "
+for g in dnngov dnngov-admin; do
+    case "$groups" in *" $g "*) ;; *) fail "dnngovd is not in $g: $groups" ;; esac
+done
+[ "$had_user" = yes ] || grep -qx "user dnngovd" "$manifest" || fail "user not in the manifest"
+[ "$had_admin" = yes ] || grep -qx "group dnngov-admin" "$manifest" || fail "dnngov-admin not in the manifest"
+[ "$had_group" = yes ] || grep -qx "group dnngov" "$manifest" || fail "dnngov not in the manifest"
+grep -qx "User=dnngovd" "$ROOT/unit/dnngovd.service" || fail "the unit does not run as dnngovd"
+echo "installed: $(getent passwd dnngovd); groups:$groups"
+
+# Again: nothing new, nothing lost.
+cp "$manifest" "$ROOT/manifest.first"
+out=$(install_sh)
+echo "$out" | grep -q "user dnngovd exists" || fail "second run: $out"
+cmp -s "$manifest" "$ROOT/manifest.first" || fail "the manifest changed: $(diff "$ROOT/manifest.first" "$manifest")"
+
+# An installation of the version whose service ran as root: group dnngov only.
+if [ "$had_user" = no ] && [ "$had_admin" = no ]; then
+    userdel dnngovd
+    groupdel dnngov-admin
+    grep -v -e "^user " -e "^group dnngov-admin" "$ROOT/manifest.first" >"$manifest"
+    out=$(install_sh)
+    echo "$out" | grep -q "created the system user dnngovd" || fail "upgrade: $out"
+    echo "$out" | grep -q "created the system group dnngov-admin" || fail "upgrade: $out"
+    cmp -s "$manifest" "$ROOT/manifest.first" || fail "upgrade manifest: $(diff "$ROOT/manifest.first" "$manifest")"
+    echo "upgraded from a root installation"
+fi
+# A dnngovd user an administrator made, in neither group: added to both.
+if [ "$had_user" = no ]; then
+    gpasswd -d dnngovd dnngov-admin >/dev/null
+    out=$(install_sh)
+    echo "$out" | grep -q "added user dnngovd to group dnngov-admin" || fail "membership: $out"
+fi
+
+install_sh --uninstall
+[ "$had_user" = yes ] || ! getent passwd dnngovd >/dev/null || fail "user dnngovd left"
+[ "$had_admin" = yes ] || ! getent group dnngov-admin >/dev/null || fail "group dnngov-admin left"
+[ "$had_group" = yes ] || ! getent group dnngov >/dev/null || fail "group dnngov left"
+[ "$had_user" = yes ] || ! getent group dnngovd >/dev/null || fail "group dnngovd left"
+echo "uninstalled: no dnngovd, dnngov-admin or dnngov left that the install made"
+"#;
+    let path = format!(
+        "{}:{}",
+        live_stubs.display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin:/usr/sbin:/sbin".into())
+    );
+    let output = Command::new("unshare")
+        .args(["--mount", "--", "bash", "-c", script])
+        .env("PATH", path)
+        .env("ROOT", &root)
+        .env("INSTALL", workspace_root().join("install.sh"))
+        .env("TARGET", &staging.target)
+        .env_remove("SUDO_USER")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{text}");
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("uninstalled: no dnngovd"), "{text}");
+    // Nothing of it outside the namespace.
+    let etc = fs::read_to_string("/etc/passwd").unwrap();
+    let copied = fs::read_to_string(root.join("etc/passwd")).unwrap();
+    assert_eq!(
+        etc.contains("\ndnngovd:") || etc.starts_with("dnngovd:"),
+        copied.contains("\ndnngovd:") || copied.starts_with("dnngovd:"),
+        "the accounts stayed inside the namespace"
+    );
 }

@@ -184,6 +184,7 @@ fn run(args: Args) -> Result<i32> {
             sysfs_root,
         } => {
             let state_file = state_file.unwrap_or_else(|| config.agent.state_file());
+            may_restore(&state_file)?;
             // The root the state was taken under is the one to put back, whatever the
             // configuration says now (a demo may have run against a virtual board).
             let sysfs_root = match sysfs_root {
@@ -225,6 +226,35 @@ fn run(args: Args) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Refuses, with who may, a restore by a user who cannot read the state file (mode 0600,
+/// owned by dnngovd's user): such a user could not write the frequency files either.
+fn may_restore(state_file: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Err(e) = std::fs::File::open(state_file) else {
+        return Ok(());
+    };
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        // Missing (nothing to restore) or another error the restore itself reports.
+        return Ok(());
+    }
+    let me = dnngov_agent::peer::user_name(nix::unistd::geteuid().as_raw());
+    let owner = std::fs::metadata(state_file).map_or_else(
+        |_| "dnngovd's user".to_string(),
+        |meta| {
+            format!(
+                "user {} (the owner of {}, mode {:04o})",
+                dnngov_agent::peer::user_name(meta.uid()),
+                state_file.display(),
+                meta.mode() & 0o7777
+            )
+        },
+    );
+    bail!(
+        "permission denied: restore is for root or {owner}, and {me} is not: it reads the \
+         saved state and writes the frequency files dnngovd changed (sudo dnngovctl restore)"
+    )
 }
 
 /// A frequency flag in MHz as Hz.

@@ -90,10 +90,20 @@ impl Platform {
             note("EMC", &e);
             None
         });
+        // Found but not ours to write (dnngovd running as its own user): left alone, and
+        // said once, in the log and in the status.
+        let emc_blocked = emc.as_ref().and_then(|e| emc::not_writable(&sysfs, e));
+        let emc = emc.filter(|_| emc_blocked.is_none());
         let (thermal_zones, cooling) = thermal::discover(&sysfs).unwrap_or_else(|e| {
             note("thermal", &e);
             (Vec::new(), Vec::new())
         });
+        if let Some(why) = emc_blocked {
+            problems.push(Unavailable {
+                what: "the EMC (memory) clock".into(),
+                why,
+            });
+        }
         Platform {
             online_cpus,
             cpufreq: policies,

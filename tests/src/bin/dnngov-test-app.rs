@@ -2,11 +2,12 @@
 //! agent to ask for a given sub-network, acknowledges it, runs a few inferences, and
 //! waits for its stdin to close before exiting.
 //!
-//! Usage: dnngov-test-app SOCKET WANTED_SUBNET INFERENCES [hang]
+//! Usage: dnngov-test-app SOCKET WANTED_SUBNET INFERENCES [hang|go]
 //! Prints one line per step: `registered APP_ID SUBNET`, `switched SUBNET`,
 //! `done INFERENCES MISSES` (or `timeout SUBNET`). With `hang`, it begins an inference
 //! right after registering, prints `in-flight`, and never ends it (for tests that kill
-//! an app mid-inference).
+//! an app mid-inference). With `go`, it runs its inferences only once a line arrives on
+//! stdin (for tests that wait for the agent to probe it first).
 
 use dnngov_client::{AppSpec, Device, Options, Subnet, Target};
 use std::io::{BufRead, Write};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 4 && args.len() != 5 {
-        eprintln!("usage: dnngov-test-app SOCKET WANTED_SUBNET INFERENCES [hang]");
+        eprintln!("usage: dnngov-test-app SOCKET WANTED_SUBNET INFERENCES [hang|go]");
         std::process::exit(2);
     }
     let wanted: u32 = args[2].parse().expect("WANTED_SUBNET is a number");
@@ -67,6 +68,11 @@ fn main() {
     }
     session.ack_subnet(wanted);
     writeln!(out, "switched {wanted}").unwrap();
+    out.flush().unwrap();
+    if args.get(4).map(String::as_str) == Some("go") {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).unwrap();
+    }
     for _ in 0..inferences {
         session.begin(Duration::from_millis(50));
         std::thread::sleep(Duration::from_millis(1));
