@@ -115,6 +115,9 @@ struct AppEntry {
     /// of this app ran at (see [`EXPLORE_STEP`]); none before the first, when the plans
     /// follow the declared latencies and the seeded split.
     explored: Option<ClockRatios>,
+    /// A sub-network the app left downwards, and until when it and those above it stay
+    /// out of reach (see [`RETURN_HOLD`]).
+    left: Option<(u32, Nanos)>,
 }
 
 /// The clocks raised for an app whose inference in flight overran.
@@ -240,6 +243,13 @@ const SPREAD_CLIP: f64 = 0.5;
 /// its deadline). Bounded, a plan explores lower clocks a step at a time, each step
 /// learned before the next.
 const EXPLORE_STEP: f64 = 2.0;
+
+/// After an app steps down from a sub-network (its controller on misses, or a plan), no
+/// plan or step-up takes it back to that sub-network or above for this long. The model
+/// that made the plan predicts the mean; frames that missed at that sub-network are what
+/// was measured, and a plan that goes straight back finds the same misses: the app
+/// switches back and forth every few seconds, paying for each switch.
+const RETURN_HOLD: Nanos = Nanos::from_millis(10_000);
 
 /// Everything about the hardware whose change calls for a new plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -569,6 +579,7 @@ impl Manager {
             spread_last: None,
             spread_level: 0.0,
             explored: None,
+            left: None,
         }
     }
 
@@ -625,8 +636,17 @@ impl Manager {
                 .as_millis_f64()
                 * (1.0 - self.cfg.optimiser.margin);
             // Predictions from the models as they stood at the start of the tick.
+            // A sub-network left a moment ago is out of reach for step-ups too (see
+            // `RETURN_HOLD`).
+            let held = e
+                .left
+                .filter(|(_, until)| snap.now < *until)
+                .map_or(u32::MAX, |(left, _)| left);
             let fits: Vec<bool> = (0..e.models.len())
-                .map(|i| subnet_option(e, i).is_some_and(|o| o.latency_ms(r) <= deadline))
+                .map(|i| {
+                    (i as u32) < held
+                        && subnet_option(e, i).is_some_and(|o| o.latency_ms(r) <= deadline)
+                })
                 .collect();
             for inf in &app.finished {
                 let s = inf.subnet as usize;
@@ -674,6 +694,9 @@ impl Manager {
                         start: inf.end.saturating_sub(inf.latency),
                         end: inf.end,
                     });
+                }
+                if let ControllerAction::SteppedDown { .. } = action {
+                    e.left = Some((inf.subnet, snap.now.saturating_add(RETURN_HOLD)));
                 }
                 // An app the plan already does not serve has nothing more to ask for.
                 escalate |= action == ControllerAction::Exhausted && !unserved(app.id);
@@ -1024,13 +1047,25 @@ impl Manager {
                 // An app planned below its floor (or at best effort) has no lower
                 // sub-network to step down to that the plan did not already weigh.
                 let kept = !plan.unserved.iter().any(|u| u.0 == *app);
+                let current = e.controller.subnet();
+                if *subnet < current {
+                    e.left = Some((current, snap.now.saturating_add(RETURN_HOLD)));
+                }
+                // Not back up to a sub-network it left a moment ago (see `RETURN_HOLD`).
+                // Below the plan's choice is the safe side: less work at the plan's clocks.
+                let subnet = match e.left {
+                    Some((left, until)) if snap.now < until && *subnet >= left => (*subnet)
+                        .min(left.saturating_sub(1))
+                        .max(current.min(*subnet)),
+                    _ => *subnet,
+                };
                 let lowest = if kept {
-                    lowest_meeting_floor(a).min(*subnet)
+                    lowest_meeting_floor(a).min(subnet)
                 } else {
-                    *subnet
+                    subnet
                 };
                 e.controller
-                    .follow_plan(a.targets.deadline.as_millis_f64(), *subnet, lowest);
+                    .follow_plan(a.targets.deadline.as_millis_f64(), subnet, lowest);
             }
         }
         // A plan made after an overrunning inference finished has its sample: the plan
