@@ -14,7 +14,7 @@ use crate::model::{
 };
 use crate::optimiser::{
     evaluate_plan, evaluate_plan_resources, optimise, AppProblem, DomainOption, Mode,
-    OptimiserConfig, Plan, Problem, SubnetOption,
+    OptimiserConfig, Plan, Problem, SubnetOption, MAX_SPREAD_MARGIN,
 };
 use crate::snapshot::{AppState, DomainKind, FreqDomain, Snapshot};
 use crate::units::{Hz, Nanos};
@@ -118,6 +118,11 @@ struct AppEntry {
     /// A sub-network the app left downwards, and until when it and those above it stay
     /// out of reach (see [`RETURN_HOLD`]).
     left: Option<(u32, Nanos)>,
+    /// Margin added on measured misses (see [`MISS_MARGIN_STEP`]), and the inferences
+    /// judged and missed since it last moved.
+    miss_margin: f64,
+    fb_judged: u32,
+    fb_missed: u32,
 }
 
 /// The clocks raised for an app whose inference in flight overran.
@@ -250,6 +255,18 @@ const EXPLORE_STEP: f64 = 2.0;
 /// was measured, and a plan that goes straight back finds the same misses: the app
 /// switches back and forth every few seconds, paying for each switch.
 const RETURN_HOLD: Nanos = Nanos::from_millis(10_000);
+
+/// The margin's feedback from measured misses: once an app has missed (or fallen behind
+/// its frames) at least [`MISS_MARGIN_MISSES`] times and on more than
+/// [`MISS_MARGIN_RATE`] of its inferences since the margin last moved, its margin widens
+/// by this step, up to [`MAX_SPREAD_MARGIN`] above none, and a new plan is made; after
+/// [`MISS_MARGIN_CLEAN`] inferences without a miss it narrows by a step. Whatever the
+/// fits get wrong (a wait for another app on the GPU longer than budgeted, a spread, a
+/// queue), the misses measure it, and the margin settles where few frames are late.
+const MISS_MARGIN_STEP: f64 = 0.05;
+const MISS_MARGIN_MISSES: u32 = 3;
+const MISS_MARGIN_RATE: f64 = 0.02;
+const MISS_MARGIN_CLEAN: u32 = 300;
 
 /// Everything about the hardware whose change calls for a new plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -580,6 +597,9 @@ impl Manager {
             spread_level: 0.0,
             explored: None,
             left: None,
+            miss_margin: 0.0,
+            fb_judged: 0,
+            fb_missed: 0,
         }
     }
 
@@ -642,6 +662,11 @@ impl Manager {
                 .left
                 .filter(|(_, until)| snap.now < *until)
                 .map_or(u32::MAX, |(left, _)| left);
+            // Late for the deadline, or falling behind the frames.
+            let behind_ms = t
+                .deadline
+                .min(t.period.unwrap_or(t.deadline))
+                .as_millis_f64();
             let fits: Vec<bool> = (0..e.models.len())
                 .map(|i| {
                     (i as u32) < held
@@ -672,6 +697,25 @@ impl Manager {
                     e.judged = e.judged.saturating_add(1);
                     if inf.latency > t.deadline {
                         e.missed = e.missed.saturating_add(1);
+                    }
+                    // Measured misses widen the app's margin; a long clean run narrows it.
+                    e.fb_judged = e.fb_judged.saturating_add(1);
+                    if inf.latency.as_millis_f64() > behind_ms {
+                        e.fb_missed = e.fb_missed.saturating_add(1);
+                    }
+                    if e.fb_missed >= MISS_MARGIN_MISSES
+                        && f64::from(e.fb_missed) > MISS_MARGIN_RATE * f64::from(e.fb_judged)
+                        && e.miss_margin < MAX_SPREAD_MARGIN
+                    {
+                        e.miss_margin = (e.miss_margin + MISS_MARGIN_STEP).min(MAX_SPREAD_MARGIN);
+                        e.fb_judged = 0;
+                        e.fb_missed = 0;
+                    } else if e.fb_judged >= MISS_MARGIN_CLEAN {
+                        if e.fb_missed == 0 && e.miss_margin > 0.0 {
+                            e.miss_margin = (e.miss_margin - MISS_MARGIN_STEP).max(0.0);
+                        }
+                        e.fb_judged = 0;
+                        e.fb_missed = 0;
                     }
                 }
                 // An inference that ran across the start or the end of a boost ran at no one
@@ -914,10 +958,18 @@ impl Manager {
                     cpu_domains: e.declared.cpu_domains.clone(),
                     // A spread the configured margin covers changes nothing: the thinner
                     // tiers stay open to keep a floor, as they are for model error.
-                    spread_margin: if e.spread_level > self.cfg.optimiser.margin + 1e-9 {
-                        e.spread_level
-                    } else {
-                        0.0
+                    spread_margin: {
+                        let spread = if e.spread_level > self.cfg.optimiser.margin + 1e-9 {
+                            e.spread_level
+                        } else {
+                            0.0
+                        };
+                        let measured = if e.miss_margin > 0.0 {
+                            self.cfg.optimiser.margin + e.miss_margin
+                        } else {
+                            0.0
+                        };
+                        spread.max(measured)
                     },
                     subnets: e
                         .declared
@@ -1000,6 +1052,18 @@ impl Manager {
                 }
             }
         };
+        // An app whose margin has widened since (measured misses, a wider spread) gets a
+        // plan made with it at the next periodic run, dwell or not: it is missing now.
+        let widened = problem.apps.iter().any(|a| {
+            a.spread_margin > 0.0
+                && cur
+                    .margin_of(a.id)
+                    .is_some_and(|m| a.min_margin() > m + 1e-9)
+                && cur.unserved.iter().all(|u| u.0 != a.id)
+        });
+        if widened && new.unserved.len() <= cur.unserved.len() {
+            return true;
+        }
         if snap.now.saturating_sub(self.plan_since) < self.cfg.dwell {
             return false;
         }
