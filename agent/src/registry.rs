@@ -235,25 +235,9 @@ impl AppHandle {
     /// What the app reports now, every figure within what can be (see [`AppReport`]).
     /// The first time the page holds something that cannot be, the log says what.
     pub fn report(&self) -> AppReport {
-        let app = &self.page().app;
-        // Acquire pairs with the client's Release increment: the fields it wrote before
-        // counting the inference are visible.
-        let inferences_completed = app.inferences_completed.load(Ordering::Acquire);
-        let active = app.active_subnet.load(Ordering::Acquire);
-        let raw = AppReport {
-            active_subnet: (active != NO_SUBNET).then_some(active),
-            requested_subnet: self.page().agent.requested_subnet(),
-            heartbeat_ns: app.heartbeat_ns.load(Ordering::Relaxed),
-            inferences_completed,
-            deadline_misses: app.deadline_misses.load(Ordering::Relaxed),
-            last_latency_ns: app.last_latency_ns.load(Ordering::Relaxed),
-            latency_sum_ns: app.latency_sum_ns.load(Ordering::Relaxed),
-            inference_begin_ns: Some(app.inference_begin_ns.load(Ordering::Relaxed))
-                .filter(|b| *b != 0),
-            problems: PageProblems::default(),
-        };
-        let now = dnngov_bpf::Nanos::monotonic_now().0;
-        let report = sanitise(raw, &self.subnets, now);
+        let page = self.page();
+        let now = || dnngov_bpf::Nanos::monotonic_now().0;
+        let report = read_report(page, &self.subnets, now);
         if !report.problems.is_empty() && !self.page_flagged.swap(true, Ordering::Relaxed) {
             log::warn!(
                 "app {} \"{}\" (pid {}) wrote figures in its shared page that cannot be: {}",
@@ -265,6 +249,31 @@ impl AppHandle {
         }
         report
     }
+}
+
+/// What an app's page says, every figure within what can be: the one reading of the app
+/// block the agent acts on (see [`AppReport`] for the clamps). `now` gives
+/// `CLOCK_MONOTONIC` in ns and is called after the page is read. The app may have written
+/// anything into its block, so this is public for the fuzz target that checks the clamps.
+pub fn read_report(page: &ShmPage, subnets: &[Subnet], now: impl FnOnce() -> u64) -> AppReport {
+    let app = &page.app;
+    // Acquire pairs with the client's Release increment: the fields it wrote before
+    // counting the inference are visible.
+    let inferences_completed = app.inferences_completed.load(Ordering::Acquire);
+    let active = app.active_subnet.load(Ordering::Acquire);
+    let raw = AppReport {
+        active_subnet: (active != NO_SUBNET).then_some(active),
+        requested_subnet: page.agent.requested_subnet(),
+        heartbeat_ns: app.heartbeat_ns.load(Ordering::Relaxed),
+        inferences_completed,
+        deadline_misses: app.deadline_misses.load(Ordering::Relaxed),
+        last_latency_ns: app.last_latency_ns.load(Ordering::Relaxed),
+        latency_sum_ns: app.latency_sum_ns.load(Ordering::Relaxed),
+        inference_begin_ns: Some(app.inference_begin_ns.load(Ordering::Relaxed))
+            .filter(|b| *b != 0),
+        problems: PageProblems::default(),
+    };
+    sanitise(raw, subnets, now())
 }
 
 /// `raw` with every figure that cannot be replaced by what can, and noted in `problems`.

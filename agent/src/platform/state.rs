@@ -89,7 +89,12 @@ impl SavedState {
     pub fn load(path: &Path) -> anyhow::Result<SavedState> {
         let text = fs::read_to_string(path)
             .with_context(|| format!("cannot read the state file {}", path.display()))?;
-        let state: SavedState = serde_json::from_str(&text)
+        SavedState::parse(&text, path)
+    }
+
+    /// Parses a state file's text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<SavedState> {
+        let state: SavedState = serde_json::from_str(text)
             .with_context(|| format!("the state file {} is not valid", path.display()))?;
         if state.format != STATE_FORMAT {
             anyhow::bail!(
