@@ -1026,6 +1026,31 @@ mod tests {
     }
 
     #[test]
+    fn read_report_reads_the_app_block_and_clamps_it() {
+        let page = ShmPage::zeroed();
+        page.initialise(3, 1);
+        let app = &page.app;
+        app.active_subnet.store(1, Ordering::Relaxed);
+        app.heartbeat_ns.store(9_000_000_000, Ordering::Relaxed);
+        app.inferences_completed.store(100, Ordering::Relaxed);
+        app.deadline_misses.store(3, Ordering::Relaxed);
+        app.last_latency_ns.store(40_000_000, Ordering::Relaxed);
+        app.latency_sum_ns.store(4_000_000_000, Ordering::Relaxed);
+        app.inference_begin_ns
+            .store(9_500_000_000, Ordering::Relaxed);
+        assert_eq!(read_report(&page, &library(), || 10_000_000_000), honest());
+        app.deadline_misses.store(u64::MAX, Ordering::Relaxed);
+        app.active_subnet.store(NO_SUBNET, Ordering::Relaxed);
+        app.inference_begin_ns.store(0, Ordering::Relaxed);
+        let report = read_report(&page, &library(), || 10_000_000_000);
+        assert_eq!(report.deadline_misses, 100);
+        assert_eq!(report.problems.misses, Some(u64::MAX));
+        assert_eq!(report.active_subnet, None, "no sub-network yet");
+        assert_eq!(report.problems.unknown_subnet, None);
+        assert_eq!(report.inference_begin_ns, None, "no inference in flight");
+    }
+
+    #[test]
     fn a_latency_longer_than_the_clock_has_run_cannot_be() {
         let young = AppReport {
             last_latency_ns: 2_000_000_000,
