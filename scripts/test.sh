@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every test of the workspace (unit,
 # integration, end-to-end with real processes; eBPF tests run for real as root and skip
-# with a printed reason otherwise). Installs the system packages it needs first.
+# with a printed reason otherwise), then a short fuzz run of every decoder an outsider
+# reaches (15 s per target, scripts/fuzz.sh). Installs the system packages it needs first.
 set -eu
 cd "$(dirname "$0")/.."
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
@@ -14,3 +15,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== fuzz (short run)"
+./scripts/fuzz.sh --dev 15

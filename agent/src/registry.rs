@@ -235,25 +235,9 @@ impl AppHandle {
     /// What the app reports now, every figure within what can be (see [`AppReport`]).
     /// The first time the page holds something that cannot be, the log says what.
     pub fn report(&self) -> AppReport {
-        let app = &self.page().app;
-        // Acquire pairs with the client's Release increment: the fields it wrote before
-        // counting the inference are visible.
-        let inferences_completed = app.inferences_completed.load(Ordering::Acquire);
-        let active = app.active_subnet.load(Ordering::Acquire);
-        let raw = AppReport {
-            active_subnet: (active != NO_SUBNET).then_some(active),
-            requested_subnet: self.page().agent.requested_subnet(),
-            heartbeat_ns: app.heartbeat_ns.load(Ordering::Relaxed),
-            inferences_completed,
-            deadline_misses: app.deadline_misses.load(Ordering::Relaxed),
-            last_latency_ns: app.last_latency_ns.load(Ordering::Relaxed),
-            latency_sum_ns: app.latency_sum_ns.load(Ordering::Relaxed),
-            inference_begin_ns: Some(app.inference_begin_ns.load(Ordering::Relaxed))
-                .filter(|b| *b != 0),
-            problems: PageProblems::default(),
-        };
-        let now = dnngov_bpf::Nanos::monotonic_now().0;
-        let report = sanitise(raw, &self.subnets, now);
+        let page = self.page();
+        let now = || dnngov_bpf::Nanos::monotonic_now().0;
+        let report = read_report(page, &self.subnets, now);
         if !report.problems.is_empty() && !self.page_flagged.swap(true, Ordering::Relaxed) {
             log::warn!(
                 "app {} \"{}\" (pid {}) wrote figures in its shared page that cannot be: {}",
@@ -265,6 +249,31 @@ impl AppHandle {
         }
         report
     }
+}
+
+/// What an app's page says, every figure within what can be: the one reading of the app
+/// block the agent acts on (see [`AppReport`] for the clamps). `now` gives
+/// `CLOCK_MONOTONIC` in ns and is called after the page is read. The app may have written
+/// anything into its block, so this is public for the fuzz target that checks the clamps.
+pub fn read_report(page: &ShmPage, subnets: &[Subnet], now: impl FnOnce() -> u64) -> AppReport {
+    let app = &page.app;
+    // Acquire pairs with the client's Release increment: the fields it wrote before
+    // counting the inference are visible.
+    let inferences_completed = app.inferences_completed.load(Ordering::Acquire);
+    let active = app.active_subnet.load(Ordering::Acquire);
+    let raw = AppReport {
+        active_subnet: (active != NO_SUBNET).then_some(active),
+        requested_subnet: page.agent.requested_subnet(),
+        heartbeat_ns: app.heartbeat_ns.load(Ordering::Relaxed),
+        inferences_completed,
+        deadline_misses: app.deadline_misses.load(Ordering::Relaxed),
+        last_latency_ns: app.last_latency_ns.load(Ordering::Relaxed),
+        latency_sum_ns: app.latency_sum_ns.load(Ordering::Relaxed),
+        inference_begin_ns: Some(app.inference_begin_ns.load(Ordering::Relaxed))
+            .filter(|b| *b != 0),
+        problems: PageProblems::default(),
+    };
+    sanitise(raw, subnets, now())
 }
 
 /// `raw` with every figure that cannot be replaced by what can, and noted in `problems`.
@@ -1014,6 +1023,31 @@ mod tests {
         ] {
             assert!(text.contains(part), "{part:?} in {text}");
         }
+    }
+
+    #[test]
+    fn read_report_reads_the_app_block_and_clamps_it() {
+        let page = ShmPage::zeroed();
+        page.initialise(3, 1);
+        let app = &page.app;
+        app.active_subnet.store(1, Ordering::Relaxed);
+        app.heartbeat_ns.store(9_000_000_000, Ordering::Relaxed);
+        app.inferences_completed.store(100, Ordering::Relaxed);
+        app.deadline_misses.store(3, Ordering::Relaxed);
+        app.last_latency_ns.store(40_000_000, Ordering::Relaxed);
+        app.latency_sum_ns.store(4_000_000_000, Ordering::Relaxed);
+        app.inference_begin_ns
+            .store(9_500_000_000, Ordering::Relaxed);
+        assert_eq!(read_report(&page, &library(), || 10_000_000_000), honest());
+        app.deadline_misses.store(u64::MAX, Ordering::Relaxed);
+        app.active_subnet.store(NO_SUBNET, Ordering::Relaxed);
+        app.inference_begin_ns.store(0, Ordering::Relaxed);
+        let report = read_report(&page, &library(), || 10_000_000_000);
+        assert_eq!(report.deadline_misses, 100);
+        assert_eq!(report.problems.misses, Some(u64::MAX));
+        assert_eq!(report.active_subnet, None, "no sub-network yet");
+        assert_eq!(report.problems.unknown_subnet, None);
+        assert_eq!(report.inference_begin_ns, None, "no inference in flight");
     }
 
     #[test]

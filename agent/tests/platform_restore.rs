@@ -222,3 +222,50 @@ fn sigkill_after_takeover_then_restore_leaves_every_file_as_before() {
     assert_eq!(sysfs_snapshot(dir.path()), before);
     assert!(!state_file.exists());
 }
+
+/// Found by the `saved_state` fuzz target: a state file naming `../` (or anything outside
+/// `sys/`) made restore write outside the frequency files.
+#[test]
+fn a_state_file_naming_a_path_outside_sys_is_refused_and_restores_nothing() {
+    let state = |path: &str| {
+        format!(
+            r#"{{"format": 1, "pid": 1, "sysfs_root": "/", "domains": [{{"id": "Emc",
+              "unit": "Hz", "files": [{{"path": {path:?}, "role": "Lock", "content": "1\n"}}]}}]}}"#
+        )
+    };
+    let origin = Path::new("/run/dnngov/saved-state.json");
+    for path in [
+        "sys/devices/system/cpu/cpufreq/policy0/scali/../etspeed",
+        "sys/../etc/passwd",
+        "../etc/passwd",
+        "etc/passwd",
+        "/etc/passwd",
+        "./sys/kernel/debug/bpmp/debug/clk/emc/mrq_rate_locked",
+        "",
+    ] {
+        let error = format!("{:#}", SavedState::parse(&state(path), origin).unwrap_err());
+        assert!(
+            error.contains("saved-state.json") && error.contains("not a path under sys/"),
+            "{path}: {error}"
+        );
+    }
+    for path in [
+        "sys/kernel/debug/bpmp/debug/clk/emc/mrq_rate_locked",
+        "/sys/kernel/debug/bpmp/debug/clk/emc/mrq_rate_locked",
+    ] {
+        SavedState::parse(&state(path), origin).unwrap();
+    }
+
+    // Through `restore` too: the file outside is left alone.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("sys")).unwrap();
+    fs::write(dir.path().join("victim"), "kept\n").unwrap();
+    let state_file = dir.path().join("saved-state.json");
+    fs::write(&state_file, state("sys/../victim")).unwrap();
+    let error = restore(&state_file, dir.path()).unwrap_err();
+    assert!(format!("{error:#}").contains("sys/../victim"), "{error:#}");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("victim")).unwrap(),
+        "kept\n"
+    );
+}

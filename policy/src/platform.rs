@@ -10,6 +10,24 @@ use crate::{DomainKind, Hz, Watts};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+/// Highest frequency a table may list, in kHz (100 GHz): beyond any board, and far from
+/// where a frequency in Hz overflows.
+pub const MAX_FREQ_KHZ: u64 = 100_000_000;
+/// Highest supply voltage a curve may give, in volts.
+pub const MAX_VOLTS: f64 = 5.0;
+/// Largest effective capacitance of one core or device, in nF.
+pub const MAX_CEFF_NF: f64 = 1_000.0;
+/// Largest power figure (base power, leakage), in watts.
+pub const MAX_WATTS: f64 = 1_000.0;
+
+/// `value` must be a finite number from 0 to `max`; `what` names it in the error.
+fn in_range(what: &str, value: f64, max: f64) -> Result<()> {
+    if !(value.is_finite() && (0.0..=max).contains(&value)) {
+        bail!("{what} is {value:?}; it must be a number from 0 to {max}");
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -96,6 +114,8 @@ impl Platform {
     }
 
     fn validate(&self) -> Result<()> {
+        in_range("base_power_w", self.base_power_w, MAX_WATTS)?;
+        in_range("sensor_noise", self.sensor_noise, 1.0)?;
         if self.domains.is_empty() {
             bail!("platform {} has no [[domain]]", self.name);
         }
@@ -121,8 +141,30 @@ impl Platform {
             if (d.kind == Kind::Cpu) == d.cpus.is_empty() {
                 bail!("domain {}: cpus is required for cpu domains only", d.name);
             }
-            if d.ceff_nf < 0.0 || d.leakage_w < 0.0 || d.idle_activity < 0.0 {
-                bail!("domain {}: negative power figure", d.name);
+            if let Some(f) = d
+                .freqs_khz
+                .iter()
+                .find(|f| !(1..=MAX_FREQ_KHZ).contains(*f))
+            {
+                bail!(
+                    "domain {}: frequency {f} kHz is outside 1..={MAX_FREQ_KHZ} kHz",
+                    d.name
+                );
+            }
+            for (khz, volts) in &d.voltage {
+                if !(volts.is_finite() && *volts > 0.0 && *volts <= MAX_VOLTS) {
+                    bail!(
+                        "domain {}: voltage at {khz} kHz is {volts:?}; it must be above 0 and at most {MAX_VOLTS} V",
+                        d.name
+                    );
+                }
+            }
+            for (what, value, max) in [
+                ("ceff_nf", d.ceff_nf, MAX_CEFF_NF),
+                ("leakage_w", d.leakage_w, MAX_WATTS),
+                ("idle_activity", d.idle_activity, 1.0),
+            ] {
+                in_range(&format!("domain {}: {what}", d.name), value, max)?;
             }
             if self.domains.iter().filter(|o| o.id == d.id).count() > 1 {
                 bail!("domain id {} is used twice", d.id);
@@ -274,6 +316,63 @@ mod tests {
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/generic-arm.toml"),
         )
         .unwrap();
+    }
+
+    fn xavier_text() -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml"),
+        )
+        .unwrap()
+    }
+
+    /// Found by the `platform` fuzz target: a voltage of 0 at the top of a curve was
+    /// accepted, and leakage (divided by the top voltage) came out infinite or NaN; NaN,
+    /// infinite and absurd figures were accepted too.
+    #[test]
+    fn figures_that_break_the_power_model_are_refused_by_name() {
+        let text = xavier_text();
+        for (from, to, named) in [
+            (
+                "[1109250, 1.00]]",
+                "[1109250, 0.00]]",
+                "voltage at 1109250 kHz is 0.0",
+            ),
+            ("ceff_nf = 0.95", "ceff_nf = nan", "ceff_nf is NaN"),
+            ("ceff_nf = 0.95", "ceff_nf = 1e308", "ceff_nf is 1e308"),
+            ("leakage_w = 0.2\n", "leakage_w = inf\n", "leakage_w is inf"),
+            (
+                "idle_activity = 0.10",
+                "idle_activity = 1.5",
+                "idle_activity is 1.5",
+            ),
+            (
+                "base_power_w = 2.2",
+                "base_power_w = -inf",
+                "base_power_w is -inf",
+            ),
+            (
+                "sensor_noise = 0.02",
+                "sensor_noise = nan",
+                "sensor_noise is NaN",
+            ),
+            (
+                "1058250, 1109250]",
+                "1058250, 9223372036854775807]",
+                "frequency 9223372036854775807 kHz is outside",
+            ),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let bad = text.replacen(from, to, 1);
+            let err = format!("{:#}", Platform::parse(&bad).unwrap_err());
+            assert!(err.contains(named), "{to}: {err}");
+        }
+        // What is left is a model of finite, non-negative power.
+        for d in xavier().domains {
+            for f in d.table() {
+                let w = d.power_w(f, &[0.5]);
+                assert!(w.is_finite() && w >= 0.0, "{}: {w}", d.name);
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -89,7 +89,12 @@ impl SavedState {
     pub fn load(path: &Path) -> anyhow::Result<SavedState> {
         let text = fs::read_to_string(path)
             .with_context(|| format!("cannot read the state file {}", path.display()))?;
-        let state: SavedState = serde_json::from_str(&text)
+        SavedState::parse(&text, path)
+    }
+
+    /// Parses a state file's text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<SavedState> {
+        let state: SavedState = serde_json::from_str(text)
             .with_context(|| format!("the state file {} is not valid", path.display()))?;
         if state.format != STATE_FORMAT {
             anyhow::bail!(
@@ -97,6 +102,17 @@ impl SavedState {
                 path.display(),
                 state.format
             );
+        }
+        // Restore writes every file named here: none may lie outside `sys/` of the root.
+        for file in state.domains.iter().flat_map(|d| &d.files) {
+            if !is_under_sys(&file.path) {
+                anyhow::bail!(
+                    "the state file {} names {:?}, which is not a path under sys/ without \"..\": \
+                     restore writes only frequency files",
+                    path.display(),
+                    file.path
+                );
+            }
         }
         Ok(state)
     }
@@ -186,6 +202,17 @@ impl RestoreReport {
     pub fn is_ok(&self) -> bool {
         self.errors.is_empty()
     }
+}
+
+/// Whether `path` (root-relative, a leading `/` allowed) names something under `sys/`
+/// with plain names only: no `..`, no `.`.
+fn is_under_sys(path: &Path) -> bool {
+    let mut components = path.components().peekable();
+    if components.peek() == Some(&Component::RootDir) {
+        components.next();
+    }
+    components.next() == Some(Component::Normal("sys".as_ref()))
+        && components.all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// Puts back every saved file under `sysfs_root`, best effort, and removes the state file
