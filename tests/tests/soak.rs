@@ -23,6 +23,11 @@ struct Footprint {
     /// Mappings of memfd pages (the apps' shared pages).
     shared_pages: usize,
     rss_kib: u64,
+    /// Of which: the heap and other private memory, pages of mapped files (the binary,
+    /// its libraries), and shared memory (the apps' pages).
+    anon_kib: u64,
+    file_kib: u64,
+    shmem_kib: u64,
 }
 
 fn footprint(pid: u32) -> Footprint {
@@ -44,7 +49,15 @@ fn footprint(pid: u32) -> Footprint {
         threads: field("Threads:") as usize,
         shared_pages: maps.lines().filter(|l| l.contains("memfd:")).count(),
         rss_kib: field("VmRSS:"),
+        anon_kib: field("RssAnon:"),
+        file_kib: field("RssFile:"),
+        shmem_kib: field("RssShmem:"),
     }
+}
+
+fn monotonic_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
 }
 
 fn churn_app(socket: &Path, name: &str, inferences: u64) -> Command {
@@ -120,6 +133,8 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
     let mut running: Vec<(Child, Option<Instant>)> = Vec::new();
     let (mut started, mut killed, mut garbage, mut polls) = (0u64, 0u64, 0u64, 0u64);
     let mut worst = baseline;
+    // The longest the control loop's status was out of date at a poll.
+    let mut stalest = Duration::ZERO;
     // The long-lived apps' inference count at each status poll.
     let mut served: Vec<u64> = Vec::new();
     while Instant::now() < deadline {
@@ -159,8 +174,14 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
             garbage += 1;
         }
         if started % 20 == 0 {
-            assert!(daemon.ctl(&["status"]).is_some(), "status failed mid-soak");
+            let status = daemon.ctl(&["status"]).expect("status failed mid-soak");
             polls += 1;
+            // How long ago the control loop last counted energy (one tick in five):
+            // it keeps ticking however fast apps come and go.
+            let counted = status["energy"]["at_monotonic_ns"]
+                .as_u64()
+                .expect("status has no energy count (the fixture board has power sensors)");
+            stalest = stalest.max(Duration::from_nanos(monotonic_ns().saturating_sub(counted)));
             served.push(
                 apps(&daemon)
                     .iter()
@@ -174,6 +195,9 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
                 threads: worst.threads.max(now.threads),
                 shared_pages: worst.shared_pages.max(now.shared_pages),
                 rss_kib: worst.rss_kib.max(now.rss_kib),
+                anon_kib: worst.anon_kib.max(now.anon_kib),
+                file_kib: worst.file_kib.max(now.file_kib),
+                shmem_kib: worst.shmem_kib.max(now.shmem_kib),
             };
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -211,7 +235,16 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
     }
     eprintln!(
         "soak: {seconds} s, {started} apps started ({killed} SIGKILLed), {garbage} garbage clients, {polls} status polls; \
-         dnngovd baseline {baseline:?}, worst {worst:?}, after {after:?}"
+         dnngovd baseline {baseline:?}, worst {worst:?}, after {after:?}; control loop's status at most {:.2} s old",
+        stalest.as_secs_f64()
+    );
+    // A tick is 20 ms; the status is refreshed every 250 ms. A departure can take a
+    // busy machine a second or more to handle; ten seconds without a tick mean the loop
+    // was held off by the registrations and departures it was handling.
+    assert!(
+        stalest < Duration::from_secs(10),
+        "the control loop did not tick for {:.1} s during the soak",
+        stalest.as_secs_f64()
     );
     assert_eq!(after.fds, baseline.fds, "file descriptors leaked");
     assert_eq!(after.threads, baseline.threads, "threads leaked");
