@@ -339,7 +339,13 @@ impl Daemon {
         let config = dir.join("config.toml");
         std::fs::write(&config, format!("[control]\ntick_ms = 20\n{extra}")).unwrap();
         let log = std::fs::File::create(dir.join("dnngovd.log")).unwrap();
-        let child = Command::new(built_binary("dnngovd"))
+        let mut command = Command::new(built_binary("dnngovd"));
+        // A heap profiler's preload library for the daemon alone (not the test, not the
+        // apps), e.g. heaptrack's: see docs/reliability.md.
+        if let Some(preload) = std::env::var_os("DNNGOV_TEST_DAEMON_PRELOAD") {
+            command.env("LD_PRELOAD", preload);
+        }
+        let child = command
             .arg("--config")
             .arg(&config)
             .arg("--sysfs-root")
