@@ -174,14 +174,16 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
             garbage += 1;
         }
         if started % 20 == 0 {
+            // How long before the poll the control loop last counted energy (every
+            // 20th tick): it keeps ticking however fast apps come and go. Timed from
+            // before dnngovctl starts, so that a slow start of it does not count.
+            let asked = monotonic_ns();
             let status = daemon.ctl(&["status"]).expect("status failed mid-soak");
             polls += 1;
-            // How long ago the control loop last counted energy (one tick in five):
-            // it keeps ticking however fast apps come and go.
             let counted = status["energy"]["at_monotonic_ns"]
                 .as_u64()
                 .expect("status has no energy count (the fixture board has power sensors)");
-            stalest = stalest.max(Duration::from_nanos(monotonic_ns().saturating_sub(counted)));
+            stalest = stalest.max(Duration::from_nanos(asked.saturating_sub(counted)));
             served.push(
                 apps(&daemon)
                     .iter()
@@ -238,11 +240,12 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
          dnngovd baseline {baseline:?}, worst {worst:?}, after {after:?}; control loop's status at most {:.2} s old",
         stalest.as_secs_f64()
     );
-    // A tick is 20 ms; the status is refreshed every 250 ms. A departure can take a
-    // busy machine a second or more to handle; ten seconds without a tick mean the loop
-    // was held off by the registrations and departures it was handling.
+    // The energy count is refreshed every 20th tick (400 ms at 20 ms). Under churn a
+    // tick also waits for the join or departure in hand, which a busy machine can take
+    // hundreds of ms over: a few seconds old is expected. A loop held off by the events
+    // it handles does not tick until the churn ends, and the count is as old as the soak.
     assert!(
-        stalest < Duration::from_secs(10),
+        stalest < Duration::from_secs(30),
         "the control loop did not tick for {:.1} s during the soak",
         stalest.as_secs_f64()
     );
