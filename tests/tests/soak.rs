@@ -3,9 +3,9 @@
 //! run, change their targets and exit or are SIGKILLed without pause, garbage clients
 //! connect, and `dnngovctl status` is polled. Afterwards the daemon's open file
 //! descriptors, threads and shared-memory mappings are back to what they were with only
-//! the two long-lived apps, its memory has not grown beyond a small allowance, no app slot
-//! is left behind, the long-lived apps were served throughout, and SIGTERM puts the board
-//! back byte for byte.
+//! the two long-lived apps, its memory has not grown beyond a small allowance, its control
+//! loop kept ticking through the churn, no app slot is left behind, the long-lived apps
+//! were served throughout, and SIGTERM puts the board back byte for byte.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -182,7 +182,7 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
             polls += 1;
             let counted = status["energy"]["at_monotonic_ns"]
                 .as_u64()
-                .expect("status has no energy count (the fixture board has power sensors)");
+                .expect("status has no energy count (the fixture board has a power source)");
             stalest = stalest.max(Duration::from_nanos(asked.saturating_sub(counted)));
             served.push(
                 apps(&daemon)
@@ -246,7 +246,7 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
     // it handles does not tick until the churn ends, and the count is as old as the soak.
     assert!(
         stalest < Duration::from_secs(30),
-        "the control loop did not tick for {:.1} s during the soak",
+        "the control loop's status was {:.1} s old at a poll: it did not tick for that long",
         stalest.as_secs_f64()
     );
     assert_eq!(after.fds, baseline.fds, "file descriptors leaked");
