@@ -256,8 +256,10 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
         "shared pages leaked"
     );
     // Allocators keep some of what they were given: a small allowance, not a leak's growth.
+    // Measured: 0.3 to 0.8 MiB over 20 s to 30 minutes (docs/reliability.md); while
+    // the control loop left the inference records unread, RSS grew 3 to 5 MiB a minute.
     assert!(
-        after.rss_kib <= baseline.rss_kib + 16 * 1024,
+        after.rss_kib <= baseline.rss_kib + 4 * 1024,
         "memory grew from {} KiB to {} KiB",
         baseline.rss_kib,
         after.rss_kib
