@@ -589,6 +589,11 @@ impl Control {
             if next < now {
                 next = now + period;
             }
+            // Events until the next tick is due, and no longer: joining and leaving cost
+            // milliseconds each (probes attached and detached), and apps that come and go
+            // faster than that must not hold the tick off. Without a tick the policy does
+            // not run, the watchdog's heartbeat stops and the inference records pile up
+            // unread. The events left wait for the next tick.
             loop {
                 match events.try_recv() {
                     Ok(RegistryEvent::Joined(handle)) => self.join(handle),
@@ -596,6 +601,9 @@ impl Control {
                     Ok(RegistryEvent::TargetChanged { .. }) => {}
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
+                }
+                if Instant::now() >= next {
+                    break;
                 }
             }
             let sample = self.sampler.sample();

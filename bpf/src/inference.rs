@@ -30,6 +30,11 @@ pub const MARKER_END: &str = "dnngov_marker_end";
 /// agent that stops draining cannot grow without bound.
 const MAX_QUEUED_RECORDS: usize = 1 << 16;
 
+/// Room for records kept after a drain. A queue that grew past this while the agent was
+/// slow to drain (many apps leaving at once) gives the rest back, rather than holding up
+/// to [`MAX_QUEUED_RECORDS`] records' worth of memory for the daemon's life.
+const KEPT_QUEUE_CAPACITY: usize = 1 << 10;
+
 /// Where an app's markers live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppBinary {
@@ -292,9 +297,7 @@ impl Inferences {
                 log::warn!("reading inference ring buffers: {e}");
             }
         }
-        if let Ok(mut q) = self.records.lock() {
-            out.extend(q.drain(..));
-        }
+        take_records(&self.records, out);
     }
 
     /// Blocks up to `timeout` until some app finished an inference; true if any
@@ -344,6 +347,17 @@ fn attach_marker(
             Error::bpf(format!("{}: attaching to `{symbol}`", binary.display()), e)
         }
     })
+}
+
+/// Moves every queued record into `out`, and gives back the room of a queue that grew
+/// beyond [`KEPT_QUEUE_CAPACITY`].
+fn take_records(queue: &RecordQueue, out: &mut Vec<InferenceRecord>) {
+    if let Ok(mut q) = queue.lock() {
+        out.extend(q.drain(..));
+        if q.capacity() > KEPT_QUEUE_CAPACITY {
+            q.shrink_to(KEPT_QUEUE_CAPACITY);
+        }
+    }
 }
 
 fn push_bounded(queue: &RecordQueue, record: InferenceRecord) {
@@ -435,5 +449,38 @@ mod tests {
         let q = q.lock().unwrap();
         assert_eq!(q.len(), MAX_QUEUED_RECORDS);
         assert_eq!(q.front().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn drained_queue_gives_back_the_room_of_a_backlog() {
+        let q: RecordQueue = Arc::default();
+        let rec = |seq| InferenceRecord {
+            pid: 1,
+            app_id: 1,
+            seq,
+            begin: Nanos(0),
+            end: Nanos(1),
+            deadline: None,
+            subnet: 0,
+        };
+        // A backlog of 40,000 records (as when the agent is slow to drain), drained in
+        // order, then the room it took is returned.
+        for seq in 0..40_000 {
+            push_bounded(&q, rec(seq));
+        }
+        let mut out = Vec::new();
+        take_records(&q, &mut out);
+        assert_eq!(out.len(), 40_000);
+        assert!(out.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+        let kept = q.lock().unwrap().capacity();
+        assert!(
+            kept <= KEPT_QUEUE_CAPACITY,
+            "the drained queue keeps room for {kept} records"
+        );
+        // It still takes records afterwards.
+        push_bounded(&q, rec(7));
+        out.clear();
+        take_records(&q, &mut out);
+        assert_eq!(out.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![7]);
     }
 }

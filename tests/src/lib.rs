@@ -354,6 +354,11 @@ impl Daemon {
             }
             None => Command::new(&dnngovd),
         };
+        // A heap profiler's preload library for the daemon alone (not the test, not the
+        // apps), e.g. heaptrack's: see docs/reliability.md.
+        if let Some(preload) = std::env::var_os("DNNGOV_TEST_DAEMON_PRELOAD") {
+            command.env("LD_PRELOAD", preload);
+        }
         let child = command
             .arg("--config")
             .arg(&config)

@@ -3,9 +3,9 @@
 //! run, change their targets and exit or are SIGKILLed without pause, garbage clients
 //! connect, and `dnngovctl status` is polled. Afterwards the daemon's open file
 //! descriptors, threads and shared-memory mappings are back to what they were with only
-//! the two long-lived apps, its memory has not grown beyond a small allowance, no app slot
-//! is left behind, the long-lived apps were served throughout, and SIGTERM puts the board
-//! back byte for byte.
+//! the two long-lived apps, its memory has not grown beyond a small allowance, its control
+//! loop kept ticking through the churn, no app slot is left behind, the long-lived apps
+//! were served throughout, and SIGTERM puts the board back byte for byte.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -23,6 +23,11 @@ struct Footprint {
     /// Mappings of memfd pages (the apps' shared pages).
     shared_pages: usize,
     rss_kib: u64,
+    /// Of which: the heap and other private memory, pages of mapped files (the binary,
+    /// its libraries), and shared memory (the apps' pages).
+    anon_kib: u64,
+    file_kib: u64,
+    shmem_kib: u64,
 }
 
 fn footprint(pid: u32) -> Footprint {
@@ -44,7 +49,15 @@ fn footprint(pid: u32) -> Footprint {
         threads: field("Threads:") as usize,
         shared_pages: maps.lines().filter(|l| l.contains("memfd:")).count(),
         rss_kib: field("VmRSS:"),
+        anon_kib: field("RssAnon:"),
+        file_kib: field("RssFile:"),
+        shmem_kib: field("RssShmem:"),
     }
+}
+
+fn monotonic_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
 }
 
 fn churn_app(socket: &Path, name: &str, inferences: u64) -> Command {
@@ -120,6 +133,8 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
     let mut running: Vec<(Child, Option<Instant>)> = Vec::new();
     let (mut started, mut killed, mut garbage, mut polls) = (0u64, 0u64, 0u64, 0u64);
     let mut worst = baseline;
+    // The longest the control loop's status was out of date at a poll.
+    let mut stalest = Duration::ZERO;
     // The long-lived apps' inference count at each status poll.
     let mut served: Vec<u64> = Vec::new();
     while Instant::now() < deadline {
@@ -159,8 +174,16 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
             garbage += 1;
         }
         if started % 20 == 0 {
-            assert!(daemon.ctl(&["status"]).is_some(), "status failed mid-soak");
+            // How long before the poll the control loop last counted energy (every
+            // 20th tick): it keeps ticking however fast apps come and go. Timed from
+            // before dnngovctl starts, so that a slow start of it does not count.
+            let asked = monotonic_ns();
+            let status = daemon.ctl(&["status"]).expect("status failed mid-soak");
             polls += 1;
+            let counted = status["energy"]["at_monotonic_ns"]
+                .as_u64()
+                .expect("status has no energy count (the fixture board has a power source)");
+            stalest = stalest.max(Duration::from_nanos(asked.saturating_sub(counted)));
             served.push(
                 apps(&daemon)
                     .iter()
@@ -174,6 +197,9 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
                 threads: worst.threads.max(now.threads),
                 shared_pages: worst.shared_pages.max(now.shared_pages),
                 rss_kib: worst.rss_kib.max(now.rss_kib),
+                anon_kib: worst.anon_kib.max(now.anon_kib),
+                file_kib: worst.file_kib.max(now.file_kib),
+                shmem_kib: worst.shmem_kib.max(now.shmem_kib),
             };
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -211,7 +237,17 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
     }
     eprintln!(
         "soak: {seconds} s, {started} apps started ({killed} SIGKILLed), {garbage} garbage clients, {polls} status polls; \
-         dnngovd baseline {baseline:?}, worst {worst:?}, after {after:?}"
+         dnngovd baseline {baseline:?}, worst {worst:?}, after {after:?}; control loop's status at most {:.2} s old",
+        stalest.as_secs_f64()
+    );
+    // The energy count is refreshed every 20th tick (400 ms at 20 ms). Under churn a
+    // tick also waits for the join or departure in hand, which a busy machine can take
+    // hundreds of ms over: a few seconds old is expected. A loop held off by the events
+    // it handles does not tick until the churn ends, and the count is as old as the soak.
+    assert!(
+        stalest < Duration::from_secs(30),
+        "the control loop's status was {:.1} s old at a poll: it did not tick for that long",
+        stalest.as_secs_f64()
     );
     assert_eq!(after.fds, baseline.fds, "file descriptors leaked");
     assert_eq!(after.threads, baseline.threads, "threads leaked");
@@ -220,8 +256,10 @@ fn hours_of_churn_leave_the_daemon_as_it_was() {
         "shared pages leaked"
     );
     // Allocators keep some of what they were given: a small allowance, not a leak's growth.
+    // Measured: 0.3 to 0.8 MiB over 20 s to 30 minutes (docs/reliability.md); while
+    // the control loop left the inference records unread, RSS grew 3 to 5 MiB a minute.
     assert!(
-        after.rss_kib <= baseline.rss_kib + 16 * 1024,
+        after.rss_kib <= baseline.rss_kib + 4 * 1024,
         "memory grew from {} KiB to {} KiB",
         baseline.rss_kib,
         after.rss_kib
