@@ -59,12 +59,12 @@ fn a_sweep_of_generated_scenarios_is_judged_against_the_oracle() {
         }
     }
     // What holds today at every seed tried, as a guard against regressions: energy near
-    // the oracle's (the median within 15 %; the full sweep's criterion is 5 %), and dnngov
-    // missing no more frames than schedutil in at least half of the scenarios (19 to 27 of
-    // 30 seen). The criteria are printed above; they
+    // the oracle's (the median within 10 %; the full sweep's criterion is 5 %; 1.02 to 1.03
+    // seen), and dnngov missing no more frames than schedutil in at least two thirds of the
+    // scenarios (25 to 27 of 30 seen). The criteria are printed above; they
     // do not hold yet (docs/evaluation.md, "Generated scenarios").
     assert!(
-        summary.median_energy_vs_oracle <= 1.15,
+        summary.median_energy_vs_oracle <= 1.10,
         "median energy / oracle {:.3}",
         summary.median_energy_vs_oracle
     );
@@ -77,7 +77,7 @@ fn a_sweep_of_generated_scenarios_is_judged_against_the_oracle() {
         rows.len()
     );
     assert!(
-        fewer * 2 >= rows.len(),
+        fewer * 3 >= rows.len() * 2,
         "dnngov missed no more than schedutil in only {fewer} of {} scenarios",
         rows.len()
     );
