@@ -183,6 +183,15 @@ fn app(d: &mut Draw, i: usize, duration_s: f64) -> AppSpec {
     }
 }
 
+/// The latency of an app's fastest entry at full clocks, in ms.
+fn fastest_ms(a: &AppSpec) -> f64 {
+    a.library()
+        .expect("generated")
+        .iter()
+        .map(|e| e.1)
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// A window `[from, to)` for an event: starts after 10 s, ends 15 s before the end at the
 /// latest, lasts at least 5 s.
 fn window(d: &mut Draw, duration_s: f64) -> (f64, f64) {
@@ -200,15 +209,7 @@ pub fn generate(seed: u64, duration_s: f64, board: &Board) -> Scenario {
     // GPU time of each app's fastest entry at full clocks (its GPU and memory-bound parts).
     let gpu_ms: Vec<f64> = apps
         .iter()
-        .map(|a| {
-            let fastest = a
-                .library()
-                .expect("generated")
-                .iter()
-                .map(|e| e.1)
-                .fold(f64::INFINITY, f64::min);
-            fastest * (a.split.gpu + a.split.mem)
-        })
+        .map(|a| fastest_ms(a) * (a.split.gpu + a.split.mem))
         .collect();
     // The fastest entries of all apps together take at most this share of the GPU at full
     // clocks, so the scenario can be served, with room for the events' GPU background.
@@ -225,16 +226,7 @@ pub fn generate(seed: u64, duration_s: f64, board: &Board) -> Scenario {
     }
     // Deadlines: the drawn factor times the fastest entry's latency at full clocks plus,
     // when other apps share the GPU, one GPU turn of each (what a frame may wait behind).
-    let fastest: Vec<f64> = apps
-        .iter()
-        .map(|a| {
-            a.library()
-                .expect("generated")
-                .iter()
-                .map(|e| e.1)
-                .fold(f64::INFINITY, f64::min)
-        })
-        .collect();
+    let fastest: Vec<f64> = apps.iter().map(fastest_ms).collect();
     let turns: f64 = gpu_ms.iter().sum();
     for (i, a) in apps.iter_mut().enumerate() {
         let alone = fastest[i] + (turns - gpu_ms[i]);
@@ -338,14 +330,8 @@ pub fn generate(seed: u64, duration_s: f64, board: &Board) -> Scenario {
                 // A deadline change of one app, tighter or looser, and back.
                 let i = d.int(0, apps.len() - 1);
                 let a = &apps[i];
-                let fastest = a
-                    .library()
-                    .expect("generated")
-                    .iter()
-                    .map(|e| e.1)
-                    .fold(f64::INFINITY, f64::min);
                 let new = Draw::round(
-                    (a.deadline_ms * d.uniform(0.7, 1.6)).max(fastest * 1.1 + turns - gpu_ms[i]),
+                    (a.deadline_ms * d.uniform(0.7, 1.6)).max(fastest[i] * 1.1 + turns - gpu_ms[i]),
                     1,
                 );
                 (

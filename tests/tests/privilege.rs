@@ -140,6 +140,18 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
+/// Stops the daemon (SIGTERM) and checks the board is as it was before it started.
+fn stop_and_compare(setup: Setup, what: &str) {
+    let Setup {
+        daemon,
+        root,
+        before,
+        ..
+    } = setup;
+    daemon.stop();
+    assert_eq!(fixture::snapshot(&root).unwrap(), before, "{what}");
+}
+
 fn start(daemon_user: &Account, admin_gid: u32, apps: &str, caps: &[String]) -> Setup {
     start_on(daemon_user, Some(admin_gid), apps, caps)
 }
@@ -354,18 +366,7 @@ fn an_unprivileged_daemon_with_the_units_capabilities_governs_and_traces_other_u
     app.finish();
 
     // SIGTERM: the board as it was.
-    let Setup {
-        daemon,
-        root,
-        before,
-        ..
-    } = setup;
-    daemon.stop();
-    assert_eq!(
-        fixture::snapshot(&root).unwrap(),
-        before,
-        "the tree is restored"
-    );
+    stop_and_compare(setup, "the tree is restored");
 }
 
 /// Accounts as install.sh makes them (tag: this test's), the daemon started with `caps`.
@@ -413,18 +414,7 @@ fn without_cap_bpf_cap_perfmon_and_cap_sys_admin_the_daemon_falls_back_to_procfs
         source_of(&status(daemon), &what).as_deref() == Some("shared-memory")
     });
     app.finish();
-    let Setup {
-        daemon,
-        root,
-        before,
-        ..
-    } = setup;
-    daemon.stop();
-    assert_eq!(
-        fixture::snapshot(&root).unwrap(),
-        before,
-        "the tree is restored"
-    );
+    stop_and_compare(setup, "the tree is restored");
 }
 
 #[test]
@@ -457,18 +447,7 @@ fn without_cap_sys_admin_bpf_loads_but_apps_are_counted_from_their_pages() {
         .unwrap_or_else(|| panic!("{said:?} in:\n{log}"));
     println!("without CAP_SYS_ADMIN: {line}");
     app.finish();
-    let Setup {
-        daemon,
-        root,
-        before,
-        ..
-    } = setup;
-    daemon.stop();
-    assert_eq!(
-        fixture::snapshot(&root).unwrap(),
-        before,
-        "the tree is restored"
-    );
+    stop_and_compare(setup, "the tree is restored");
 }
 
 #[test]
@@ -493,18 +472,7 @@ fn without_the_udev_rules_nothing_is_written_and_each_domain_says_why() {
         assert!(note.contains("Permission denied"), "{note}");
     }
     println!("without the udev rules: {}", ungoverned[0]);
-    let Setup {
-        daemon,
-        root,
-        before,
-        ..
-    } = setup;
-    daemon.stop();
-    assert_eq!(
-        fixture::snapshot(&root).unwrap(),
-        before,
-        "nothing was written"
-    );
+    stop_and_compare(setup, "nothing was written");
 }
 
 /// The unit's `ExecStopPost=dnngovctl restore` runs as the service's user with its
