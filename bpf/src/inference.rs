@@ -431,10 +431,9 @@ mod tests {
         assert!(parse_record(&pod_bytes(&raw)[..8]).is_none());
     }
 
-    #[test]
-    fn queue_drops_oldest_beyond_its_bound() {
-        let q: RecordQueue = Arc::default();
-        let rec = |seq| InferenceRecord {
+    /// A record of app 1 with sequence number `seq`.
+    fn rec(seq: u64) -> InferenceRecord {
+        InferenceRecord {
             pid: 1,
             app_id: 1,
             seq,
@@ -442,7 +441,12 @@ mod tests {
             end: Nanos(1),
             deadline: None,
             subnet: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn queue_drops_oldest_beyond_its_bound() {
+        let q: RecordQueue = Arc::default();
         for seq in 0..(MAX_QUEUED_RECORDS as u64 + 2) {
             push_bounded(&q, rec(seq));
         }
@@ -454,15 +458,6 @@ mod tests {
     #[test]
     fn drained_queue_gives_back_the_room_of_a_backlog() {
         let q: RecordQueue = Arc::default();
-        let rec = |seq| InferenceRecord {
-            pid: 1,
-            app_id: 1,
-            seq,
-            begin: Nanos(0),
-            end: Nanos(1),
-            deadline: None,
-            subnet: 0,
-        };
         // A backlog of 40,000 records (as when the agent is slow to drain), drained in
         // order, then the room it took is returned.
         for seq in 0..40_000 {
