@@ -345,10 +345,13 @@ impl Shared {
             if let Some(fd) = connection.take() {
                 self.serve(&fd, &mut wakee);
                 *lock(&self.connection) = None;
-                self.app_id.store(0, Ordering::Release);
+                // The page first, then the id: once `is_connected` says false, the app
+                // already counts into its own page, and nothing it records is lost
+                // to the agent's page being swapped out afterwards.
                 if let Err(e) = self.page.install_standalone(self.default_subnet) {
                     log::error!("dnngov: cannot restore the standalone page: {e}");
                 }
+                self.app_id.store(0, Ordering::Release);
                 backoff = self.options.initial_backoff;
             }
             if self.shutdown.load(Ordering::Acquire) {
