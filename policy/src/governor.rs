@@ -26,6 +26,9 @@ pub const PELT_PERIOD: Nanos = Nanos(1_024_000);
 /// Periods after which a PELT contribution has decayed to half.
 pub const PELT_HALF_LIFE_PERIODS: f64 = 32.0;
 
+/// With a [`GovernorConfig::down_rate_limit`], the least relative step down worth a change.
+const DOWN_BAND: f64 = 0.10;
+
 /// Which base governor runs the unconstrained domains.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum GovernorKind {
@@ -44,6 +47,12 @@ pub struct GovernorConfig {
     pub headroom: f64,
     /// Minimum gap between two frequency changes of one domain (schedutil `rate_limit_us`).
     pub rate_limit: Nanos,
+    /// schedutil only: a lower frequency is taken only once schedutil has wanted less than
+    /// the current one for this long, and then the highest it wanted meanwhile (the
+    /// `down_rate_limit_us` of Android kernels). Raising stays immediate. Zero: the
+    /// mainline kernel's behaviour, which follows every dip of a noisy load.
+    #[serde(default)]
+    pub down_rate_limit: Nanos,
     /// ondemand: load percentage above which it goes straight to the maximum.
     pub ondemand_up_threshold: u32,
     /// conservative: load percentages that trigger a step up or down.
@@ -59,6 +68,7 @@ impl Default for GovernorConfig {
             kind: GovernorKind::Schedutil,
             headroom: 1.25,
             rate_limit: Nanos::from_millis(2),
+            down_rate_limit: Nanos(0),
             ondemand_up_threshold: 80,
             conservative_up_threshold: 80,
             conservative_down_threshold: 20,
@@ -145,6 +155,9 @@ struct DomainState {
     last_change: Option<Nanos>,
     /// conservative's running request, kept between ticks as the kernel does.
     requested: Option<Hz>,
+    /// Since when schedutil has wanted less than the current frequency, and the most it
+    /// wanted since then (see [`GovernorConfig::down_rate_limit`]).
+    lower_since: Option<(Nanos, Hz)>,
 }
 
 /// Per-domain base governor state across ticks.
@@ -303,7 +316,27 @@ impl BaseGovernor {
                     choice.reason = FreqReason::HeldWhileBusy;
                     return choice;
                 }
-                f
+                if f >= cur || cfg.down_rate_limit.0 == 0 {
+                    state.lower_since = None;
+                    f
+                } else {
+                    let (since, most) = match state.lower_since {
+                        Some((since, most)) => (since, most.max(f)),
+                        None => (snap.now, f),
+                    };
+                    let held = snap.now.saturating_sub(since) < cfg.down_rate_limit;
+                    // After the wait, a step down smaller than the band is not worth a
+                    // change: the wait starts over.
+                    let small = most.as_f64() > cur.as_f64() * (1.0 - DOWN_BAND);
+                    if held || small {
+                        state.lower_since = if held { Some((since, most)) } else { None };
+                        choice.freq = resolve_at_most(&d.table, cur);
+                        choice.reason = FreqReason::RateLimited(cfg.kind);
+                        return choice;
+                    }
+                    state.lower_since = None;
+                    most
+                }
             }
             (GovernorKind::Ondemand, Some(a)) => ondemand_freq(
                 (a.load * 100.0).round() as u32,
@@ -445,6 +478,67 @@ mod tests {
             vec![0, 1],
         ));
         assert!(c[0].freq < Hz::from_mhz(2000));
+    }
+
+    /// A noisy load: the down rate limit lowers only after the wait, to the most schedutil
+    /// wanted meanwhile, and only for a step worth the change; raising stays immediate.
+    #[test]
+    fn down_rate_limit_waits_and_takes_the_peak() {
+        let cfg = GovernorConfig {
+            down_rate_limit: Nanos::from_millis(200),
+            ..GovernorConfig::default()
+        };
+        let run = |cfg: GovernorConfig| {
+            let mut g = BaseGovernor::new(cfg);
+            let mut f = Hz::from_mhz(2000);
+            let (mut busy_us, mut changes, mut lowered_at) = (0u64, 0, Vec::new());
+            for t in 0..400u64 {
+                // 1.5 or 3.5 ms of work at the highest clock in every 10 ms, switching
+                // every 60 ms; it takes longer at a lower clock.
+                let work_us = if (t / 6) % 2 == 0 { 1500 } else { 3500 };
+                busy_us += (work_us * 2000 / (f.0 / 1_000_000)).min(10_000);
+                let mut s = snap(t * 10, f, &[], vec![0, 1]);
+                for cpu in [0, 1] {
+                    s.cpus.push(CpuSample {
+                        cpu,
+                        online: true,
+                        busy: Nanos::from_micros(busy_us),
+                    });
+                }
+                let c = g.update(&s);
+                if c[0].freq < f {
+                    lowered_at.push(t * 10);
+                }
+                changes += u32::from(c[0].freq != f);
+                f = c[0].freq;
+            }
+            (changes, lowered_at, f, g)
+        };
+        let (plain, _, _, _) = run(GovernorConfig::default());
+        let (held, lowered_at, f, g) = run(cfg);
+        assert!(held * 4 < plain, "{held} changes vs {plain}");
+        // Never lowered before the wait, nor twice within it.
+        assert!(
+            lowered_at.windows(2).all(|w| w[1] - w[0] >= 200),
+            "{lowered_at:?}"
+        );
+        assert!(
+            lowered_at.first().is_some_and(|t| *t >= 200),
+            "{lowered_at:?}"
+        );
+        // It came down from the maximum, to cover the busier phases.
+        assert!(f < Hz::from_mhz(2000) && f >= Hz::from_mhz(400), "{f:?}");
+        // A burst is followed at once.
+        let mut g = g;
+        let mut s = snap(4000, Hz::from_mhz(400), &[], vec![0, 1]);
+        for cpu in [0, 1] {
+            s.cpus.push(CpuSample {
+                cpu,
+                online: true,
+                busy: Nanos::from_millis(100_000),
+            });
+        }
+        assert!(g.update(&s)[0].freq > Hz::from_mhz(400));
     }
 
     #[test]

@@ -33,8 +33,11 @@
 //! };
 //! let mut manager = Manager::new(Config::default());
 //! manager.step(&snapshot(0, 0));
-//! // Idle for 10 ms: with no app registered, schedutil lowers the clock.
-//! let decision = manager.step(&snapshot(10, 0));
+//! // Idle: with no app registered, schedutil lowers the clock, once it has wanted less
+//! // for the base governor's down rate limit (half a second).
+//! let held = manager.step(&snapshot(10, 0));
+//! assert_eq!(held.domains[0].freq, Hz::from_mhz(1800));
+//! let decision = manager.step(&snapshot(510, 0));
 //! assert_eq!(decision.domains[0].freq, Hz::from_mhz(600));
 //! assert_eq!(decision.domains[0].reason, FreqReason::Base(GovernorKind::Schedutil));
 //! ```

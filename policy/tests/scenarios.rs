@@ -77,6 +77,70 @@ fn manager_serves_two_sharing_apps_with_subnets_from_their_libraries() {
     assert!(gpu.freq < Hz(GPU_HZ[14]), "{gpu:?}");
 }
 
+/// Two apps share the GPU, the plan's clock keeps it busy nearly all the time, and their
+/// frames miss (they queue, whatever the models predict): the next plan may not run the GPU below
+/// the clock at which the measured demand would keep it busy at most 80 % of the time, and
+/// the memory clock is held to the same fraction of its maximum. With one app, the same
+/// measurement sets no bound.
+#[test]
+fn a_saturated_shared_gpu_is_not_planned_below_its_measured_demand() {
+    let run = |apps: Vec<dnngov_policy::AppState>, latency_ms: u64| {
+        let mut m = Manager::new(Config::default());
+        let d = m.step(&snapshot(0, apps.clone()));
+        let planned = |d: &dnngov_policy::Decision, id| {
+            d.domains.iter().find(|x| x.domain == id).unwrap().freq
+        };
+        let gpu0 = planned(&d, GPU);
+        // The GPU busy 98 % of each tick at the planned clock, for 2 s.
+        let mut busy = Nanos(0);
+        let mut last = d;
+        for t in 1..=200u64 {
+            let mut s = snapshot(t * 10, apps.clone());
+            busy = Nanos(busy.0 + 9_800_000);
+            for dom in &mut s.domains {
+                dom.cur = planned(&last, dom.id);
+                if dom.kind == DomainKind::Gpu {
+                    dom.busy = Some(busy);
+                }
+            }
+            // Every app's frame, each 100 ms, takes `latency_ms` (the deadline: 100 ms).
+            if t % 10 == 0 {
+                for a in &mut s.apps {
+                    a.finished = vec![dnngov_policy::Inference {
+                        end: s.now,
+                        latency: Nanos::from_millis(latency_ms),
+                        subnet: last.subnet_of(a.id).unwrap_or(0),
+                    }];
+                }
+            }
+            last = m.step(&s);
+        }
+        (gpu0, planned(&last, GPU), planned(&last, EMC))
+    };
+    let two = vec![
+        app(1, &NETS_6, 100.0, 100.0, 74.0, 1, true),
+        app(2, &NETS_7, 100.0, 100.0, 73.0, 1, true),
+    ];
+    let (gpu0, gpu, emc) = run(two.clone(), 150);
+    let gpu_max = *GPU_HZ.last().unwrap() as f64;
+    let emc_max = *EMC_MHZ.last().unwrap() as f64 * 1e6;
+    assert!(gpu0.as_f64() < 0.75 * gpu_max, "{gpu0:?}");
+    // 98 % busy at the clock in force: the demand is 0.98 * f / f_max; the bound a quarter
+    // above it. It was raised at least to where the first clock's demand is served.
+    let floor = (0.98 * gpu0.as_f64() / 0.8).min(gpu_max);
+    assert!(gpu.as_f64() >= floor, "{gpu:?} under {floor}");
+    assert!(
+        emc.as_f64() >= 0.98 * gpu0.as_f64() / gpu_max / 0.8 * emc_max,
+        "{emc:?}"
+    );
+    // The same busy GPU while the frames meet their deadlines: no bound, the plan stays.
+    let (met0, met, _) = run(two.clone(), 40);
+    assert!(
+        met.as_f64() < (0.98 * met0.as_f64() / 0.8),
+        "{met:?} from {met0:?}"
+    );
+}
+
 #[test]
 fn infeasible_set_degrades_lowest_priority_and_says_so() {
     let apps = vec![
@@ -183,8 +247,11 @@ fn energy_mode_prefers_lower_clocks_than_accuracy_mode() {
 
 #[test]
 fn no_app_means_plain_base_governor() {
-    let mut m = Manager::new(Config::default());
-    let mut g = BaseGovernor::new(GovernorConfig::default());
+    let cfg = Config::default();
+    // The manager's own base governor: schedutil with a down rate limit.
+    assert!(cfg.governor.down_rate_limit > Nanos(0));
+    let mut m = Manager::new(cfg.clone());
+    let mut g = BaseGovernor::new(cfg.governor);
     for t in 0..50u64 {
         let mut s = snapshot(t * 10, vec![]);
         for c in &mut s.cpus {
@@ -602,8 +669,15 @@ fn deadlines_under_the_margin_are_served_as_well_as_possible() {
 fn memory_without_telemetry_follows_an_idle_gpu_down() {
     let mut m = Manager::new(Config::default());
     let mut last = None;
-    for t in 0..30u64 {
+    // Past the base governor's down rate limit, each tick at the clocks last decided.
+    for t in 0..300u64 {
         let mut s = snapshot(t * 10, vec![]);
+        if let Some(prev) = &last {
+            let prev: &dnngov_policy::Decision = prev;
+            for (d, x) in s.domains.iter_mut().zip(&prev.domains) {
+                d.cur = x.freq;
+            }
+        }
         for d in &mut s.domains {
             if d.kind == DomainKind::Memory {
                 d.busy = None;
