@@ -26,8 +26,10 @@ pub const PELT_PERIOD: Nanos = Nanos(1_024_000);
 /// Periods after which a PELT contribution has decayed to half.
 pub const PELT_HALF_LIFE_PERIODS: f64 = 32.0;
 
-/// With a [`GovernorConfig::down_rate_limit`], the least relative step down worth a change.
+/// With a [`GovernorConfig::down_rate_limit`], the least relative step down worth a change,
+/// and the room kept above the most schedutil wanted during the wait when lowering.
 const DOWN_BAND: f64 = 0.10;
+const PEAK_ROOM: f64 = 0.10;
 
 /// Which base governor runs the unconstrained domains.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -320,9 +322,16 @@ impl BaseGovernor {
                     state.lower_since = None;
                     f
                 } else {
+                    // The most it wanted, with room above it for the next peak, which
+                    // would otherwise raise the clock again at once.
+                    let raw = schedutil_raw_target(a.util, d.max_freq(), cfg.headroom);
+                    let roomy =
+                        resolve_at_least(&d.table, Hz((raw.as_f64() * (1.0 + PEAK_ROOM)) as u64))
+                            .max(f)
+                            .min(cur);
                     let (since, most) = match state.lower_since {
-                        Some((since, most)) => (since, most.max(f)),
-                        None => (snap.now, f),
+                        Some((since, most)) => (since, most.max(roomy)),
+                        None => (snap.now, roomy),
                     };
                     let held = snap.now.saturating_sub(since) < cfg.down_rate_limit;
                     // After the wait, a step down smaller than the band is not worth a

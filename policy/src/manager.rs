@@ -275,6 +275,13 @@ const SPREAD_CLIP: f64 = 0.5;
 /// learned before the next.
 const EXPLORE_STEP: f64 = 2.0;
 
+/// Plans see the sub-networks above the one an app runs this much slower than predicted:
+/// hysteresis between going up and staying. A plan that takes an app up on a prediction
+/// right at its margin finds, as often as not, that the larger sub-network misses, and the
+/// app comes back down within a second or two; between two such sub-networks it stays
+/// where it is.
+const UP_MARGIN: f64 = 0.1;
+
 /// After an app steps down from a sub-network (its controller on misses, or a plan), no
 /// plan or step-up takes it back to that sub-network or above for this long. The model
 /// that made the plan predicts the mean; frames that missed at that sub-network are what
@@ -1046,6 +1053,11 @@ impl Manager {
             .filter_map(|a| {
                 let e = self.apps.get(&a.id)?;
                 let t = &e.declared.targets;
+                // The sub-network the app runs, once it has run one (see `UP_MARGIN`).
+                let current = e
+                    .controller
+                    .last_seen()
+                    .map(|_| e.controller.subnet() as usize);
                 Some(AppProblem {
                     id: a.id,
                     priority: t.priority,
@@ -1075,11 +1087,16 @@ impl Manager {
                         .iter()
                         .enumerate()
                         .map(|(i, s)| {
-                            subnet_option(e, i).unwrap_or(SubnetOption {
+                            let mut o = subnet_option(e, i).unwrap_or(SubnetOption {
                                 accuracy: s.accuracy,
                                 coefs: LatencyCoefs::seed(0.0, e.declared.devices),
                                 cautious: None,
-                            })
+                            });
+                            if current.is_some_and(|c| i > c) {
+                                o.coefs = o.coefs.scaled(1.0 + UP_MARGIN);
+                                o.cautious = o.cautious.map(|c| c.scaled(1.0 + UP_MARGIN));
+                            }
+                            o
                         })
                         .collect(),
                 })
