@@ -231,8 +231,34 @@ const MISS_RATE: f64 = 0.005;
 /// The measurement needs no model, and it holds at any clock: raising the clock lowers the
 /// busy share in proportion, so the bound settles where the demand is.
 const SHARED_GPU_UTIL: f64 = 0.8;
-/// The time constant of the averaged GPU demand.
+/// A CPU domain's CPUs are shared with every other program on the machine, which the
+/// apps' latency models do not see. A plan that runs a cluster so slow that its CPUs are
+/// busy all the time starves them and the apps' own threads alike: in a generated scenario
+/// with 2.5 cores of other programs' tasks, plans held two clusters at their lowest clocks
+/// (the apps' models had learned their CPU part as nothing) and five apps missed every
+/// frame for two minutes. So, once an app on a CPU domain measurably misses (its miss
+/// margin is widened) and the domain's CPUs have been seen busy [`CPU_SATURATED`] of the
+/// time since, and until the app's margin narrows back, no plan runs the domain below the
+/// clock at which its measured demand (busy time over its CPUs at the clock in force, scaled to the highest
+/// clock, averaged over [`SHARED_GPU_WINDOW`]) would keep its CPUs busy more than this
+/// fraction of the time.
+const CPU_BUSY_UTIL: f64 = 0.8;
+const CPU_SATURATED: f64 = 0.9;
+/// The time constant of the averaged GPU and CPU demand.
 const SHARED_GPU_WINDOW: Nanos = Nanos::from_millis(1000);
+
+/// A CPU domain's averaged demand (see [`CPU_BUSY_UTIL`]).
+#[derive(Clone, Copy, Debug)]
+struct CpuDemand {
+    domain: u32,
+    /// Busy share over the domain's CPUs at the clock in force, scaled to its highest clock.
+    demand: f64,
+    /// Busy share over the domain's CPUs, as measured.
+    busy: f64,
+    at: Nanos,
+    /// Seen at least [`CPU_SATURATED`] busy since an app on the domain began to miss.
+    saturated: bool,
+}
 
 /// A domain seen at a new frequency: from when (see [`Manager::track_clocks`]), which, and
 /// the frequency it had before.
@@ -361,6 +387,10 @@ pub struct Manager {
     /// over about [`SHARED_GPU_WINDOW`] (see [`SHARED_GPU_UTIL`]): the domain, the value and
     /// when it was last updated.
     gpu_demand: Option<(u32, f64, Nanos)>,
+    /// The same for each CPU domain, over its CPUs (see [`CPU_BUSY_UTIL`]), with the
+    /// averaged busy share itself and whether the domain was seen saturated since an app on
+    /// it began to miss.
+    cpu_demand: Vec<CpuDemand>,
 }
 
 /// A sample ready to learn: (sub-network, clocks, latency less the estimated wait for
@@ -387,6 +417,7 @@ impl Manager {
             loads: Vec::new(),
             base_choices: Vec::new(),
             gpu_demand: None,
+            cpu_demand: Vec::new(),
         }
     }
 
@@ -426,6 +457,7 @@ impl Manager {
         event |= self.learn(snap, base);
         self.track_overruns(snap);
         event |= self.track_gpu_demand(snap, base);
+        event |= self.track_cpu_demand(snap, base);
 
         let mut optimised = false;
         let mut adopted = false;
@@ -486,6 +518,55 @@ impl Manager {
             .as_ref()
             .and_then(|p| p.freqs.iter().find(|f| f.0 == d.id))
             .is_some_and(|f| step_up(d, f.1, 1) < floor && f.1 < snap.allowed_max(d))
+    }
+
+    /// Averages each CPU domain's measured demand (see [`CPU_BUSY_UTIL`]), and says whether
+    /// the plan in force runs one more than a table step below the bound it sets.
+    fn track_cpu_demand(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> bool {
+        let mut below = false;
+        for (d, b) in snap.domains.iter().zip(base) {
+            if d.kind != DomainKind::Cpu || b.reason == FreqReason::NoTelemetry {
+                continue;
+            }
+            let demand = b.mean_load * d.cur.as_f64() / d.max_freq().as_f64().max(1.0);
+            let missing = self
+                .apps
+                .values()
+                .any(|e| e.miss_margin > 0.0 && uses_domain(snap, &e.declared, d));
+            match self.cpu_demand.iter_mut().find(|x| x.domain == d.id) {
+                Some(x) => {
+                    let tick = snap.now.saturating_sub(x.at);
+                    let weight = (tick.0 as f64 / SHARED_GPU_WINDOW.0 as f64).clamp(0.0, 1.0);
+                    x.demand += weight * (demand - x.demand);
+                    x.busy += weight * (b.mean_load - x.busy);
+                    x.at = snap.now;
+                    x.saturated = missing && (x.saturated || x.busy >= CPU_SATURATED);
+                }
+                None => self.cpu_demand.push(CpuDemand {
+                    domain: d.id,
+                    demand,
+                    busy: b.mean_load,
+                    at: snap.now,
+                    saturated: false,
+                }),
+            }
+            let Some(floor) = self.cpu_floor(d) else {
+                continue;
+            };
+            below |= self
+                .plan
+                .as_ref()
+                .and_then(|p| p.freqs.iter().find(|f| f.0 == d.id))
+                .is_some_and(|f| step_up(d, f.1, 1) < floor && f.1 < snap.allowed_max(d));
+        }
+        below
+    }
+
+    /// The least clock a plan may set on a CPU domain (see [`CPU_BUSY_UTIL`]).
+    fn cpu_floor(&self, d: &FreqDomain) -> Option<Hz> {
+        let x = self.cpu_demand.iter().find(|x| x.domain == d.id)?;
+        x.saturated
+            .then(|| Hz((d.max_freq().as_f64() * x.demand / CPU_BUSY_UTIL) as u64))
     }
 
     /// The least GPU or memory clock a plan may set while the GPU is shared (see
@@ -1024,7 +1105,8 @@ impl Manager {
                         Some(max / (bound * EXPLORE_STEP))
                     })
                     .fold(0.0, f64::max)
-                    .max(self.shared_gpu_floor(d).map_or(0.0, |f| f.as_f64()));
+                    .max(self.shared_gpu_floor(d).map_or(0.0, |f| f.as_f64()))
+                    .max(self.cpu_floor(d).map_or(0.0, |f| f.as_f64()));
                 let mut freqs: Vec<Hz> = d
                     .table
                     .iter()

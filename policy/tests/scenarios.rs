@@ -141,6 +141,147 @@ fn a_saturated_shared_gpu_is_not_planned_below_its_measured_demand() {
     );
 }
 
+/// Going up needs room to spare, staying does not: an app running sub-network 4 whose
+/// deadline is relaxed so that sub-network 5 would just fit within the optimiser's margin
+/// stays at 4 (sub-network 5 at the margin is where a plan goes up and comes back down a
+/// second later); with a deadline that leaves 5 room to spare, it goes up.
+#[test]
+fn an_app_goes_up_a_sub_network_only_with_room_to_spare() {
+    // Latency follows the decided clocks as the seeded split assumes.
+    let latency = |d: &dnngov_policy::Decision, s: u32| {
+        let f = |id| {
+            d.domains
+                .iter()
+                .find(|x| x.domain == id)
+                .unwrap()
+                .freq
+                .as_f64()
+        };
+        let r_gpu = *GPU_HZ.last().unwrap() as f64 / f(GPU);
+        let r_mem = *EMC_MHZ.last().unwrap() as f64 * 1e6 / f(EMC);
+        NETS_6[s as usize].1 * (0.6 * r_gpu + 0.2 * r_mem + 0.2)
+    };
+    let run = |relaxed_ms: f64| {
+        let cfg = Config {
+            optimiser: accuracy_mode(),
+            ..Config::default()
+        };
+        let mut m = Manager::new(cfg);
+        // 66 ms: sub-network 5 (61.7 ms at full clocks) is over 90 % of it, 4 is under.
+        let mut a = app(1, &NETS_6, 66.0, 100.0, 74.0, 1, true);
+        let mut last = m.step(&snapshot(0, vec![a.clone()]));
+        let mut subnets = Vec::new();
+        for t in 1..=4000u64 {
+            if t == 1000 {
+                a.targets.deadline = Nanos::from_millis_f64(relaxed_ms);
+            }
+            let mut s = snapshot(t * 10, vec![a.clone()]);
+            for dom in &mut s.domains {
+                dom.cur = last
+                    .domains
+                    .iter()
+                    .find(|x| x.domain == dom.id)
+                    .unwrap()
+                    .freq;
+            }
+            if t % 10 == 0 {
+                let sub = last.subnet_of(1).unwrap();
+                s.apps[0].finished = vec![dnngov_policy::Inference {
+                    end: s.now,
+                    latency: Nanos::from_millis_f64(latency(&last, sub)),
+                    subnet: sub,
+                }];
+            }
+            last = m.step(&s);
+            subnets.push(last.subnet_of(1).unwrap());
+        }
+        subnets
+    };
+    // Before the change it runs 4.
+    let tight = run(72.0);
+    assert_eq!(tight[900], 4, "{:?}", &tight[..1000]);
+    // 72 ms: 61.7 ms is within 90 % of it (64.8 ms), but not with 10 % more to spare.
+    assert!(tight[1000..].iter().all(|s| *s == 4), "went up");
+    // 80 ms: 61.7 * 1.1 = 67.9 ms is within 90 % of it (72 ms): up it goes, and stays.
+    let roomy = run(80.0);
+    assert_eq!(roomy[3999], 5);
+}
+
+/// Other programs keep an app's CPU clusters busy all the time at the clocks the plan
+/// set, and the app misses: the next plans may not run a cluster below the clock at which
+/// its measured demand would keep its CPUs busy at most 80 % of the time. While the app
+/// meets its deadline, the busy CPUs set no bound.
+#[test]
+fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
+    let run = |latency_ms: u64| {
+        let apps = vec![app(1, &NETS_6, 100.0, 100.0, 74.0, 1, true)];
+        let mut m = Manager::new(Config::default());
+        let first = m.step(&snapshot(0, apps.clone()));
+        let mut last = first.clone();
+        let mut busy = 0.0;
+        for t in 1..=300u64 {
+            let mut s = snapshot(t * 10, apps.clone());
+            busy += 10.0;
+            for c in &mut s.cpus {
+                c.busy = Nanos::from_millis_f64(busy);
+            }
+            for dom in &mut s.domains {
+                dom.cur = last
+                    .domains
+                    .iter()
+                    .find(|x| x.domain == dom.id)
+                    .unwrap()
+                    .freq;
+            }
+            // A frame every 100 ms (the deadline: 100 ms), most in 50 ms.
+            if t % 10 == 0 {
+                s.apps[0].finished = vec![dnngov_policy::Inference {
+                    end: s.now,
+                    // One frame in five late: a miss rate that widens the app's margin.
+                    latency: Nanos::from_millis(if t % 50 == 0 { latency_ms } else { 50 }),
+                    subnet: last.subnet_of(1).unwrap_or(0),
+                }];
+            }
+            last = m.step(&s);
+        }
+        // The plan's own clocks: the app's controller and boosts raise the decided ones
+        // on misses anyway.
+        let planned: Vec<Hz> = m
+            .plan()
+            .unwrap()
+            .freqs
+            .iter()
+            .filter(|f| f.0 < GPU)
+            .map(|f| f.1)
+            .collect();
+        let first: Vec<Hz> = first
+            .domains
+            .iter()
+            .filter(|x| x.domain < GPU)
+            .map(|x| x.freq)
+            .collect();
+        (first, planned)
+    };
+    let max = Hz::from_khz(*CPU_KHZ.last().unwrap()).as_f64();
+    let (first, saturated) = run(150);
+    assert!(first.iter().any(|f| f.as_f64() < 0.7 * max), "{first:?}");
+    let bounds: Vec<f64> = first
+        .iter()
+        .map(|f0| (f0.as_f64() / 0.8).min(max))
+        .collect();
+    for (f, bound) in saturated.iter().zip(&bounds) {
+        assert!(f.as_f64() >= bound * 0.999, "{f:?} under {bound}");
+    }
+    let (_, meeting) = run(60);
+    assert!(
+        meeting
+            .iter()
+            .zip(&bounds)
+            .any(|(f, b)| f.as_f64() < b * 0.999),
+        "{meeting:?}"
+    );
+}
+
 #[test]
 fn infeasible_set_degrades_lowest_priority_and_says_so() {
     let apps = vec![
