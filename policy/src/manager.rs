@@ -236,14 +236,12 @@ const SHARED_GPU_UTIL: f64 = 0.8;
 /// busy all the time starves them and the apps' own threads alike: in a generated scenario
 /// with 2.5 cores of other programs' tasks, plans held two clusters at their lowest clocks
 /// (the apps' models had learned their CPU part as nothing) and five apps missed every
-/// frame for two minutes. So, once an app on a CPU domain measurably misses (its miss
-/// margin is widened) and the domain's CPUs have been seen busy [`CPU_SATURATED`] of the
-/// time since, and until the app's margin narrows back, no plan runs the domain below the
-/// clock at which its measured demand (busy time over its CPUs at the clock in force, scaled to the highest
+/// frame for two minutes. So no plan runs a CPU domain below the clock at which its
+/// measured demand (busy time over its CPUs at the clock in force, scaled to the highest
 /// clock, averaged over [`SHARED_GPU_WINDOW`]) would keep its CPUs busy more than this
-/// fraction of the time.
+/// fraction of the time. Like schedutil's headroom, it keeps a plan from filling a cluster
+/// that other programs already keep busy.
 const CPU_BUSY_UTIL: f64 = 0.8;
-const CPU_SATURATED: f64 = 0.9;
 /// The time constant of the averaged GPU and CPU demand.
 const SHARED_GPU_WINDOW: Nanos = Nanos::from_millis(1000);
 
@@ -253,11 +251,7 @@ struct CpuDemand {
     domain: u32,
     /// Busy share over the domain's CPUs at the clock in force, scaled to its highest clock.
     demand: f64,
-    /// Busy share over the domain's CPUs, as measured.
-    busy: f64,
     at: Nanos,
-    /// Seen at least [`CPU_SATURATED`] busy since an app on the domain began to miss.
-    saturated: bool,
 }
 
 /// A domain seen at a new frequency: from when (see [`Manager::track_clocks`]), which, and
@@ -387,10 +381,11 @@ pub struct Manager {
     /// over about [`SHARED_GPU_WINDOW`] (see [`SHARED_GPU_UTIL`]): the domain, the value and
     /// when it was last updated.
     gpu_demand: Option<(u32, f64, Nanos)>,
-    /// The same for each CPU domain, over its CPUs (see [`CPU_BUSY_UTIL`]), with the
-    /// averaged busy share itself and whether the domain was seen saturated since an app on
-    /// it began to miss.
+    /// The same for each CPU domain, over its CPUs (see [`CPU_BUSY_UTIL`]).
     cpu_demand: Vec<CpuDemand>,
+    /// Whether the plan in force runs a CPU domain under its bound (see [`CPU_BUSY_UTIL`]):
+    /// it is replaced at the next periodic run after the dwell time.
+    under_cpu_floor: bool,
 }
 
 /// A sample ready to learn: (sub-network, clocks, latency less the estimated wait for
@@ -418,6 +413,7 @@ impl Manager {
             base_choices: Vec::new(),
             gpu_demand: None,
             cpu_demand: Vec::new(),
+            under_cpu_floor: false,
         }
     }
 
@@ -457,7 +453,7 @@ impl Manager {
         event |= self.learn(snap, base);
         self.track_overruns(snap);
         event |= self.track_gpu_demand(snap, base);
-        event |= self.track_cpu_demand(snap, base);
+        self.under_cpu_floor = self.track_cpu_demand(snap, base);
 
         let mut optimised = false;
         let mut adopted = false;
@@ -529,25 +525,17 @@ impl Manager {
                 continue;
             }
             let demand = b.mean_load * d.cur.as_f64() / d.max_freq().as_f64().max(1.0);
-            let missing = self
-                .apps
-                .values()
-                .any(|e| e.miss_margin > 0.0 && uses_domain(snap, &e.declared, d));
             match self.cpu_demand.iter_mut().find(|x| x.domain == d.id) {
                 Some(x) => {
                     let tick = snap.now.saturating_sub(x.at);
                     let weight = (tick.0 as f64 / SHARED_GPU_WINDOW.0 as f64).clamp(0.0, 1.0);
                     x.demand += weight * (demand - x.demand);
-                    x.busy += weight * (b.mean_load - x.busy);
                     x.at = snap.now;
-                    x.saturated = missing && (x.saturated || x.busy >= CPU_SATURATED);
                 }
                 None => self.cpu_demand.push(CpuDemand {
                     domain: d.id,
                     demand,
-                    busy: b.mean_load,
                     at: snap.now,
-                    saturated: false,
                 }),
             }
             let Some(floor) = self.cpu_floor(d) else {
@@ -565,8 +553,7 @@ impl Manager {
     /// The least clock a plan may set on a CPU domain (see [`CPU_BUSY_UTIL`]).
     fn cpu_floor(&self, d: &FreqDomain) -> Option<Hz> {
         let x = self.cpu_demand.iter().find(|x| x.domain == d.id)?;
-        x.saturated
-            .then(|| Hz((d.max_freq().as_f64() * x.demand / CPU_BUSY_UTIL) as u64))
+        Some(Hz((d.max_freq().as_f64() * x.demand / CPU_BUSY_UTIL) as u64))
     }
 
     /// The least GPU or memory clock a plan may set while the GPU is shared (see
@@ -1265,6 +1252,9 @@ impl Manager {
             return false;
         }
         if new.unserved.len() < cur.unserved.len() {
+            return true;
+        }
+        if self.under_cpu_floor && new.unserved.len() == cur.unserved.len() {
             return true;
         }
         if new.unserved.len() > cur.unserved.len() {

@@ -208,12 +208,11 @@ fn an_app_goes_up_a_sub_network_only_with_room_to_spare() {
 }
 
 /// Other programs keep an app's CPU clusters busy all the time at the clocks the plan
-/// set, and the app misses: the next plans may not run a cluster below the clock at which
-/// its measured demand would keep its CPUs busy at most 80 % of the time. While the app
-/// meets its deadline, the busy CPUs set no bound.
+/// set: the next plans may not run a cluster below the clock at which its measured demand
+/// would keep its CPUs busy at most 80 % of the time. Half busy, there is no such bound.
 #[test]
 fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
-    let run = |latency_ms: u64| {
+    let run = |busy_share: f64| {
         let apps = vec![app(1, &NETS_6, 100.0, 100.0, 74.0, 1, true)];
         let mut m = Manager::new(Config::default());
         let first = m.step(&snapshot(0, apps.clone()));
@@ -221,7 +220,7 @@ fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
         let mut busy = 0.0;
         for t in 1..=300u64 {
             let mut s = snapshot(t * 10, apps.clone());
-            busy += 10.0;
+            busy += 10.0 * busy_share;
             for c in &mut s.cpus {
                 c.busy = Nanos::from_millis_f64(busy);
             }
@@ -238,7 +237,7 @@ fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
                 s.apps[0].finished = vec![dnngov_policy::Inference {
                     end: s.now,
                     // One frame in five late: a miss rate that widens the app's margin.
-                    latency: Nanos::from_millis(if t % 50 == 0 { latency_ms } else { 50 }),
+                    latency: Nanos::from_millis(if t % 50 == 0 { 150 } else { 50 }),
                     subnet: last.subnet_of(1).unwrap_or(0),
                 }];
             }
@@ -263,7 +262,7 @@ fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
         (first, planned)
     };
     let max = Hz::from_khz(*CPU_KHZ.last().unwrap()).as_f64();
-    let (first, saturated) = run(150);
+    let (first, saturated) = run(1.0);
     assert!(first.iter().any(|f| f.as_f64() < 0.7 * max), "{first:?}");
     let bounds: Vec<f64> = first
         .iter()
@@ -272,13 +271,12 @@ fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
     for (f, bound) in saturated.iter().zip(&bounds) {
         assert!(f.as_f64() >= bound * 0.999, "{f:?} under {bound}");
     }
-    let (_, meeting) = run(60);
+    let (_, half) = run(0.5);
     assert!(
-        meeting
-            .iter()
+        half.iter()
             .zip(&bounds)
             .any(|(f, b)| f.as_f64() < b * 0.999),
-        "{meeting:?}"
+        "{half:?}"
     );
 }
 
@@ -421,13 +419,13 @@ fn no_app_means_plain_base_governor() {
 fn repeated_misses_step_down_at_once() {
     let mut m = Manager::new(Config::default());
     let a = app(1, &NETS_6, 200.0, 400.0, 74.0, 1, true);
-    m.step(&snapshot(0, vec![a.clone()]));
+    m.step(&quiet_snapshot(0, vec![a.clone()]));
     let s0 = m.plan().unwrap().subnets[0].1;
     assert!(s0 > 0);
     let mut a2 = a.clone();
     // The first inference after the switch pays the rebuild and is not judged.
     a2.finished = (0..4).map(|i| inference(10 + i, 250.0, s0)).collect();
-    let d = m.step(&snapshot(20, vec![a2]));
+    let d = m.step(&quiet_snapshot(20, vec![a2]));
     assert_eq!(d.subnet_of(1), Some(s0 - 1));
     assert_eq!(d.apps[0].reason, SubnetReason::StepDown { misses: 3 });
 }
@@ -436,10 +434,10 @@ fn repeated_misses_step_down_at_once() {
 fn steady_input_does_not_oscillate() {
     let mut m = Manager::new(Config::default());
     let apps = mixed_apps(3);
-    let first = m.step(&snapshot(0, apps.clone()));
+    let first = m.step(&quiet_snapshot(0, apps.clone()));
     let mut adopted = 0;
     for t in 1..400u64 {
-        let d = m.step(&snapshot(t * 10, apps.clone()));
+        let d = m.step(&quiet_snapshot(t * 10, apps.clone()));
         adopted += d.adopted_plan as u32;
         assert_eq!(d.domains, first.domains, "tick {t}");
         assert_eq!(d.apps, first.apps, "tick {t}");
@@ -703,7 +701,7 @@ fn plans_change_no_faster_than_the_dwell_time() {
     let dwell = cfg.dwell;
     let mut m = Manager::new(cfg);
     let apps = mixed_apps(4);
-    m.step(&snapshot(0, apps.clone()));
+    m.step(&quiet_snapshot(0, apps.clone()));
     let mut last = Nanos(0);
     let mut rng = 0x2545_f491u64;
     let mut replans = 0;
@@ -712,9 +710,11 @@ fn plans_change_no_faster_than_the_dwell_time() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let mut s = snapshot(t * 10, apps.clone());
+        let mut s = quiet_snapshot(t * 10, apps.clone());
+        // 3-8 % busy, each CPU its own: light enough that the clusters' measured demand
+        // bounds no plan (a plan under that bound is replaced before the dwell time).
         for c in &mut s.cpus {
-            c.busy = Nanos::from_millis(t * (3 + c.cpu as u64) / 2);
+            c.busy = Nanos::from_millis(t * (3 + c.cpu as u64) / 10);
         }
         s.power = Some(Watts(1.0 + (rng % 8000) as f64 / 1000.0));
         let d = m.step(&s);
