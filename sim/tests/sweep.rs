@@ -58,13 +58,17 @@ fn a_sweep_of_generated_scenarios_is_judged_against_the_oracle() {
             );
         }
     }
-    // What holds today at every seed tried, as a guard against regressions: energy near
-    // the oracle's (the median within 10 %; the full sweep's criterion is 5 %; 1.02 to 1.03
-    // seen), and dnngov missing no more frames than schedutil in at least two thirds of the
-    // scenarios (25 to 27 of 30 seen). The criteria are printed above; they
-    // do not hold yet (docs/evaluation.md, "Generated scenarios").
+    // What holds at every seed tried (12 run seeds), as a guard against regressions; the
+    // issue's criteria are printed above and do not all hold yet (docs/evaluation.md,
+    // "Generated scenarios"):
+    // - the median energy within 15 % of the oracle's (1.04 to 1.10 seen; the full sweep's
+    //   criterion is 5 %);
+    // - dnngov missing no more frames than schedutil in at least 27 of 30 (29 or 30 seen);
+    // - within the oracle's misses + 1 point in at least a third (13 to 21 of 30 seen;
+    //   95 % asked);
+    // - over 5 % where the oracle misses under 1 % in at most 4 (0 to 2 seen; none asked).
     assert!(
-        summary.median_energy_vs_oracle <= 1.10,
+        summary.median_energy_vs_oracle <= 1.15,
         "median energy / oracle {:.3}",
         summary.median_energy_vs_oracle
     );
@@ -77,9 +81,20 @@ fn a_sweep_of_generated_scenarios_is_judged_against_the_oracle() {
         rows.len()
     );
     assert!(
-        fewer * 3 >= rows.len() * 2,
+        fewer * 10 >= rows.len() * 9,
         "dnngov missed no more than schedutil in only {fewer} of {} scenarios",
         rows.len()
+    );
+    assert!(
+        summary.misses_ok * 3 >= rows.len(),
+        "within the oracle's misses + 1 point in only {} of {} scenarios",
+        summary.misses_ok,
+        rows.len()
+    );
+    assert!(
+        summary.over_cap.len() * 30 <= rows.len() * 4,
+        "over 5 % where the oracle misses under 1 %: {:?}",
+        summary.over_cap
     );
 }
 
