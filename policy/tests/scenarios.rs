@@ -97,8 +97,8 @@ fn a_saturated_shared_gpu_is_not_planned_below_its_measured_demand() {
         for t in 1..=200u64 {
             let mut s = snapshot(t * 10, apps.clone());
             busy = Nanos(busy.0 + 9_800_000);
+            at_decided_clocks(&mut s, &last);
             for dom in &mut s.domains {
-                dom.cur = planned(&last, dom.id);
                 if dom.kind == DomainKind::Gpu {
                     dom.busy = Some(busy);
                 }
@@ -176,14 +176,7 @@ fn an_app_goes_up_a_sub_network_only_with_room_to_spare() {
                 a.targets.deadline = Nanos::from_millis_f64(relaxed_ms);
             }
             let mut s = snapshot(t * 10, vec![a.clone()]);
-            for dom in &mut s.domains {
-                dom.cur = last
-                    .domains
-                    .iter()
-                    .find(|x| x.domain == dom.id)
-                    .unwrap()
-                    .freq;
-            }
+            at_decided_clocks(&mut s, &last);
             if t % 10 == 0 {
                 let sub = last.subnet_of(1).unwrap();
                 s.apps[0].finished = vec![dnngov_policy::Inference {
@@ -224,14 +217,7 @@ fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
             for c in &mut s.cpus {
                 c.busy = Nanos::from_millis_f64(busy);
             }
-            for dom in &mut s.domains {
-                dom.cur = last
-                    .domains
-                    .iter()
-                    .find(|x| x.domain == dom.id)
-                    .unwrap()
-                    .freq;
-            }
+            at_decided_clocks(&mut s, &last);
             // A frame every 100 ms (the deadline: 100 ms), most in 50 ms.
             if t % 10 == 0 {
                 s.apps[0].finished = vec![dnngov_policy::Inference {
@@ -814,10 +800,7 @@ fn memory_without_telemetry_follows_an_idle_gpu_down() {
     for t in 0..300u64 {
         let mut s = snapshot(t * 10, vec![]);
         if let Some(prev) = &last {
-            let prev: &dnngov_policy::Decision = prev;
-            for (d, x) in s.domains.iter_mut().zip(&prev.domains) {
-                d.cur = x.freq;
-            }
+            at_decided_clocks(&mut s, prev);
         }
         for d in &mut s.domains {
             if d.kind == DomainKind::Memory {

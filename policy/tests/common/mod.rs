@@ -164,6 +164,16 @@ pub fn quiet_snapshot(now_ms: u64, apps: Vec<AppState>) -> Snapshot {
     s
 }
 
+/// Reports every domain of `s` at the clock `d` decided, as the next tick of a real
+/// machine would.
+pub fn at_decided_clocks(s: &mut Snapshot, d: &dnngov_policy::Decision) {
+    for dom in &mut s.domains {
+        if let Some(x) = d.domains.iter().find(|x| x.domain == dom.id) {
+            dom.cur = x.freq;
+        }
+    }
+}
+
 pub fn inference(end_ms: u64, latency_ms: f64, subnet: u32) -> Inference {
     Inference {
         end: Nanos::from_millis(end_ms),
