@@ -150,6 +150,17 @@ pub struct BaseChoice {
     pub mean_load: f64,
 }
 
+/// A wait before lowering (see [`GovernorConfig::down_rate_limit`]).
+#[derive(Clone, Copy, Debug)]
+struct LowerWait {
+    since: Nanos,
+    /// The most schedutil wanted meanwhile, and that with room above it.
+    most: Hz,
+    most_roomy: Hz,
+    /// Whether what it wanted changed during the wait (a noisy load).
+    varied: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 struct DomainState {
     pelt: BTreeMap<u32, Pelt>,
@@ -159,7 +170,7 @@ struct DomainState {
     requested: Option<Hz>,
     /// Since when schedutil has wanted less than the current frequency, and the most it
     /// wanted since then (see [`GovernorConfig::down_rate_limit`]).
-    lower_since: Option<(Nanos, Hz)>,
+    lower_since: Option<LowerWait>,
 }
 
 /// Per-domain base governor state across ticks.
@@ -322,29 +333,45 @@ impl BaseGovernor {
                     state.lower_since = None;
                     f
                 } else {
-                    // The most it wanted, with room above it for the next peak, which
-                    // would otherwise raise the clock again at once.
+                    // The most it wanted; where that varied (a noisy load), with room
+                    // above it for the next peak, which would otherwise raise the clock
+                    // again at once. A steady want is taken as it is.
                     let raw = schedutil_raw_target(a.util, d.max_freq(), cfg.headroom);
                     let roomy =
                         resolve_at_least(&d.table, Hz((raw.as_f64() * (1.0 + PEAK_ROOM)) as u64))
                             .max(f)
                             .min(cur);
-                    let (since, most) = match state.lower_since {
-                        Some((since, most)) => (since, most.max(roomy)),
-                        None => (snap.now, roomy),
+                    let wait = match state.lower_since {
+                        Some(w) => LowerWait {
+                            since: w.since,
+                            most: w.most.max(f),
+                            most_roomy: w.most_roomy.max(roomy),
+                            varied: w.varied || w.most != f,
+                        },
+                        None => LowerWait {
+                            since: snap.now,
+                            most: f,
+                            most_roomy: roomy,
+                            varied: false,
+                        },
                     };
-                    let held = snap.now.saturating_sub(since) < cfg.down_rate_limit;
+                    let target = if wait.varied {
+                        wait.most_roomy
+                    } else {
+                        wait.most
+                    };
+                    let held = snap.now.saturating_sub(wait.since) < cfg.down_rate_limit;
                     // After the wait, a step down smaller than the band is not worth a
                     // change: the wait starts over.
-                    let small = most.as_f64() > cur.as_f64() * (1.0 - DOWN_BAND);
+                    let small = target.as_f64() > cur.as_f64() * (1.0 - DOWN_BAND);
                     if held || small {
-                        state.lower_since = if held { Some((since, most)) } else { None };
+                        state.lower_since = held.then_some(wait);
                         choice.freq = resolve_at_most(&d.table, cur);
                         choice.reason = FreqReason::RateLimited(cfg.kind);
                         return choice;
                     }
                     state.lower_since = None;
-                    most
+                    target
                 }
             }
             (GovernorKind::Ondemand, Some(a)) => ondemand_freq(
