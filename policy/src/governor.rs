@@ -171,6 +171,9 @@ struct DomainState {
     /// Since when schedutil has wanted less than the current frequency, and the most it
     /// wanted since then (see [`GovernorConfig::down_rate_limit`]).
     lower_since: Option<LowerWait>,
+    /// What it chose at the previous tick: the clock a down rate limit holds, whatever the
+    /// device reports (a device may report another clock than the one asked for).
+    chosen: Option<Hz>,
 }
 
 /// Per-domain base governor state across ticks.
@@ -217,7 +220,11 @@ impl BaseGovernor {
         choices.clear();
         for d in &snap.domains {
             let activity = self.observe(snap, d, elapsed);
-            choices.push(self.choose(snap, d, activity));
+            let choice = self.choose(snap, d, activity);
+            if let Some(state) = self.domains.get_mut(&d.id) {
+                state.chosen = Some(choice.freq);
+            }
+            choices.push(choice);
         }
         for c in &snap.cpus {
             self.cpu_busy.insert(c.cpu, c.busy);
@@ -329,7 +336,8 @@ impl BaseGovernor {
                     choice.reason = FreqReason::HeldWhileBusy;
                     return choice;
                 }
-                if f >= cur || cfg.down_rate_limit.0 == 0 {
+                let prev = state.chosen.map_or(cur, |c| c.min(allowed));
+                if f >= prev || cfg.down_rate_limit.0 == 0 {
                     state.lower_since = None;
                     f
                 } else {
@@ -340,7 +348,7 @@ impl BaseGovernor {
                     let roomy =
                         resolve_at_least(&d.table, Hz((raw.as_f64() * (1.0 + PEAK_ROOM)) as u64))
                             .max(f)
-                            .min(cur);
+                            .min(prev);
                     let wait = match state.lower_since {
                         Some(w) => LowerWait {
                             since: w.since,
@@ -363,10 +371,10 @@ impl BaseGovernor {
                     let held = snap.now.saturating_sub(wait.since) < cfg.down_rate_limit;
                     // After the wait, a step down smaller than the band is not worth a
                     // change: the wait starts over.
-                    let small = target.as_f64() > cur.as_f64() * (1.0 - DOWN_BAND);
+                    let small = target.as_f64() > prev.as_f64() * (1.0 - DOWN_BAND);
                     if held || small {
                         state.lower_since = held.then_some(wait);
-                        choice.freq = resolve_at_most(&d.table, cur);
+                        choice.freq = resolve_at_most(&d.table, prev);
                         choice.reason = FreqReason::RateLimited(cfg.kind);
                         return choice;
                     }
