@@ -30,9 +30,10 @@ fn read_hz(root: &Path, rel: &str) -> u64 {
     }
 }
 
-/// The GPU frequency the policy settles on with nothing held: the same value for half a
-/// second (25 ticks).
+/// The GPU frequency the policy settles on with nothing held: the same value for three
+/// times the base governor's down rate limit (it waits that long before lowering).
 fn settled_gpu(daemon: &Daemon, root: &Path) -> u64 {
+    let settled = Duration::from_nanos(3 * dnngov_policy::manager::BASE_DOWN_RATE_LIMIT.0);
     let mut last = 0;
     let mut since = Instant::now();
     daemon.wait_for("the policy to settle the GPU", || {
@@ -41,7 +42,7 @@ fn settled_gpu(daemon: &Daemon, root: &Path) -> u64 {
             last = now;
             since = Instant::now();
         }
-        since.elapsed() >= Duration::from_millis(500)
+        since.elapsed() >= settled
     });
     last
 }
