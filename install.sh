@@ -397,24 +397,24 @@ do_install() {
 # The groups and the service's user, each created only when missing (and then recorded,
 # so that --uninstall removes what this script created and nothing else). An existing
 # dnngovd user, e.g. one an administrator made, is only added to the two groups.
+# make_group NAME WHAT: creates the system group NAME (recorded for uninstall) unless it
+# exists; WHAT says what it is for.
+make_group() {
+    if getent group "$1" >/dev/null 2>&1; then
+        say "group $1 exists"
+    else
+        groupadd --system "$1"
+        record group "$1"
+        say "created the system group $1: $2"
+    fi
+}
+
 make_accounts() {
     need_cmd groupadd passwd shadow-utils shadow
     need_cmd useradd passwd shadow-utils shadow
     need_cmd usermod passwd shadow-utils shadow
-    if getent group "$GROUP" >/dev/null 2>&1; then
-        say "group $GROUP exists"
-    else
-        groupadd --system "$GROUP"
-        record group "$GROUP"
-        say "created the system group $GROUP: add users whose apps register with dnngovd (usermod -aG $GROUP USER)"
-    fi
-    if getent group "$ADMIN_GROUP" >/dev/null 2>&1; then
-        say "group $ADMIN_GROUP exists"
-    else
-        groupadd --system "$ADMIN_GROUP"
-        record group "$ADMIN_GROUP"
-        say "created the system group $ADMIN_GROUP: the udev rules give it the frequency files; its members may hold frequencies and change any app's target"
-    fi
+    make_group "$GROUP" "add users whose apps register with dnngovd (usermod -aG $GROUP USER)"
+    make_group "$ADMIN_GROUP" "the udev rules give it the frequency files; its members may hold frequencies and change any app's target"
     if getent passwd "$SERVICE_USER" >/dev/null 2>&1; then
         say "user $SERVICE_USER exists"
     else
