@@ -23,7 +23,7 @@ use crate::units::{Hz, Nanos};
 /// that a steady but noisy load (other programs' short tasks) does not move the clock every
 /// tick, short enough that a load that went away stops costing power at once. Measured in
 /// the simulator: 1 s cut the changes of such a domain from thousands a minute to tens but
-/// cost S5 (CPU bursts, no app) 8.8 % more energy than schedutil; 0.5 s costs 2.9 %.
+/// cost S5 (CPU bursts, no app) 8.8 % more energy than schedutil; 0.5 s costs 3.2 %.
 pub const BASE_DOWN_RATE_LIMIT: Nanos = Nanos(500_000_000);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -225,9 +225,9 @@ const MISS_RATE: f64 = 0.005;
 /// plan made from the models alone can sit there with every app missing. So, while two or
 /// more apps use the GPU and one of them measurably misses (its miss margin is widened,
 /// see [`MISS_MARGIN_STEP`], until a long clean run narrows it back), the GPU is never
-/// planned below the clock at which its
-/// measured demand (busy time at the clock in force, scaled to the highest clock, averaged
-/// over [`SHARED_GPU_WINDOW`]) would keep it busy more than this fraction of the time.
+/// planned below the clock at which its measured demand (busy time at the clock in force,
+/// scaled to the highest clock, averaged over [`DEMAND_WINDOW`]) would keep it busy more
+/// than this fraction of the time.
 /// The measurement needs no model, and it holds at any clock: raising the clock lowers the
 /// busy share in proportion, so the bound settles where the demand is.
 const SHARED_GPU_UTIL: f64 = 0.8;
@@ -238,18 +238,20 @@ const SHARED_GPU_UTIL: f64 = 0.8;
 /// (the apps' models had learned their CPU part as nothing) and five apps missed every
 /// frame for two minutes. So no plan runs a CPU domain below the clock at which its
 /// measured demand (busy time over its CPUs at the clock in force, scaled to the highest
-/// clock, averaged over [`SHARED_GPU_WINDOW`]) would keep its CPUs busy more than this
+/// clock, averaged over [`DEMAND_WINDOW`]) would keep its CPUs busy more than this
 /// fraction of the time. Like schedutil's headroom, it keeps a plan from filling a cluster
 /// that other programs already keep busy.
 const CPU_BUSY_UTIL: f64 = 0.8;
 /// The time constant of the averaged GPU and CPU demand.
-const SHARED_GPU_WINDOW: Nanos = Nanos::from_millis(1000);
+const DEMAND_WINDOW: Nanos = Nanos::from_millis(1000);
 
-/// A CPU domain's averaged demand (see [`CPU_BUSY_UTIL`]).
+/// A GPU or CPU domain's averaged demand (see [`SHARED_GPU_UTIL`], [`CPU_BUSY_UTIL`]).
 #[derive(Clone, Copy, Debug)]
-struct CpuDemand {
+struct Demand {
     domain: u32,
-    /// Busy share over the domain's CPUs at the clock in force, scaled to its highest clock.
+    kind: DomainKind,
+    /// Busy share (over its CPUs, for a CPU domain) at the clock in force, scaled to the
+    /// domain's highest clock.
     demand: f64,
     at: Nanos,
 }
@@ -377,12 +379,9 @@ pub struct Manager {
     settled: Vec<Settled>,
     loads: Vec<DomainLoad>,
     base_choices: Vec<BaseChoice>,
-    /// The GPU's measured demand, as a fraction of its time at its highest clock, averaged
-    /// over about [`SHARED_GPU_WINDOW`] (see [`SHARED_GPU_UTIL`]): the domain, the value and
-    /// when it was last updated.
-    gpu_demand: Option<(u32, f64, Nanos)>,
-    /// The same for each CPU domain, over its CPUs (see [`CPU_BUSY_UTIL`]).
-    cpu_demand: Vec<CpuDemand>,
+    /// The GPU's and each CPU domain's measured demand, averaged over about
+    /// [`DEMAND_WINDOW`] (see [`SHARED_GPU_UTIL`], [`CPU_BUSY_UTIL`]).
+    demand: Vec<Demand>,
     /// Whether the plan in force runs a CPU domain under its bound (see [`CPU_BUSY_UTIL`]):
     /// it is replaced at the next periodic run after the dwell time.
     under_cpu_floor: bool,
@@ -411,8 +410,7 @@ impl Manager {
             settled: Vec::new(),
             loads: Vec::new(),
             base_choices: Vec::new(),
-            gpu_demand: None,
-            cpu_demand: Vec::new(),
+            demand: Vec::new(),
             under_cpu_floor: false,
         }
     }
@@ -452,8 +450,9 @@ impl Manager {
         event |= self.track_apps(snap);
         event |= self.learn(snap, base);
         self.track_overruns(snap);
-        event |= self.track_gpu_demand(snap, base);
-        self.under_cpu_floor = self.track_cpu_demand(snap, base);
+        let (gpu_under, cpu_under) = self.track_demand(snap, base);
+        event |= gpu_under;
+        self.under_cpu_floor = cpu_under;
 
         let mut optimised = false;
         let mut adopted = false;
@@ -486,73 +485,66 @@ impl Manager {
         decision
     }
 
-    /// Averages the GPU's measured demand (see [`SHARED_GPU_UTIL`]), and says whether the
-    /// plan in force runs a shared GPU more than a table step below the bound it sets.
-    fn track_gpu_demand(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> bool {
-        let Some((d, b)) = snap
-            .domains
-            .iter()
-            .zip(base)
-            .find(|(d, b)| d.kind == DomainKind::Gpu && b.reason != FreqReason::NoTelemetry)
-        else {
-            self.gpu_demand = None;
-            return false;
-        };
-        let demand = b.load * d.cur.as_f64() / d.max_freq().as_f64().max(1.0);
-        self.gpu_demand = Some(match self.gpu_demand {
-            Some((id, old, at)) if id == d.id => {
-                let tick = snap.now.saturating_sub(at);
-                let weight = (tick.0 as f64 / SHARED_GPU_WINDOW.0 as f64).clamp(0.0, 1.0);
-                (id, old + weight * (demand - old), snap.now)
-            }
-            _ => (d.id, demand, snap.now),
-        });
-        let Some(floor) = self.shared_gpu_floor(d) else {
-            return false;
-        };
-        self.plan
-            .as_ref()
-            .and_then(|p| p.freqs.iter().find(|f| f.0 == d.id))
-            .is_some_and(|f| step_up(d, f.1, 1) < floor && f.1 < snap.allowed_max(d))
-    }
-
-    /// Averages each CPU domain's measured demand (see [`CPU_BUSY_UTIL`]), and says whether
-    /// the plan in force runs one more than a table step below the bound it sets.
-    fn track_cpu_demand(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> bool {
-        let mut below = false;
+    /// Averages the GPU's and each CPU domain's measured demand, and says whether the plan
+    /// in force runs the GPU, and whether it runs a CPU domain, more than a table step
+    /// below the bound that demand sets (see [`SHARED_GPU_UTIL`], [`CPU_BUSY_UTIL`]).
+    fn track_demand(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> (bool, bool) {
+        let (mut gpu_under, mut cpu_under) = (false, false);
         for (d, b) in snap.domains.iter().zip(base) {
-            if d.kind != DomainKind::Cpu || b.reason == FreqReason::NoTelemetry {
+            let load = match d.kind {
+                DomainKind::Gpu => b.load,
+                DomainKind::Cpu => b.mean_load,
+                DomainKind::Memory => continue,
+            };
+            if b.reason == FreqReason::NoTelemetry {
+                // A GPU without a busy count has no demand to go by; a CPU domain keeps
+                // its last one while its CPUs are offline.
+                if d.kind == DomainKind::Gpu {
+                    self.demand.retain(|x| x.domain != d.id);
+                }
                 continue;
             }
-            let demand = b.mean_load * d.cur.as_f64() / d.max_freq().as_f64().max(1.0);
-            match self.cpu_demand.iter_mut().find(|x| x.domain == d.id) {
+            let demand = load * d.cur.as_f64() / d.max_freq().as_f64().max(1.0);
+            match self.demand.iter_mut().find(|x| x.domain == d.id) {
                 Some(x) => {
                     let tick = snap.now.saturating_sub(x.at);
-                    let weight = (tick.0 as f64 / SHARED_GPU_WINDOW.0 as f64).clamp(0.0, 1.0);
+                    let weight = (tick.0 as f64 / DEMAND_WINDOW.0 as f64).clamp(0.0, 1.0);
                     x.demand += weight * (demand - x.demand);
                     x.at = snap.now;
                 }
-                None => self.cpu_demand.push(CpuDemand {
+                None => self.demand.push(Demand {
                     domain: d.id,
+                    kind: d.kind,
                     demand,
                     at: snap.now,
                 }),
             }
-            let Some(floor) = self.cpu_floor(d) else {
+            let floor = match d.kind {
+                DomainKind::Gpu => self.shared_gpu_floor(d),
+                _ => self.cpu_floor(d),
+            };
+            let Some(floor) = floor else {
                 continue;
             };
-            below |= self
+            let under = self
                 .plan
                 .as_ref()
                 .and_then(|p| p.freqs.iter().find(|f| f.0 == d.id))
                 .is_some_and(|f| step_up(d, f.1, 1) < floor && f.1 < snap.allowed_max(d));
+            match d.kind {
+                DomainKind::Gpu => gpu_under |= under,
+                _ => cpu_under |= under,
+            }
         }
-        below
+        (gpu_under, cpu_under)
     }
 
     /// The least clock a plan may set on a CPU domain (see [`CPU_BUSY_UTIL`]).
     fn cpu_floor(&self, d: &FreqDomain) -> Option<Hz> {
-        let x = self.cpu_demand.iter().find(|x| x.domain == d.id)?;
+        let x = self
+            .demand
+            .iter()
+            .find(|x| x.domain == d.id && x.kind == DomainKind::Cpu)?;
         Some(Hz((d.max_freq().as_f64() * x.demand / CPU_BUSY_UTIL) as u64))
     }
 
@@ -562,7 +554,7 @@ impl Manager {
     /// fraction of its highest as the GPU's: lowering it would lengthen the busy time the
     /// bound was measured from.
     fn shared_gpu_floor(&self, d: &FreqDomain) -> Option<Hz> {
-        let (id, demand, _) = self.gpu_demand?;
+        let gpu = self.demand.iter().find(|x| x.kind == DomainKind::Gpu)?;
         let sharing = self
             .apps
             .values()
@@ -574,11 +566,13 @@ impl Manager {
             .apps
             .values()
             .any(|e| e.declared.devices.gpu && e.miss_margin > 0.0);
-        let governed = d.id == id || d.kind == DomainKind::Memory;
+        let governed = d.id == gpu.domain || d.kind == DomainKind::Memory;
         if !governed || sharing < 2 || !missing {
             return None;
         }
-        Some(Hz((d.max_freq().as_f64() * demand / SHARED_GPU_UTIL) as u64))
+        Some(Hz(
+            (d.max_freq().as_f64() * gpu.demand / SHARED_GPU_UTIL) as u64
+        ))
     }
 
     fn track_hardware(&mut self, snap: &Snapshot) -> bool {
