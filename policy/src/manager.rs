@@ -674,6 +674,17 @@ impl Manager {
             });
             let entry = if keep_models {
                 let mut e = self.apps.remove(&app.id).expect("checked above");
+                if e.declared.targets != app.targets {
+                    // Misses against the old target say nothing of the new one: a
+                    // sub-network left on them is in reach again, and the margin they
+                    // widened starts over.
+                    e.left = None;
+                    e.miss_margin = 0.0;
+                    e.fb_judged = 0;
+                    e.fb_missed = 0;
+                    e.judged = 0;
+                    e.missed = 0;
+                }
                 e.declared = declaration(app);
                 e
             } else {

@@ -416,6 +416,37 @@ fn repeated_misses_step_down_at_once() {
     assert_eq!(d.apps[0].reason, SubnetReason::StepDown { misses: 3 });
 }
 
+/// An app that stepped down on misses against a tight deadline is given a loose one and
+/// the highest floor: the sub-network it left is in reach again at once, not after the
+/// hold that keeps a plan from going straight back to where it missed.
+#[test]
+fn a_new_target_lifts_the_hold_on_a_sub_network_left_on_misses() {
+    let mut m = Manager::new(Config::default());
+    let a = app(1, &NETS_6, 200.0, 400.0, 74.0, 1, true);
+    m.step(&quiet_snapshot(0, vec![a.clone()]));
+    let s0 = m.plan().unwrap().subnets[0].1;
+    let mut a2 = a.clone();
+    a2.finished = (0..4).map(|i| inference(10 + i, 250.0, s0)).collect();
+    let d = m.step(&quiet_snapshot(20, vec![a2]));
+    assert_eq!(d.subnet_of(1), Some(s0 - 1));
+    // The operator relaxes the deadline and asks for the best accuracy.
+    let mut relaxed = a.clone();
+    relaxed.targets.deadline = Nanos::from_millis(1000);
+    relaxed.targets.period = Some(Nanos::from_millis(2000));
+    relaxed.targets.accuracy_floor = NETS_6[NETS_6.len() - 1].0;
+    let top = (NETS_6.len() - 1) as u32;
+    let mut reached = None;
+    for t in 3..100u64 {
+        let d = m.step(&quiet_snapshot(t * 10, vec![relaxed.clone()]));
+        if d.subnet_of(1) == Some(top) {
+            reached = Some(t);
+            break;
+        }
+    }
+    // Within a second, far inside the 10 s hold.
+    assert!(reached.is_some(), "never went to the top sub-network");
+}
+
 #[test]
 fn steady_input_does_not_oscillate() {
     let mut m = Manager::new(Config::default());
