@@ -237,7 +237,7 @@ const SHARED_GPU_UTIL: f64 = 0.8;
 /// with 2.5 cores of other programs' tasks, plans held two clusters at their lowest clocks
 /// (the apps' models had learned their CPU part as nothing) and five apps missed every
 /// frame for two minutes. So no plan runs a CPU domain below the clock at which its
-/// measured demand (busy time over its CPUs at the clock in force, scaled to the highest
+/// measured demand (busy time over its online CPUs at the clock in force, scaled to the highest
 /// clock, averaged over [`DEMAND_WINDOW`]) would keep its CPUs busy more than this
 /// fraction of the time. Like schedutil's headroom, it keeps a plan from filling a cluster
 /// that other programs already keep busy.
@@ -493,7 +493,10 @@ impl Manager {
         for (d, b) in snap.domains.iter().zip(base) {
             let load = match d.kind {
                 DomainKind::Gpu => b.load,
-                DomainKind::Cpu => b.mean_load,
+                // Over its online CPUs: with some offline, the rest carry the load.
+                DomainKind::Cpu => {
+                    b.mean_load * d.cpus.len() as f64 / snap.online_cpus(d).max(1) as f64
+                }
                 DomainKind::Memory => continue,
             };
             if b.reason == FreqReason::NoTelemetry {

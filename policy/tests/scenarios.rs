@@ -205,7 +205,8 @@ fn an_app_goes_up_a_sub_network_only_with_room_to_spare() {
 /// would keep its CPUs busy at most 80 % of the time. Half busy, there is no such bound.
 #[test]
 fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
-    let run = |busy_share: f64| {
+    // `offline`: all but the first CPU of each domain offline, the first as busy.
+    let run = |busy_share: f64, offline: bool| {
         let apps = vec![app(1, &NETS_6, 100.0, 100.0, 74.0, 1, true)];
         let mut m = Manager::new(Config::default());
         let first = m.step(&snapshot(0, apps.clone()));
@@ -214,8 +215,17 @@ fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
         for t in 1..=300u64 {
             let mut s = snapshot(t * 10, apps.clone());
             busy += 10.0 * busy_share;
+            let firsts: Vec<u32> = s
+                .domains
+                .iter()
+                .filter_map(|d| d.cpus.first().copied())
+                .collect();
             for c in &mut s.cpus {
                 c.busy = Nanos::from_millis_f64(busy);
+                if offline && !firsts.contains(&c.cpu) {
+                    c.online = false;
+                    c.busy = Nanos(0);
+                }
             }
             at_decided_clocks(&mut s, &last);
             // A frame every 100 ms (the deadline: 100 ms), most in 50 ms.
@@ -248,7 +258,7 @@ fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
         (first, planned)
     };
     let max = Hz::from_khz(*CPU_KHZ.last().unwrap()).as_f64();
-    let (first, saturated) = run(1.0);
+    let (first, saturated) = run(1.0, false);
     assert!(first.iter().any(|f| f.as_f64() < 0.7 * max), "{first:?}");
     let bounds: Vec<f64> = first
         .iter()
@@ -257,13 +267,27 @@ fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
     for (f, bound) in saturated.iter().zip(&bounds) {
         assert!(f.as_f64() >= bound * 0.999, "{f:?} under {bound}");
     }
-    let (_, half) = run(0.5);
+    let (_, half) = run(0.5, false);
     assert!(
         half.iter()
             .zip(&bounds)
             .any(|(f, b)| f.as_f64() < b * 0.999),
         "{half:?}"
     );
+    // With some CPUs offline, the busy online ones are the demand: a domain half of whose
+    // CPUs are offline and the rest always busy is as saturated as one with all busy.
+    let (first_offline, offline) = run(1.0, true);
+    for ((f, f0), max_f) in offline
+        .iter()
+        .zip(&first_offline)
+        .zip(std::iter::repeat(max))
+    {
+        let bound = (f0.as_f64() / 0.8).min(max_f);
+        assert!(
+            f.as_f64() >= bound * 0.999,
+            "{f:?} under {bound} with CPUs offline"
+        );
+    }
 }
 
 #[test]
