@@ -1158,6 +1158,7 @@ impl Manager {
                         };
                         spread.max(measured)
                     },
+                    missing: e.miss_margin > 0.0,
                     subnets: e
                         .declared
                         .library

@@ -118,6 +118,9 @@ pub struct AppProblem {
     /// edge of its bound still meets the deadline on most frames when latencies scatter
     /// widely around the fits (see the manager's `SPREAD_QUANTILE`).
     pub spread_margin: f64,
+    /// Whether it measurably misses its deadline now (the manager's miss feedback has
+    /// widened its margin). Degraded for priority, such an app runs at best effort.
+    pub missing: bool,
 }
 
 impl AppProblem {
@@ -1156,7 +1159,9 @@ fn refine_margin(mut lo: f64, mut hi: f64, fits: &impl Fn(f64) -> bool) -> f64 {
 /// deadline); if even its fastest sub-network misses, it runs that sub-network at best
 /// effort, the clocks of its domains set to minimise its latency. Apps that cannot all be
 /// served together first get thinner margins, then the least important is
-/// `DegradedForPriority` and runs its cheapest sub-network, repeatedly, until the rest fit.
+/// `DegradedForPriority`, repeatedly, until the rest fit; a degraded app that measurably
+/// misses ([`AppProblem::missing`]) runs at best effort beside them (see
+/// [`add_best_effort`]): deadlines before energy.
 pub fn optimise(p: &Problem, cfg: &OptimiserConfig) -> Plan {
     let mut unserved = Vec::new();
     let mut candidates: Vec<(usize, Terms)> = Vec::new();
@@ -1244,6 +1249,14 @@ pub fn optimise(p: &Problem, cfg: &OptimiserConfig) -> Plan {
         let id = p.apps[dropped].id;
         unserved.retain(|u| u.0 != id);
         unserved.push((id, UnservedCause::DegradedForPriority));
+        // Once it measurably misses, it runs at best effort beside the others: left to the
+        // clocks planned for them, it would miss for as long as the set stays too big (a
+        // stuck state, as its misses teach its fits that it is slower still). While it
+        // meets its deadline at their clocks, those clocks are kept, and its fits learn
+        // what they cost it.
+        if p.apps[dropped].missing {
+            best_effort.push(dropped);
+        }
     };
     if !best_effort.is_empty() {
         add_best_effort(p, cfg, &mut plan, best_effort);

@@ -418,6 +418,7 @@ fn small_problem() -> impl Strategy<Value = (dnngov_policy::optimiser::Problem, 
                 cpu_domains: vec![],
                 subnets,
                 spread_margin: 0.0,
+                missing: false,
             };
             (
                 Problem {

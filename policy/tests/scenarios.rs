@@ -316,6 +316,40 @@ fn infeasible_set_degrades_lowest_priority_and_says_so() {
 }
 
 #[test]
+fn a_degraded_app_that_misses_runs_at_best_effort() {
+    // Three 41 ms inferences per 100 ms do not fit on one GPU: the least important app is
+    // degraded. Planned for the other two, the GPU runs below its highest clock.
+    let apps = vec![
+        app(1, &NETS_6, 100.0, 100.0, 74.0, 5, true),
+        app(2, &NETS_6, 100.0, 100.0, 74.0, 1, true),
+        app(3, &NETS_6, 100.0, 100.0, 74.0, 3, true),
+    ];
+    let mut p = problem(&snapshot(0, apps));
+    let gpu_max = Hz(*GPU_HZ.last().unwrap());
+    let gpu = |plan: &dnngov_policy::Plan| plan.freqs.iter().find(|f| f.0 == GPU).unwrap().1;
+    let calm = optimise(&p, &OptimiserConfig::default());
+    assert_eq!(calm.unserved, vec![(2, UnservedCause::DegradedForPriority)]);
+    assert!(calm.best_effort.is_empty(), "{calm:?}");
+    assert!(gpu(&calm) < gpu_max, "{calm:?}");
+    // Once it measurably misses, it runs its fastest sub-network with the devices it uses
+    // at their highest clocks (no power cap): still degraded, and said so.
+    p.apps.iter_mut().find(|a| a.id == 2).unwrap().missing = true;
+    let missing = optimise(&p, &OptimiserConfig::default());
+    assert_eq!(
+        missing.unserved,
+        vec![(2, UnservedCause::DegradedForPriority)]
+    );
+    assert_eq!(missing.best_effort_of(2), Some(0), "{missing:?}");
+    assert_eq!(gpu(&missing), gpu_max, "{missing:?}");
+    // The served app keeps its sub-network and is never slower.
+    assert_eq!(missing.subnets, calm.subnets);
+    for (d, f) in &calm.freqs {
+        let after = missing.freqs.iter().find(|x| x.0 == *d).unwrap().1;
+        assert!(after >= *f, "domain {d}: {after:?} under {f:?}");
+    }
+}
+
+#[test]
 fn impossible_targets_are_reported_with_their_cause() {
     let apps = vec![
         app(1, &NETS_6, 30.0, 100.0, 74.0, 1, true),

@@ -246,6 +246,7 @@ pub fn problem(snap: &Snapshot) -> dnngov_policy::optimiser::Problem {
                 devices: a.devices,
                 cpu_domains: a.cpu_domains.clone(),
                 spread_margin: 0.0,
+                missing: false,
                 subnets: a
                     .library
                     .iter()
