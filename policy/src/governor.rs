@@ -369,9 +369,16 @@ impl BaseGovernor {
                         wait.most
                     };
                     let held = snap.now.saturating_sub(wait.since) < cfg.down_rate_limit;
-                    // After the wait, a step down smaller than the band is not worth a
-                    // change: the wait starts over.
-                    let small = target.as_f64() > prev.as_f64() * (1.0 - DOWN_BAND);
+                    // After the wait, a step down smaller than the band, or of a single
+                    // table entry, is not worth a change: the wait starts over. Low in a
+                    // table one entry is 30-70 % of the clock, and a light noisy load
+                    // would dither between two neighbours.
+                    let entries = d
+                        .table
+                        .iter()
+                        .filter(|f| **f < prev && **f >= target)
+                        .count();
+                    let small = entries < 2 || target.as_f64() > prev.as_f64() * (1.0 - DOWN_BAND);
                     if held || small {
                         state.lower_since = held.then_some(wait);
                         choice.freq = resolve_at_most(&d.table, prev);
@@ -583,6 +590,35 @@ mod tests {
             });
         }
         assert!(g.update(&s)[0].freq > Hz::from_mhz(400));
+    }
+
+    #[test]
+    fn down_rate_limit_skips_a_single_entry_step() {
+        let cfg = GovernorConfig {
+            down_rate_limit: Nanos::from_millis(200),
+            ..GovernorConfig::default()
+        };
+        // A light load (30 % busy at the clock in force, 400 MHz: schedutil wants 200 MHz,
+        // the lowest entry) for 1 s from `from`.
+        let settle = |from: Hz| {
+            let mut g = BaseGovernor::new(cfg);
+            let mut f = from;
+            let mut busy_us = 0u64;
+            for t in 0..100u64 {
+                busy_us += 3000 * 400 / (f.0 / 1_000_000);
+                let mut s = snap(t * 10, f, &[], vec![0]);
+                s.cpus.push(CpuSample {
+                    cpu: 0,
+                    online: true,
+                    busy: Nanos::from_micros(busy_us),
+                });
+                f = g.update(&s)[0].freq;
+            }
+            f
+        };
+        // One entry above what it wants: held. Two: lowered, after the wait.
+        assert_eq!(settle(Hz::from_mhz(400)), Hz::from_mhz(400));
+        assert_eq!(settle(Hz::from_mhz(600)), Hz::from_mhz(200));
     }
 
     #[test]
