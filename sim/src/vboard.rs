@@ -109,6 +109,20 @@ fn write(path: &Path, value: impl ToString) -> io::Result<()> {
     fs::write(path, format!("{}\n", value.to_string()))
 }
 
+/// A reading that a reader may keep open and read again at any moment (the INA3221's
+/// current, read by dnngovd every tick through a kept-open descriptor): rewritten in
+/// place, at a fixed width (zero-padded), in one write, so the file is never seen empty or
+/// with a longer value's tail, as `fs::write`'s truncate-then-write let it be.
+fn write_reading(path: &Path, value: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    file.write_all_at(format!("{value:09}\n").as_bytes(), 0)
+}
+
 fn read_u64(path: &Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -447,7 +461,7 @@ impl VirtualBoard {
         write(&self.hwmon.join("name"), "ina3221")?;
         write(&self.hwmon.join("in1_label"), rail)?;
         write(&self.hwmon.join("in1_input"), RAIL_MV)?;
-        write(&self.hwmon.join("curr1_input"), 0)?;
+        write_reading(&self.hwmon.join("curr1_input"), 0)?;
         link_class(&self.root, "hwmon", &self.hwmon)?;
         Ok(())
     }
@@ -540,9 +554,9 @@ impl VirtualBoard {
             let mut meter = self.meter.lock().unwrap_or_else(|e| e.into_inner());
             meter.energy_j += watts * span as f64 / 1e9;
             meter.seconds += span as f64 / 1e9;
-            write(
+            write_reading(
                 &self.hwmon.join("curr1_input"),
-                (watts * 1e6 / RAIL_MV).round(),
+                (watts * 1e6 / RAIL_MV).round().max(0.0) as u64,
             )?;
         }
         Ok(())
@@ -666,5 +680,45 @@ impl Strategy for VirtualBoard {
             freqs,
             subnets: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// A reader that keeps the file open and reads it again from offset 0, as dnngovd does,
+    /// never sees the reading empty or torn while it is rewritten with values of every
+    /// width. (`fs::write` truncates first: such a reader saw an empty file now and then.)
+    #[test]
+    fn a_reading_is_never_seen_empty_while_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curr1_input");
+        write_reading(&path, 0).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (path, done) = (path.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    write_reading(&path, [7, 123_456, 42, 9_999_999][i as usize % 4]).unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        let file = fs::File::open(&path).unwrap();
+        let mut reads = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut buf = [0u8; 64];
+            let n = file.read_at(&mut buf, 0).unwrap();
+            let text = std::str::from_utf8(&buf[..n]).unwrap().trim();
+            let value: u64 = text
+                .parse()
+                .unwrap_or_else(|_| panic!("read {text:?} after {reads} reads"));
+            assert!([0, 7, 123_456, 42, 9_999_999].contains(&value), "{value}");
+            reads += 1;
+        }
+        writer.join().unwrap();
+        assert!(reads > 0);
     }
 }
