@@ -373,13 +373,15 @@ impl BaseGovernor {
                     // table entry, is not worth a change: the wait starts over. Low in a
                     // table one entry is 30-70 % of the clock, and a light noisy load
                     // would dither between two neighbours.
-                    let entries = d
-                        .table
-                        .iter()
-                        .filter(|f| **f < prev && **f >= target)
-                        .count();
-                    let small = entries < 2 || target.as_f64() > prev.as_f64() * (1.0 - DOWN_BAND);
-                    if held || small {
+                    let small = || {
+                        target.as_f64() > prev.as_f64() * (1.0 - DOWN_BAND)
+                            || d.table
+                                .iter()
+                                .filter(|f| **f < prev && **f >= target)
+                                .count()
+                                < 2
+                    };
+                    if held || small() {
                         state.lower_since = held.then_some(wait);
                         choice.freq = resolve_at_most(&d.table, prev);
                         choice.reason = FreqReason::RateLimited(cfg.kind);

@@ -237,8 +237,8 @@ const SHARED_GPU_UTIL: f64 = 0.8;
 /// with 2.5 cores of other programs' tasks, plans held two clusters at their lowest clocks
 /// (the apps' models had learned their CPU part as nothing) and five apps missed every
 /// frame for two minutes. So no plan runs a CPU domain below the clock at which its
-/// measured demand (busy time over its online CPUs at the clock in force, scaled to the highest
-/// clock, averaged over [`DEMAND_WINDOW`]) would keep its CPUs busy more than this
+/// measured demand (busy time over its online CPUs at the clock in force, scaled to the
+/// highest clock, averaged over [`DEMAND_WINDOW`]) would keep its CPUs busy more than this
 /// fraction of the time. Like schedutil's headroom, it keeps a plan from filling a cluster
 /// that other programs already keep busy.
 const CPU_BUSY_UTIL: f64 = 0.8;
