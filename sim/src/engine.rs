@@ -6,8 +6,11 @@
 //!
 //! Scheduling model, an assumption: each inference runs its CPU part, then its GPU part
 //! (compute and memory-bound work, scaling with the GPU and EMC clocks), then a fixed part.
-//! Runnable CPU work (inference CPU parts first, then tasks in arrival order) is spread over
-//! the online cores round-robin and a core shared by several items is time-shared equally.
+//! Each app's inference thread lives on a home core (the apps take the online cores in
+//! turn), the core its CPU domain is reported from, as the agent reports the CPU a thread
+//! runs on. Tasks, in arrival order, go to the least-loaded online core at each step,
+//! preferring one that is no running app's home; a core shared by several items is
+//! time-shared equally.
 //! The GPU is time-shared equally among the inferences in their GPU part, after a
 //! background job's fixed share.
 
@@ -151,6 +154,8 @@ struct Core {
     busy_ns: f64,
     step_busy: f64,
     load: u32,
+    /// Running apps whose inference thread lives on this core.
+    homes: u32,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -284,6 +289,7 @@ struct Sim<'a> {
     /// Indices of online cores, in CPU order; scratch lists reused every step.
     online: Vec<usize>,
     app_cpu: Vec<usize>,
+    task_core: Vec<usize>,
     gpu_background: f64,
     power_cap: Option<f64>,
     /// Frequency cap per domain (index as in `domains`), from `max_mhz` events.
@@ -325,6 +331,7 @@ impl<'a> Sim<'a> {
                     busy_ns: 0.0,
                     step_busy: 0.0,
                     load: 0,
+                    homes: 0,
                 });
             }
         }
@@ -399,6 +406,7 @@ impl<'a> Sim<'a> {
             tasks: Vec::new(),
             online,
             app_cpu: Vec::new(),
+            task_core: Vec::new(),
             gpu_background: 0.0,
             power_cap: None,
             freq_caps: vec![None; plat.domains.len()],
@@ -719,6 +727,7 @@ impl<'a> Sim<'a> {
         // CPU.
         for c in &mut self.cores {
             c.load = 0;
+            c.homes = 0;
             c.step_busy = 0.0;
         }
         // Inference threads on the CPU: computing, or spinning while the GPU works.
@@ -730,16 +739,35 @@ impl<'a> Sim<'a> {
                 .as_ref()
                 .is_some_and(|r| r.phase == Phase::Cpu || a.spec.spin_wait)
         }));
+        // An inference thread stays on its home core (the one the agent reports); tasks go
+        // to the least-loaded online core, as the scheduler's idle-core search would.
         let online = &self.online;
-        let core_of = |k: usize| online[k % online.len()];
-        for k in 0..app_cpu.len() + self.tasks.len() {
-            self.cores[core_of(k)].load += 1;
+        let home = |i: usize| online[i % online.len()];
+        for i in &app_cpu {
+            self.cores[home(*i)].load += 1;
+        }
+        // Among equally loaded cores, one that is no running app's home: an app waking on
+        // its core finds it free.
+        for (i, a) in self.apps.iter().enumerate() {
+            if a.run.is_some() {
+                self.cores[home(i)].homes += 1;
+            }
+        }
+        let mut task_core = std::mem::take(&mut self.task_core);
+        task_core.clear();
+        for _ in 0..self.tasks.len() {
+            let core = *online
+                .iter()
+                .min_by_key(|c| (self.cores[**c].load, self.cores[**c].homes))
+                .expect("a core is always online");
+            self.cores[core].load += 1;
+            task_core.push(core);
         }
         let speed = |cores: &[Core], domains: &[DomainRt], core: usize| {
             domains[cores[core].domain].speed / cores[core].load.max(1) as f64
         };
-        for (k, i) in app_cpu.iter().enumerate() {
-            let core = core_of(k);
+        for i in &app_cpu {
+            let core = home(*i);
             let v = speed(&self.cores, &self.domains, core);
             let r = self.apps[*i].run.as_mut().expect("filtered");
             if r.phase != Phase::Cpu {
@@ -760,7 +788,7 @@ impl<'a> Sim<'a> {
         }
         let mut finished_tasks = false;
         for (j, task) in self.tasks.iter_mut().enumerate() {
-            let core = core_of(app_cpu.len() + j);
+            let core = task_core[j];
             let v = speed(&self.cores, &self.domains, core);
             let need = task.left / v;
             let window = dt - task.offset;
@@ -782,6 +810,7 @@ impl<'a> Sim<'a> {
             self.tasks.retain(|task| task.left > 0.0);
         }
         self.app_cpu = app_cpu;
+        self.task_core = task_core;
         // GPU.
         let rg = self.ratio(self.gpu);
         let rm = self.ratio(self.mem);
