@@ -48,6 +48,10 @@ pub struct Config {
     /// `deadline * (1 - optimiser.margin)`, and stays in force while they are under
     /// `deadline * (1 - keep_margin)` (a smaller margin).
     pub keep_margin: f64,
+    /// An upgrade (a plan that raises an app's sub-network) is planned with this much more
+    /// margin for the apps it raises (see `Manager::hold_upgrades`); 0 turns the
+    /// hysteresis on sub-networks off.
+    pub upgrade_margin: f64,
 }
 
 impl Default for Config {
@@ -67,6 +71,7 @@ impl Default for Config {
             gain_threshold: 0.05,
             accuracy_gain_points: 1.0,
             keep_margin: 0.05,
+            upgrade_margin: 0.05,
         }
     }
 }
@@ -128,6 +133,12 @@ struct AppEntry {
     /// A sub-network the app left downwards, and until when it and those above it stay
     /// out of reach (see [`RETURN_HOLD`]).
     left: Option<(u32, Nanos)>,
+    /// The sub-network a plan last raised the app to, and when (see [`UPGRADE_TRIAL`]).
+    raised: Option<(u32, Nanos)>,
+    /// A sub-network an upgrade to failed: until when no upgrade takes the app to it or
+    /// above, and the back-off that set it.
+    upgrade_block: Option<(u32, Nanos)>,
+    upgrade_backoff: Nanos,
     /// Margin added on measured misses (see [`MISS_MARGIN_STEP`]), and the inferences
     /// judged and missed since it last moved.
     miss_margin: f64,
@@ -169,6 +180,12 @@ enum Use {
     Learn,
     /// Counted towards a slow-down only.
     SlowDownOnly,
+    /// Learned, but it ran under an overrun boost: the boost's clocks are not the plan's,
+    /// so it neither counts towards a slow-down nor ends a run of slow samples. Otherwise
+    /// a plan too slow for an app whose every other inference overran stayed in force:
+    /// each boosted inference, fast at the highest clocks, ended the run its overrunning
+    /// neighbour had started.
+    LearnBoosted,
     /// Neither.
     Skip,
 }
@@ -311,6 +328,16 @@ const UP_MARGIN: f64 = 0.1;
 /// switches back and forth every few seconds, paying for each switch.
 const RETURN_HOLD: Nanos = Nanos::from_millis(10_000);
 
+/// An upgrade that a plan takes back within this long failed: no upgrade takes the app to
+/// that sub-network or above for [`UPGRADE_BACKOFF`], doubled at each further failure up
+/// to [`UPGRADE_BACKOFF_MAX`], or until the apps or the hardware change. A fit for a
+/// sub-network the app has not run borrows a sibling's, and an upgrade on it can be wrong
+/// however much margin it is planned with; retried at every periodic run past the dwell,
+/// it made an app switch up and back down every few seconds.
+const UPGRADE_TRIAL: Nanos = Nanos::from_millis(10_000);
+const UPGRADE_BACKOFF: Nanos = Nanos::from_millis(60_000);
+const UPGRADE_BACKOFF_MAX: Nanos = Nanos::from_millis(240_000);
+
 /// The margin's feedback from measured misses: once an app has missed (or fallen behind
 /// its frames) at least [`MISS_MARGIN_MISSES`] times and on more than
 /// [`MISS_MARGIN_RATE`] of its inferences since the margin last moved, its margin widens
@@ -446,9 +473,14 @@ impl Manager {
 
     fn step_with(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> Decision {
         self.track_clocks(snap);
-        let mut event = self.track_hardware(snap);
-        event |= self.track_apps(snap);
-        event |= self.learn(snap, base);
+        let changed = self.track_hardware(snap) | self.track_apps(snap);
+        let mut event = changed | self.learn(snap, base);
+        if changed {
+            // What made an upgrade fail may be gone (see `UPGRADE_TRIAL`).
+            for e in self.apps.values_mut() {
+                e.upgrade_block = None;
+            }
+        }
         self.track_overruns(snap);
         let (gpu_under, cpu_under) = self.track_demand(snap, base);
         event |= gpu_under;
@@ -466,8 +498,12 @@ impl Manager {
             self.last_optimised = Some(snap.now);
             let problem = self.problem(snap, base);
             let new = optimise(&problem, &self.cfg.optimiser);
+            let (new, upgrade) = self.hold_upgrades(snap.now, &problem, new);
             if event || self.should_replace(snap, &problem, &new) {
                 self.adopt(snap, new);
+                adopted = true;
+            } else if let Some(up) = upgrade.filter(|up| self.should_replace(snap, &problem, up)) {
+                self.adopt(snap, up);
                 adopted = true;
             }
         }
@@ -767,6 +803,9 @@ impl Manager {
             spread_level: 0.0,
             explored: None,
             left: None,
+            raised: None,
+            upgrade_block: None,
+            upgrade_backoff: Nanos(0),
             miss_margin: 0.0,
             fb_judged: 0,
             fb_missed: 0,
@@ -894,9 +933,16 @@ impl Manager {
                 let straddles = |t: Nanos| start < t && inf.end > t;
                 let crossed = boosted
                     .is_some_and(|(from, until)| straddles(from) || until.is_some_and(straddles));
+                let within = boosted.is_some_and(|(from, until)| {
+                    start >= from && until.is_none_or(|u| inf.end <= u)
+                });
                 let (ratios, use_) = match e.boost {
                     Some(b) if start <= b.at && inf.end >= b.at => (b.ratios, Use::SlowDownOnly),
                     _ if crossed => (r, Use::Skip),
+                    _ if within => (
+                        ran_at(changes, snap, app, start, inf.end),
+                        Use::LearnBoosted,
+                    ),
                     _ => (ran_at(changes, snap, app, start, inf.end), Use::Learn),
                 };
                 if usable && use_ != Use::Skip {
@@ -946,8 +992,10 @@ impl Manager {
                 if waited <= CLEAN_WAIT {
                     e.contended = 0;
                 }
-                track_slow_down(e, subnet, r, ms, self.cfg.optimiser.margin);
-                if use_ != Use::Learn {
+                if use_ != Use::LearnBoosted {
+                    track_slow_down(e, subnet, r, ms, self.cfg.optimiser.margin);
+                }
+                if !matches!(use_, Use::Learn | Use::LearnBoosted) {
                     continue;
                 }
                 let predicted = e.models[subnet].predict_ms(r).max(1e-3);
@@ -1282,6 +1330,111 @@ impl Manager {
         }
     }
 
+    /// Hysteresis on sub-networks: no app goes above the sub-network it runs now as a side
+    /// effect. When `new` raises an app, the search is made again with no app above the
+    /// sub-network it runs now (where that keeps its floor), and that plan stands in for
+    /// `new` if it serves as many apps. The upgrade is then offered on its own (the second
+    /// result): the search made with `upgrade_margin` more margin for the apps `new`
+    /// raised, none of them above where `new` put it, none back to a sub-network it left a
+    /// moment ago (`RETURN_HOLD`) or one an upgrade to failed (`UPGRADE_TRIAL`), and no
+    /// other app with a thinner margin than the plan in force gives it. It is offered when
+    /// it still raises one of them and serves as many apps, and replaces the plan in force
+    /// by the rules of a periodic run (after the dwell, for an accuracy gain, in energy
+    /// mode for no more power than the tie tolerance). Without this, a re-plan made
+    /// because one app's margin widened or its plan broke moved other apps on the shared
+    /// GPU up to the edge of their bounds; their first samples, slower or more spread than
+    /// the fits said, tipped them over, and they went back down within seconds (A->B->A).
+    fn hold_upgrades(&self, now: Nanos, problem: &Problem, new: Plan) -> (Plan, Option<Plan>) {
+        let extra = self.cfg.upgrade_margin;
+        if extra <= 0.0 || self.plan.is_none() {
+            return (new, None);
+        }
+        // The sub-network each app runs now, where it keeps the app's floor: an app below
+        // its floor (degraded, or stepped down past it) is not capped there.
+        let running = |id: u32| {
+            let c = self.apps.get(&id)?.controller.subnet();
+            let a = problem.apps.iter().find(|a| a.id == id)?;
+            let s = a.subnets.get(c as usize)?;
+            (s.accuracy >= a.accuracy_floor).then_some(c)
+        };
+        let raises = |plan: &Plan, id: u32| {
+            plan.subnets
+                .iter()
+                .any(|(a, s)| *a == id && running(id).is_some_and(|c| *s > c))
+        };
+        let raised: Vec<u32> = problem
+            .apps
+            .iter()
+            .map(|a| a.id)
+            .filter(|id| raises(&new, *id))
+            .collect();
+        if raised.is_empty() {
+            return (new, None);
+        }
+        let serves_as_many = |p: &Plan| {
+            p.unserved.len() <= new.unserved.len() && p.best_effort.len() <= new.best_effort.len()
+        };
+        let mut held = problem.clone();
+        for a in &mut held.apps {
+            if let Some(c) = running(a.id) {
+                a.subnets.truncate(c as usize + 1);
+            }
+        }
+        let held = optimise(&held, &self.cfg.optimiser);
+        if !serves_as_many(&held) {
+            return (new, None);
+        }
+        let mut wider = problem.clone();
+        for a in wider.apps.iter_mut() {
+            if raised.contains(&a.id) {
+                a.spread_margin = a.margin(&self.cfg.optimiser) + extra;
+                // No further up than the plan without the wider margin went: at the
+                // higher clocks that margin asks for, a larger sub-network can look cheap.
+                if let Some((_, to)) = new.subnets.iter().find(|(id, _)| *id == a.id) {
+                    a.subnets.truncate(*to as usize + 1);
+                }
+            }
+            // Not to a sub-network it left a moment ago, nor to one an upgrade to failed.
+            let Some(e) = self.apps.get(&a.id) else {
+                continue;
+            };
+            let blocked = [e.left, e.upgrade_block]
+                .into_iter()
+                .flatten()
+                .filter(|(_, until)| now < *until)
+                .map(|(s, _)| s)
+                .min();
+            if let (Some(b), Some(c)) = (blocked, running(a.id)) {
+                a.subnets.truncate((b as usize).max(c as usize + 1));
+            }
+        }
+        let upgrade = optimise(&wider, &self.cfg.optimiser);
+        // With room: no app planned with a thinner margin than in the plan in force, or
+        // than the search without the upgrade gives it (the optimiser thins every margin
+        // before it degrades an app).
+        let current = self.plan.as_ref();
+        let room = upgrade.margins.iter().all(|(id, m)| {
+            let floor = if raised.contains(id) {
+                wider
+                    .apps
+                    .iter()
+                    .find(|a| a.id == *id)
+                    .map(|a| a.spread_margin)
+            } else {
+                let was = current.and_then(|p| p.margin_of(*id));
+                match (was, held.margin_of(*id)) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                }
+            };
+            floor.is_none_or(|f| *m >= f - 1e-9)
+        });
+        let upgrade =
+            (room && serves_as_many(&upgrade) && raised.iter().any(|id| raises(&upgrade, *id)))
+                .then_some(upgrade);
+        (held, upgrade)
+    }
+
     /// Whether every app a plan serves has a full window of inferences within its
     /// deadline bound (`min(deadline, period)`) less `keep_margin`.
     fn measured_meeting(&self, plan: &Plan) -> bool {
@@ -1319,6 +1472,22 @@ impl Manager {
                         .max(current.min(*subnet)),
                     _ => *subnet,
                 };
+                if subnet > current {
+                    e.raised = Some((subnet, snap.now));
+                } else if subnet < current {
+                    if let Some((to, at)) = e.raised.take() {
+                        if to <= current && snap.now.saturating_sub(at) < UPGRADE_TRIAL {
+                            e.upgrade_backoff = if e.upgrade_block.is_some() {
+                                Nanos(e.upgrade_backoff.0.saturating_mul(2))
+                                    .min(UPGRADE_BACKOFF_MAX)
+                            } else {
+                                UPGRADE_BACKOFF
+                            };
+                            e.upgrade_block =
+                                Some((to, snap.now.saturating_add(e.upgrade_backoff)));
+                        }
+                    }
+                }
                 let lowest = if kept {
                     lowest_meeting_floor(a).min(subnet)
                 } else {

@@ -272,3 +272,51 @@ fn an_inference_that_pays_for_a_switch_is_not_boosted() {
         "{d:?}"
     );
 }
+
+/// A plan too slow for the app, where every other inference overruns: each overrun boosts
+/// the clocks, the inference after it runs at the boosted clocks within its prediction,
+/// and the boost ends as for a one-off. The fast inference ran at the boost's clocks, not
+/// the plan's: it does not end the run of slow ones, and after three the fits are scaled
+/// and a faster plan replaces the one in force.
+#[test]
+fn overruns_every_other_inference_are_a_slow_down_of_the_plan() {
+    let (mut m, plan, mut t) = settled(Config::default(), None);
+    let s = plan.subnet_of(1).unwrap();
+    let p = predicted(&m, &plan, t);
+    let late = (p * 1.3).max(DEADLINE_MS * 0.96);
+    let mut d = plan.clone();
+    let mut replanned = None;
+    for cycle in 0..5 {
+        // At the plan's clocks: it overruns, is boosted and ends slow.
+        let boosted = running(&mut m, &d, t + 20, late);
+        assert_eq!(
+            freq(&boosted, GPU).1,
+            FreqReason::Overrun { app: 1 },
+            "{cycle}"
+        );
+        let mut a = s1_app();
+        a.finished = vec![inference(t + 30, late + 10.0, s)];
+        d = m.step(&at(t + 30, vec![a], &boosted));
+        if d.adopted_plan {
+            replanned = Some((cycle, d.clone()));
+            break;
+        }
+        // The next one starts under the boost and takes what the boosted clocks predict.
+        let fast = predicted(&m, &d, t + 90);
+        let mut a = s1_app();
+        a.running_since = Some(Nanos::from_millis(t + 35));
+        let d1 = m.step(&at(t + 40, vec![a], &d));
+        let mut a = s1_app();
+        a.finished = vec![inference(t + 35 + fast.ceil() as u64, fast, s)];
+        d = m.step(&at(t + 35 + fast.ceil() as u64, vec![a], &d1));
+        assert_eq!(
+            freq(&d, GPU),
+            freq(&plan, GPU),
+            "the boost did not end: {d:?}"
+        );
+        t += 2 * PERIOD_MS;
+    }
+    let (cycle, d) = replanned.expect("the plan in force was kept through five overruns");
+    assert!(cycle <= 3, "re-planned only at overrun {cycle}");
+    assert!(freq(&d, GPU).0 > freq(&plan, GPU).0, "{d:?}");
+}

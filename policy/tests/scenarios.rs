@@ -962,3 +962,54 @@ fn a_plan_held_in_the_band_is_replaced_once_it_misses() {
         "re-planned at {adopted:?}"
     );
 }
+
+/// Hysteresis on sub-networks: a plan that raises an app above the sub-network it runs now
+/// needs `upgrade_margin` more margin than the plan's own, so that an upgrade sitting at
+/// its bound does not come straight back down (A->B->A). In accuracy mode the most
+/// accurate entry of `nets_6` (61.7 ms at full clocks) fits a 70 ms deadline with the 10 %
+/// margin (63 ms) but not with 15 % (59.5 ms); at 75 ms it fits both.
+#[test]
+fn an_upgrade_to_the_edge_of_its_bound_waits_for_the_upgrade_margin() {
+    let run = |upgrade_margin: f64, relaxed_ms: f64| {
+        let mut m = Manager::new(Config {
+            optimiser: accuracy_mode(),
+            upgrade_margin,
+            ..Config::default()
+        });
+        // At 65 ms the top entry does not fit (58.5 ms bound): the plan takes the next one.
+        let a = app(1, &NETS_6, 65.0, 100.0, 74.0, 1, true);
+        let d = m.step(&quiet_snapshot(0, vec![a.clone()]));
+        assert_eq!(d.subnet_of(1), Some(4), "{d:?}");
+        // The app relaxes its deadline: a new plan at once, then the periodic runs of the
+        // next 4 s.
+        let mut relaxed = a;
+        relaxed.targets.deadline = Nanos::from_millis_f64(relaxed_ms);
+        let mut d = d;
+        let mut subnets = Vec::new();
+        for t in (100..4100).step_by(50) {
+            let mut s = quiet_snapshot(t, vec![relaxed.clone()]);
+            at_decided_clocks(&mut s, &d);
+            d = m.step(&s);
+            subnets.push(d.subnet_of(1).unwrap());
+        }
+        (subnets[0], *subnets.last().unwrap())
+    };
+    let default = Config::default().upgrade_margin;
+    assert!(default > 0.0);
+    assert_eq!(
+        run(default, 70.0),
+        (4, 4),
+        "an upgrade at the edge of its bound was taken"
+    );
+    assert_eq!(
+        run(0.0, 70.0),
+        (5, 5),
+        "without the margin the upgrade is taken"
+    );
+    // With room to spare, the upgrade comes on its own, at a periodic run after the dwell.
+    assert_eq!(
+        run(default, 75.0),
+        (4, 5),
+        "an upgrade with room to spare was held back"
+    );
+}
