@@ -180,10 +180,11 @@ enum Use {
     Learn,
     /// Counted towards a slow-down only.
     SlowDownOnly,
-    /// Learned, but it ran under an overrun boost: the boost's clocks are not the plan's,
-    /// so it neither counts towards a slow-down nor ends a run of slow samples. Otherwise
-    /// a plan too slow for an app whose every other inference overran stayed in force:
-    /// each boosted inference, fast at the highest clocks, ended the run its overrunning
+    /// Learned, but it ran under an overrun boost: slower than predicted, it counts towards
+    /// a slow-down (slow even at the boosted clocks); within its prediction, it does not end
+    /// a run of slow samples, as the boost's clocks are not the plan's. Otherwise a plan
+    /// too slow for an app whose every other inference overran stayed in force: each
+    /// boosted inference, fast at the highest clocks, ended the run its overrunning
     /// neighbour had started.
     LearnBoosted,
     /// Neither.
@@ -992,9 +993,8 @@ impl Manager {
                 if waited <= CLEAN_WAIT {
                     e.contended = 0;
                 }
-                if use_ != Use::LearnBoosted {
-                    track_slow_down(e, subnet, r, ms, self.cfg.optimiser.margin);
-                }
+                let band = self.cfg.optimiser.margin;
+                track_slow_down(e, subnet, r, ms, band, use_ != Use::LearnBoosted);
                 if !matches!(use_, Use::Learn | Use::LearnBoosted) {
                     continue;
                 }
@@ -1849,10 +1849,19 @@ fn subnet_option(e: &AppEntry, s: usize) -> Option<SubnetOption> {
 /// Counts a sample towards a lasting slow-down (see [`BIAS_SAMPLES`]): slower than the
 /// constraints predict by more than the optimiser's margin extends the run (the first one records
 /// the fits as they stand, before the run's samples move them), anything else ends it.
-fn track_slow_down(e: &mut AppEntry, subnet: usize, r: ClockRatios, ms: f64, band: f64) {
+fn track_slow_down(
+    e: &mut AppEntry,
+    subnet: usize,
+    r: ClockRatios,
+    ms: f64,
+    band: f64,
+    ends_run: bool,
+) {
     let predicted = subnet_option(e, subnet).map_or(ms, |o| o.latency_ms(r));
     if ms <= predicted * (1.0 + band) {
-        e.slow_run = 0;
+        if ends_run {
+            e.slow_run = 0;
+        }
         return;
     }
     if e.slow_run == 0 {
