@@ -49,7 +49,7 @@ pub struct Config {
     /// `deadline * (1 - keep_margin)` (a smaller margin).
     pub keep_margin: f64,
     /// An upgrade (a plan that raises an app's sub-network) is planned with this much more
-    /// margin for the apps it raises (see `Manager::hold_upgrades`); 0 turns the
+    /// margin for the apps it raises (see `Manager::plan_without_upgrades` and `Manager::upgrade`); 0 turns the
     /// hysteresis on sub-networks off.
     pub upgrade_margin: f64,
 }
@@ -413,6 +413,8 @@ pub struct Manager {
     /// Whether the plan in force runs a CPU domain under its bound (see [`CPU_BUSY_UTIL`]):
     /// it is replaced at the next periodic run after the dwell time.
     under_cpu_floor: bool,
+    /// When the last upgrade was looked for (see [`Manager::upgrade`]).
+    upgrade_checked: Option<Nanos>,
 }
 
 /// A sample ready to learn: (sub-network, clocks, latency less the estimated wait for
@@ -440,6 +442,7 @@ impl Manager {
             base_choices: Vec::new(),
             demand: Vec::new(),
             under_cpu_floor: false,
+            upgrade_checked: None,
         }
     }
 
@@ -498,12 +501,14 @@ impl Manager {
             optimised = true;
             self.last_optimised = Some(snap.now);
             let problem = self.problem(snap, base);
-            let new = optimise(&problem, &self.cfg.optimiser);
-            let (new, upgrade) = self.hold_upgrades(snap.now, &problem, new);
+            let new = self.plan_without_upgrades(&problem);
             if event || self.should_replace(snap, &problem, &new) {
                 self.adopt(snap, new);
                 adopted = true;
-            } else if let Some(up) = upgrade.filter(|up| self.should_replace(snap, &problem, up)) {
+            } else if let Some(up) = self
+                .upgrade(snap.now, &problem)
+                .filter(|up| self.should_replace(snap, &problem, up))
+            {
                 self.adopt(snap, up);
                 adopted = true;
             }
@@ -1330,67 +1335,90 @@ impl Manager {
         }
     }
 
-    /// Hysteresis on sub-networks: no app goes above the sub-network it runs now as a side
-    /// effect. When `new` raises an app, the search is made again with no app above the
-    /// sub-network it runs now (where that keeps its floor), and that plan stands in for
-    /// `new` if it serves as many apps. The upgrade is then offered on its own (the second
-    /// result): the search made with `upgrade_margin` more margin for the apps `new`
-    /// raised, none of them above where `new` put it, none back to a sub-network it left a
-    /// moment ago (`RETURN_HOLD`) or one an upgrade to failed (`UPGRADE_TRIAL`), and no
-    /// other app with a thinner margin than the plan in force gives it. It is offered when
-    /// it still raises one of them and serves as many apps, and replaces the plan in force
-    /// by the rules of a periodic run (after the dwell, for an accuracy gain, in energy
-    /// mode for no more power than the tie tolerance). Without this, a re-plan made
-    /// because one app's margin widened or its plan broke moved other apps on the shared
-    /// GPU up to the edge of their bounds; their first samples, slower or more spread than
-    /// the fits said, tipped them over, and they went back down within seconds (A->B->A).
-    fn hold_upgrades(&self, now: Nanos, problem: &Problem, new: Plan) -> (Plan, Option<Plan>) {
-        let extra = self.cfg.upgrade_margin;
-        if extra <= 0.0 || self.plan.is_none() {
-            return (new, None);
+    /// The sub-network each app runs now, where it keeps the app's floor: an app below its
+    /// floor (degraded, or stepped down past it) is not capped there.
+    fn running_subnet(&self, problem: &Problem, id: u32) -> Option<u32> {
+        let c = self.apps.get(&id)?.controller.subnet();
+        let a = problem.apps.iter().find(|a| a.id == id)?;
+        let s = a.subnets.get(c as usize)?;
+        (s.accuracy >= a.accuracy_floor).then_some(c)
+    }
+
+    /// Hysteresis on sub-networks, first half: no app goes above the sub-network it runs
+    /// now as a side effect of a re-plan. With a plan in force the search is made with
+    /// every app capped at the sub-network it runs (where that keeps its floor); that plan
+    /// is taken when it serves every app, or as many as the search without the caps.
+    /// Without this, a re-plan made because one app's margin widened or its plan broke
+    /// moved other apps on the shared GPU up to the edge of their bounds; their first
+    /// samples, slower or more spread than the fits said, tipped them over, and they went
+    /// back down within seconds (A->B->A), a switch each way.
+    fn plan_without_upgrades(&self, problem: &Problem) -> Plan {
+        if self.cfg.upgrade_margin <= 0.0 || self.plan.is_none() {
+            return optimise(problem, &self.cfg.optimiser);
         }
-        // The sub-network each app runs now, where it keeps the app's floor: an app below
-        // its floor (degraded, or stepped down past it) is not capped there.
-        let running = |id: u32| {
-            let c = self.apps.get(&id)?.controller.subnet();
-            let a = problem.apps.iter().find(|a| a.id == id)?;
-            let s = a.subnets.get(c as usize)?;
-            (s.accuracy >= a.accuracy_floor).then_some(c)
-        };
+        let mut capped = problem.clone();
+        for a in &mut capped.apps {
+            if let Some(c) = self.running_subnet(problem, a.id) {
+                a.subnets.truncate(c as usize + 1);
+            }
+        }
+        let held = optimise(&capped, &self.cfg.optimiser);
+        if held.unserved.is_empty() && held.best_effort.is_empty() {
+            return held;
+        }
+        let free = optimise(problem, &self.cfg.optimiser);
+        if held.unserved.len() <= free.unserved.len()
+            && held.best_effort.len() <= free.best_effort.len()
+        {
+            held
+        } else {
+            free
+        }
+    }
+
+    /// Hysteresis on sub-networks, second half: an upgrade on its own, looked for at most
+    /// once per dwell time past the dwell. When the search without caps raises an app, the
+    /// search is made again with `upgrade_margin` more margin for the apps it raised, none
+    /// of them above where it put them, none back to a sub-network it left a moment ago
+    /// (`RETURN_HOLD`) or one an upgrade to failed (`UPGRADE_TRIAL`); it is offered when it
+    /// still raises one of them, serves as many apps as the plan in force and gives no
+    /// other app a thinner margin than that plan does. It replaces the plan in force by
+    /// the rules of a periodic run (an accuracy gain, in energy mode for no more power than
+    /// the tie tolerance).
+    fn upgrade(&mut self, now: Nanos, problem: &Problem) -> Option<Plan> {
+        let extra = self.cfg.upgrade_margin;
+        let cur = self.plan.as_ref()?;
+        if extra <= 0.0
+            || now.saturating_sub(self.plan_since) < self.cfg.dwell
+            || self
+                .upgrade_checked
+                .is_some_and(|t| now.saturating_sub(t) < self.cfg.dwell)
+        {
+            return None;
+        }
+        self.upgrade_checked = Some(now);
         let raises = |plan: &Plan, id: u32| {
             plan.subnets
                 .iter()
-                .any(|(a, s)| *a == id && running(id).is_some_and(|c| *s > c))
+                .any(|(a, s)| *a == id && self.running_subnet(problem, id).is_some_and(|c| *s > c))
         };
+        let free = optimise(problem, &self.cfg.optimiser);
         let raised: Vec<u32> = problem
             .apps
             .iter()
             .map(|a| a.id)
-            .filter(|id| raises(&new, *id))
+            .filter(|id| raises(&free, *id))
             .collect();
         if raised.is_empty() {
-            return (new, None);
-        }
-        let serves_as_many = |p: &Plan| {
-            p.unserved.len() <= new.unserved.len() && p.best_effort.len() <= new.best_effort.len()
-        };
-        let mut held = problem.clone();
-        for a in &mut held.apps {
-            if let Some(c) = running(a.id) {
-                a.subnets.truncate(c as usize + 1);
-            }
-        }
-        let held = optimise(&held, &self.cfg.optimiser);
-        if !serves_as_many(&held) {
-            return (new, None);
+            return None;
         }
         let mut wider = problem.clone();
         for a in wider.apps.iter_mut() {
             if raised.contains(&a.id) {
                 a.spread_margin = a.margin(&self.cfg.optimiser) + extra;
-                // No further up than the plan without the wider margin went: at the
+                // No further up than the search without the wider margin went: at the
                 // higher clocks that margin asks for, a larger sub-network can look cheap.
-                if let Some((_, to)) = new.subnets.iter().find(|(id, _)| *id == a.id) {
+                if let Some((_, to)) = free.subnets.iter().find(|(id, _)| *id == a.id) {
                     a.subnets.truncate(*to as usize + 1);
                 }
             }
@@ -1404,16 +1432,15 @@ impl Manager {
                 .filter(|(_, until)| now < *until)
                 .map(|(s, _)| s)
                 .min();
-            if let (Some(b), Some(c)) = (blocked, running(a.id)) {
+            if let (Some(b), Some(c)) = (blocked, self.running_subnet(problem, a.id)) {
                 a.subnets.truncate((b as usize).max(c as usize + 1));
             }
         }
-        let upgrade = optimise(&wider, &self.cfg.optimiser);
-        // With room: no app planned with a thinner margin than in the plan in force, or
-        // than the search without the upgrade gives it (the optimiser thins every margin
-        // before it degrades an app).
-        let current = self.plan.as_ref();
-        let room = upgrade.margins.iter().all(|(id, m)| {
+        let up = optimise(&wider, &self.cfg.optimiser);
+        // With room: the raised apps with the wider margin, no other app planned with a
+        // thinner one than in the plan in force (the optimiser thins every margin before it
+        // degrades an app).
+        let room = up.margins.iter().all(|(id, m)| {
             let floor = if raised.contains(id) {
                 wider
                     .apps
@@ -1421,18 +1448,15 @@ impl Manager {
                     .find(|a| a.id == *id)
                     .map(|a| a.spread_margin)
             } else {
-                let was = current.and_then(|p| p.margin_of(*id));
-                match (was, held.margin_of(*id)) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                }
+                cur.margin_of(*id)
             };
             floor.is_none_or(|f| *m >= f - 1e-9)
         });
-        let upgrade =
-            (room && serves_as_many(&upgrade) && raised.iter().any(|id| raises(&upgrade, *id)))
-                .then_some(upgrade);
-        (held, upgrade)
+        (room
+            && up.unserved.len() <= cur.unserved.len()
+            && up.best_effort.len() <= cur.best_effort.len()
+            && raised.iter().any(|id| raises(&up, *id)))
+        .then_some(up)
     }
 
     /// Whether every app a plan serves has a full window of inferences within its
