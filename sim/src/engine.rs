@@ -540,16 +540,10 @@ impl<'a> Sim<'a> {
                 busy: Nanos(c.busy_ns as u64),
             })
             .collect();
-        // The core each inference thread is placed on (see `advance`), so its CPU domain is
+        // The core each inference thread runs on (see `advance`), so its CPU domain is
         // known as the agent knows it from the thread's placement.
-        let online: Vec<usize> = (0..self.cores.len())
-            .filter(|i| self.cores[*i].online)
-            .collect();
         let home: Vec<u32> = (0..self.apps.len())
-            .map(|i| {
-                let core = &self.cores[online[i % online.len().max(1)]];
-                self.domains[core.domain].spec.id
-            })
+            .map(|i| self.domains[self.cores[self.home_core(i)].domain].spec.id)
             .collect();
         let apps = self
             .apps
@@ -718,6 +712,12 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// The core app `i`'s inference thread lives on: the apps take the online cores in
+    /// turn. Both the placement and the telemetry read it here.
+    fn home_core(&self, i: usize) -> usize {
+        self.online[i % self.online.len()]
+    }
+
     fn ratio(&self, i: Option<usize>) -> f64 {
         i.map_or(1.0, |i| 1.0 / self.domains[i].speed)
     }
@@ -741,18 +741,19 @@ impl<'a> Sim<'a> {
         }));
         // An inference thread stays on its home core (the one the agent reports); tasks go
         // to the least-loaded online core, as the scheduler's idle-core search would.
-        let online = &self.online;
-        let home = |i: usize| online[i % online.len()];
         for i in &app_cpu {
-            self.cores[home(*i)].load += 1;
+            let core = self.home_core(*i);
+            self.cores[core].load += 1;
         }
         // Among equally loaded cores, one that is no running app's home: an app waking on
         // its core finds it free.
-        for (i, a) in self.apps.iter().enumerate() {
-            if a.run.is_some() {
-                self.cores[home(i)].homes += 1;
+        for i in 0..self.apps.len() {
+            if self.apps[i].run.is_some() {
+                let core = self.home_core(i);
+                self.cores[core].homes += 1;
             }
         }
+        let online = &self.online;
         let mut task_core = std::mem::take(&mut self.task_core);
         task_core.clear();
         for _ in 0..self.tasks.len() {
@@ -767,7 +768,7 @@ impl<'a> Sim<'a> {
             domains[cores[core].domain].speed / cores[core].load.max(1) as f64
         };
         for i in &app_cpu {
-            let core = home(*i);
+            let core = self.home_core(*i);
             let v = speed(&self.cores, &self.domains, core);
             let r = self.apps[*i].run.as_mut().expect("filtered");
             if r.phase != Phase::Cpu {
