@@ -59,9 +59,7 @@ impl Which {
                 manager: Manager::new(manager_config(plat)),
                 statics,
             }),
-            Which::Dnngov => Box::new(Dnngov {
-                manager: Manager::new(manager_config(plat)),
-            }),
+            Which::Dnngov => Box::new(Dnngov::new(manager_config(plat))),
         })
     }
 }
@@ -236,6 +234,16 @@ impl Strategy for DvfsOnly {
 /// The joint policy, as the agent runs it.
 pub struct Dnngov {
     manager: Manager,
+}
+
+impl Dnngov {
+    /// The policy with a configuration of the caller's (`Which::Dnngov` uses the board's,
+    /// [`manager_config`]).
+    pub fn new(cfg: Config) -> Dnngov {
+        Dnngov {
+            manager: Manager::new(cfg),
+        }
+    }
 }
 
 impl Strategy for Dnngov {
