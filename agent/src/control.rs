@@ -1207,9 +1207,9 @@ fn reason_of(reason: policy::SubnetReason) -> Reason {
         policy::SubnetReason::Plan => Reason::Energy,
         policy::SubnetReason::StepDown { .. } => Reason::Deadline,
         policy::SubnetReason::StepUp => Reason::Slack,
-        policy::SubnetReason::Unserved(policy::UnservedCause::DegradedForPriority) => {
-            Reason::Contention
-        }
+        policy::SubnetReason::Unserved(
+            policy::UnservedCause::DegradedForPriority | policy::UnservedCause::FloorGivenUpToShare,
+        ) => Reason::Contention,
         policy::SubnetReason::Unserved(policy::UnservedCause::DeadlineUnreachable) => {
             Reason::Deadline
         }

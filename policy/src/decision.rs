@@ -56,6 +56,10 @@ pub enum UnservedCause {
     /// Serving it together with higher-priority apps is infeasible (deadlines, shared
     /// devices, power cap): it was degraded first because of its priority.
     DegradedForPriority,
+    /// At its accuracy floor it cannot be served together with the other apps of its
+    /// priority (deadlines, shared devices, power cap): it runs below its floor so that
+    /// every deadline is kept, the others' and its own.
+    FloorGivenUpToShare,
 }
 
 /// A sentence for logs and status output, e.g. "unserved, told to run its cheapest
@@ -91,6 +95,9 @@ impl fmt::Display for SubnetReason {
                 write!(f, "stepped down after {misses} consecutive deadline misses")
             }
             SubnetReason::StepUp => write!(f, "stepped back up after persistent slack"),
+            SubnetReason::Unserved(
+                cause @ (UnservedCause::DeadlineUnreachable | UnservedCause::FloorGivenUpToShare),
+            ) => write!(f, "served below its accuracy floor: {cause}"),
             SubnetReason::Unserved(cause) => {
                 write!(f, "unserved, told to run its cheapest sub-network: {cause}")
             }
@@ -112,6 +119,11 @@ impl fmt::Display for UnservedCause {
                 "it cannot be served together with the apps of higher priority (on equal \
                  priority, those with lower ids, i.e. registered earlier): their deadlines, \
                  shared devices or the power cap leave no room for it"
+            }
+            UnservedCause::FloorGivenUpToShare => {
+                "at its accuracy floor it cannot be served together with the other apps of \
+                 its priority (deadlines, shared devices or the power cap): it runs below \
+                 the floor so that every deadline is kept"
             }
         })
     }

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::controller::{AppController, ControllerAction, ControllerConfig};
-use crate::decision::{AppDecision, Decision, DomainDecision, FreqReason, SubnetReason};
+use crate::decision::{
+    AppDecision, Decision, DomainDecision, FreqReason, SubnetReason, UnservedCause,
+};
 use crate::governor::{BaseChoice, BaseGovernor, GovernorConfig};
 use crate::model::{
     ClockRatios, DomainLoad, LatencyCoefs, LatencyModel, PlatformPower, PowerModel,
@@ -57,10 +59,30 @@ pub struct Config {
     /// `Manager::keep_clocks`); 0 turns it off.
     #[serde(default = "default_keep_clock_power")]
     pub keep_clock_power: f64,
+    /// After a plan lowered a domain's clock and the next raised it within 5 s, re-plans
+    /// keep that domain at the clock in force (where it meets their constraints) for this
+    /// long, doubled at each further failure up to 8 times as long (see `LOWER_TRIAL`);
+    /// 0 turns it off.
+    #[serde(default = "default_lower_hold")]
+    pub lower_hold: Nanos,
+    /// A planned CPU domain whose online CPUs were all busy this many ticks in a row,
+    /// while an app that runs there missed a deadline, is saturated: its demand is taken
+    /// as twice what it measured and a plan is made at once (see `CPU_SATURATED`); 0 turns
+    /// it off.
+    #[serde(default = "default_saturated_ticks")]
+    pub saturated_ticks: u32,
 }
 
 fn default_keep_clock_power() -> f64 {
     0.015
+}
+
+fn default_lower_hold() -> Nanos {
+    Nanos::from_millis(10_000)
+}
+
+fn default_saturated_ticks() -> u32 {
+    5
 }
 
 impl Default for Config {
@@ -82,6 +104,8 @@ impl Default for Config {
             keep_margin: 0.05,
             upgrade_margin: 0.05,
             keep_clock_power: default_keep_clock_power(),
+            lower_hold: default_lower_hold(),
+            saturated_ticks: default_saturated_ticks(),
         }
     }
 }
@@ -143,6 +167,9 @@ struct AppEntry {
     /// A sub-network the app left downwards, and until when it and those above it stay
     /// out of reach (see [`RETURN_HOLD`]).
     left: Option<(u32, Nanos)>,
+    /// The sub-network the plan in force chose for the app when [`RETURN_HOLD`] kept it
+    /// lower, and until when: the plan's choice is taken once the hold is over.
+    held_back: Option<(u32, Nanos)>,
     /// The sub-network a plan last raised the app to, and when (see [`UPGRADE_TRIAL`]).
     raised: Option<(u32, Nanos)>,
     /// A sub-network an upgrade to failed: until when no upgrade takes the app to it or
@@ -270,6 +297,17 @@ const SHARED_GPU_UTIL: f64 = 0.8;
 /// fraction of the time. Like schedutil's headroom, it keeps a plan from filling a cluster
 /// that other programs already keep busy.
 const CPU_BUSY_UTIL: f64 = 0.8;
+/// A planned CPU domain whose online CPUs were busy this fraction of the time for
+/// `Config::saturated_ticks` ticks in a row, while an app that runs there missed a
+/// deadline under the plan in force, is saturated: its busy time says only that the
+/// demand is at least the clock in force, and the bound of [`CPU_BUSY_UTIL`] would rise
+/// by a quarter per re-plan, each a dwell time apart. Other programs' tasks arriving on
+/// clusters a plan ran slow kept every app missing for seconds, frames queueing behind
+/// them (generated seed 6: all four apps at 1.6-1.8 s for 5 s). So the domain's demand is
+/// taken as twice what it measured, and a plan is made at once; each further saturation
+/// doubles it again. An app's own thread spinning while it waits for the GPU keeps a CPU
+/// busy too, and is no queue: hence the missed deadline.
+const CPU_SATURATED: f64 = 0.98;
 /// The time constant of the averaged GPU and CPU demand.
 const DEMAND_WINDOW: Nanos = Nanos::from_millis(1000);
 
@@ -282,6 +320,8 @@ struct Demand {
     /// domain's highest clock.
     demand: f64,
     at: Nanos,
+    /// Consecutive ticks its CPUs were all busy (see [`CPU_SATURATED`]).
+    saturated: u32,
 }
 
 /// A domain seen at a new frequency: from when (see [`Manager::track_clocks`]), which, and
@@ -346,8 +386,31 @@ const RETURN_HOLD: Nanos = Nanos::from_millis(10_000);
 /// however much margin it is planned with; retried at every periodic run past the dwell,
 /// it made an app switch up and back down every few seconds.
 const UPGRADE_TRIAL: Nanos = Nanos::from_millis(10_000);
+
 const UPGRADE_BACKOFF: Nanos = Nanos::from_millis(60_000);
 const UPGRADE_BACKOFF_MAX: Nanos = Nanos::from_millis(240_000);
+
+/// A plan that lowers a domain's clock, followed within this long by one that raises it
+/// again, lowered it too far: the fits that made it were off by more than the margin at
+/// the lower clock. For `Config::lower_hold`, doubled at each further failure up to
+/// [`LOWER_HOLD_GROWTH`] times as long, or until the apps or the hardware change, a
+/// re-plan keeps that domain at the clock in force wherever that still meets its
+/// constraints, whatever it saves to lower it (see [`Manager::keep_clocks`]). Without it,
+/// plans made as the fits of apps sharing the GPU moved took the GPU a table entry down
+/// and back up every second or two.
+const LOWER_TRIAL: Nanos = Nanos::from_millis(5_000);
+const LOWER_HOLD_GROWTH: u64 = 8;
+
+/// A domain's last lowering by a plan, and the hold that follows one that failed (see
+/// [`LOWER_TRIAL`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct ClockTrial {
+    /// When a plan last lowered the domain.
+    lowered: Option<Nanos>,
+    /// Until when the domain is not lowered from the clock in force.
+    hold_until: Option<Nanos>,
+    backoff: Nanos,
+}
 
 /// The margin's feedback from measured misses: once an app has missed (or fallen behind
 /// its frames) at least [`MISS_MARGIN_MISSES`] times and on more than
@@ -425,6 +488,8 @@ pub struct Manager {
     under_cpu_floor: bool,
     /// When the last upgrade was looked for (see [`Manager::upgrade`]).
     upgrade_checked: Option<Nanos>,
+    /// Per planned domain, its last lowering and the hold after a failed one.
+    clock_trials: BTreeMap<u32, ClockTrial>,
 }
 
 /// A sample ready to learn: (sub-network, clocks, latency less the estimated wait for
@@ -453,6 +518,7 @@ impl Manager {
             demand: Vec::new(),
             under_cpu_floor: false,
             upgrade_checked: None,
+            clock_trials: BTreeMap::new(),
         }
     }
 
@@ -490,14 +556,20 @@ impl Manager {
         let changed = self.track_hardware(snap) | self.track_apps(snap);
         let mut event = changed | self.learn(snap, base);
         if changed {
-            // What made an upgrade fail may be gone (see `UPGRADE_TRIAL`).
+            // What made an upgrade or a lowering fail may be gone (see `UPGRADE_TRIAL`,
+            // `LOWER_TRIAL`).
             for e in self.apps.values_mut() {
                 e.upgrade_block = None;
             }
+            for t in self.clock_trials.values_mut() {
+                t.hold_until = None;
+                t.lowered = None;
+            }
         }
         self.track_overruns(snap);
-        let (gpu_under, cpu_under) = self.track_demand(snap, base);
-        event |= gpu_under;
+        self.release_held_back(snap);
+        let (gpu_under, cpu_under, cpu_saturated) = self.track_demand(snap, base);
+        event |= gpu_under | cpu_saturated;
         self.under_cpu_floor = cpu_under;
 
         let mut optimised = false;
@@ -520,7 +592,7 @@ impl Manager {
             let new = if changed {
                 least
             } else {
-                self.keep_clocks(&problem, least)
+                self.keep_clocks(snap.now, &problem, least)
             };
             if event || self.should_replace(snap, &problem, &new) {
                 self.adopt(snap, new);
@@ -528,7 +600,7 @@ impl Manager {
             } else if let Some(up) = self
                 .upgrade(snap.now, &problem)
                 .filter(|up| self.upgrade_affordable(up, least_power))
-                .map(|up| self.keep_clocks(&problem, up))
+                .map(|up| self.keep_clocks(snap.now, &problem, up))
                 .filter(|up| self.should_replace(snap, &problem, up))
             {
                 self.adopt(snap, up);
@@ -552,8 +624,8 @@ impl Manager {
     /// Averages the GPU's and each CPU domain's measured demand, and says whether the plan
     /// in force runs the GPU, and whether it runs a CPU domain, more than a table step
     /// below the bound that demand sets (see [`SHARED_GPU_UTIL`], [`CPU_BUSY_UTIL`]).
-    fn track_demand(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> (bool, bool) {
-        let (mut gpu_under, mut cpu_under) = (false, false);
+    fn track_demand(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> (bool, bool, bool) {
+        let (mut gpu_under, mut cpu_under, mut cpu_saturated) = (false, false, false);
         for (d, b) in snap.domains.iter().zip(base) {
             let load = match d.kind {
                 DomainKind::Gpu => b.load,
@@ -584,7 +656,11 @@ impl Manager {
                     kind: d.kind,
                     demand,
                     at: snap.now,
+                    saturated: 0,
                 }),
+            }
+            if d.kind == DomainKind::Cpu && self.cfg.saturated_ticks > 0 {
+                cpu_saturated |= self.track_saturation(snap, d, load, demand);
             }
             let floor = match d.kind {
                 DomainKind::Gpu => self.shared_gpu_floor(d),
@@ -603,7 +679,48 @@ impl Manager {
                 _ => cpu_under |= under,
             }
         }
-        (gpu_under, cpu_under)
+        (gpu_under, cpu_under, cpu_saturated)
+    }
+
+    /// Counts the ticks a CPU domain's online CPUs were all busy (`load`, this tick's
+    /// `demand`) and says whether it is saturated (see [`CPU_SATURATED`]): its demand is
+    /// then doubled, and the count starts over.
+    fn track_saturation(
+        &mut self,
+        snap: &Snapshot,
+        d: &FreqDomain,
+        load: f64,
+        demand: f64,
+    ) -> bool {
+        let Some(i) = self.demand.iter().position(|x| x.domain == d.id) else {
+            return false;
+        };
+        let x = &mut self.demand[i];
+        x.saturated = if load >= CPU_SATURATED {
+            x.saturated + 1
+        } else {
+            0
+        };
+        if x.saturated < self.cfg.saturated_ticks {
+            return false;
+        }
+        let planned = self
+            .plan
+            .as_ref()
+            .and_then(|p| p.freqs.iter().find(|f| f.0 == d.id))
+            .is_some_and(|f| f.1 < snap.allowed_max(d));
+        let late = snap.apps.iter().any(|a| {
+            self.apps
+                .get(&a.id)
+                .is_some_and(|e| e.missed > 0 && uses_domain(snap, &e.declared, d))
+        });
+        if !(planned && late) {
+            return false;
+        }
+        let x = &mut self.demand[i];
+        x.saturated = 0;
+        x.demand = x.demand.max((2.0 * demand).min(1.0));
+        true
     }
 
     /// The least clock a plan may set on a CPU domain (see [`CPU_BUSY_UTIL`]).
@@ -831,6 +948,7 @@ impl Manager {
             spread_level: 0.0,
             explored: None,
             left: None,
+            held_back: None,
             raised: None,
             upgrade_block: None,
             upgrade_backoff: Nanos(0),
@@ -1376,7 +1494,7 @@ impl Manager {
     /// was often predicted to break a second later. The price: the power model can
     /// undercount what a kept higher clock costs (S3 in the simulator: a CPU cluster kept
     /// at 1.88 GHz rather than 1.27 GHz, 2.6 % more energy over the run).
-    fn keep_clocks(&self, problem: &Problem, new: Plan) -> Plan {
+    fn keep_clocks(&self, now: Nanos, problem: &Problem, new: Plan) -> Plan {
         let Some(cur) = &self.plan else { return new };
         if self.cfg.keep_clock_power <= 0.0 || !new.best_effort.is_empty() || new.freqs.is_empty() {
             return new;
@@ -1400,9 +1518,16 @@ impl Manager {
                 continue;
             }
             let before = kept.freqs[slot].1;
+            // After a failed lowering, the clock in force is kept whatever lowering saves.
+            let held = before < f
+                && self
+                    .clock_trials
+                    .get(&id)
+                    .and_then(|t| t.hold_until)
+                    .is_some_and(|until| now < until);
             kept.freqs[slot].1 = f;
             match evaluate_plan(problem, cfg, &kept, 0.0) {
-                Some((power, score)) if power.0 <= limit => {
+                Some((power, score)) if held || power.0 <= limit => {
                     kept.power = power;
                     kept.score = score;
                 }
@@ -1474,12 +1599,18 @@ impl Manager {
         }
         self.upgrade_checked = Some(now);
         // Not while the plan in force had to thin an app's margin to serve them all: a
-        // larger sub-network would have even less room.
+        // larger sub-network would have even less room. Unless an app gave its floor up
+        // to share the devices: back at its floor is the upgrade to look for, and the
+        // search judges whether it fits.
         let thinned = problem.apps.iter().any(|a| {
             cur.margin_of(a.id)
                 .is_some_and(|m| m < a.margin(&self.cfg.optimiser) - 1e-9)
         });
-        if thinned {
+        let below_floor = cur
+            .unserved
+            .iter()
+            .any(|u| u.1 == UnservedCause::FloorGivenUpToShare);
+        if thinned && !below_floor {
             return None;
         }
         let raises = |plan: &Plan, id: u32| {
@@ -1575,12 +1706,17 @@ impl Manager {
                 }
                 // Not back up to a sub-network it left a moment ago (see `RETURN_HOLD`).
                 // Below the plan's choice is the safe side: less work at the plan's clocks.
+                let planned = *subnet;
                 let subnet = match e.left {
                     Some((left, until)) if snap.now < until && *subnet >= left => (*subnet)
                         .min(left.saturating_sub(1))
                         .max(current.min(*subnet)),
                     _ => *subnet,
                 };
+                e.held_back = e
+                    .left
+                    .filter(|_| subnet < planned)
+                    .map(|(_, until)| (planned, until));
                 if subnet > current {
                     e.raised = Some((subnet, snap.now));
                 } else if subnet < current {
@@ -1597,13 +1733,7 @@ impl Manager {
                         }
                     }
                 }
-                let lowest = if kept {
-                    lowest_meeting_floor(a).min(subnet)
-                } else {
-                    subnet
-                };
-                e.controller
-                    .follow_plan(a.targets.deadline.as_millis_f64(), subnet, lowest);
+                follow_plan(e, a, subnet, kept);
             }
         }
         // A plan made after an overrunning inference finished has its sample: the plan
@@ -1615,8 +1745,72 @@ impl Manager {
             e.judged = 0;
             e.missed = 0;
         }
+        self.track_lowerings(snap.now, &plan);
         self.plan = Some(plan);
         self.plan_since = snap.now;
+    }
+
+    /// Notes the domains a new plan lowers, and those it raises within [`LOWER_TRIAL`] of
+    /// a lowering: a failed lowering, held off for a backoff that doubles at each failure.
+    fn track_lowerings(&mut self, now: Nanos, plan: &Plan) {
+        let Some(cur) = &self.plan else {
+            return;
+        };
+        let first = self.cfg.lower_hold;
+        if first.0 == 0 {
+            return;
+        }
+        for &(id, f) in &plan.freqs {
+            let Some(&(_, old)) = cur.freqs.iter().find(|x| x.0 == id) else {
+                continue;
+            };
+            if f == old {
+                continue;
+            }
+            let t = self.clock_trials.entry(id).or_default();
+            if f < old {
+                t.lowered = Some(now);
+            } else if t
+                .lowered
+                .take()
+                .is_some_and(|at| now.saturating_sub(at) < LOWER_TRIAL)
+            {
+                let again = t.hold_until.is_some_and(|u| now < u);
+                t.backoff = if again {
+                    Nanos(t.backoff.0.saturating_mul(2))
+                        .min(Nanos(first.0.saturating_mul(LOWER_HOLD_GROWTH)))
+                } else {
+                    first
+                };
+                t.hold_until = Some(now.saturating_add(t.backoff));
+            }
+        }
+    }
+
+    /// Once [`RETURN_HOLD`] is over, an app it kept below the plan in force's choice takes
+    /// that choice. Nothing else would: the plan is not made again while it holds, and an
+    /// app whose floor the plan keeps would stay under it.
+    fn release_held_back(&mut self, snap: &Snapshot) {
+        for a in &snap.apps {
+            let Some(e) = self.apps.get_mut(&a.id) else {
+                continue;
+            };
+            let Some((subnet, until)) = e.held_back else {
+                continue;
+            };
+            // A later hold (the controller stepped down meanwhile) is waited for too.
+            if snap.now < until || e.left.is_some_and(|(_, u)| snap.now < u) {
+                continue;
+            }
+            e.held_back = None;
+            if e.controller.subnet() < subnet {
+                let kept = !self
+                    .plan
+                    .as_ref()
+                    .is_some_and(|p| p.unserved.iter().any(|u| u.0 == a.id));
+                follow_plan(e, a, subnet, kept);
+            }
+        }
     }
 
     /// Notices inferences in flight that overrun (see [`OVERRUN_GIVE_UP`]) and keeps each
@@ -1915,6 +2109,19 @@ fn same_declaration(a: &AppState, b: &AppState) -> bool {
         && a.targets == b.targets
         && a.devices == b.devices
         && a.cpu_domains == b.cpu_domains
+}
+
+/// Sets the app's controller to the plan's sub-network. An app the plan keeps its floor
+/// for steps down no further than its lowest sub-network at the floor; one planned below
+/// its floor (or at best effort) has no lower sub-network the plan did not already weigh.
+fn follow_plan(e: &mut AppEntry, a: &AppState, subnet: u32, kept: bool) {
+    let lowest = if kept {
+        lowest_meeting_floor(a).min(subnet)
+    } else {
+        subnet
+    };
+    e.controller
+        .follow_plan(a.targets.deadline.as_millis_f64(), subnet, lowest);
 }
 
 fn lowest_meeting_floor(app: &AppState) -> u32 {

@@ -225,6 +225,9 @@ struct Prepared<'a> {
     level_cpus: Vec<Vec<usize>>,
     fixed_power: f64,
     max_subnets: usize,
+    /// Apps of the problem that use the GPU but are not planned here (see
+    /// [`Prepared::with_background`]).
+    background: Vec<usize>,
 }
 
 /// One grid point: a frequency index per planned domain.
@@ -268,6 +271,8 @@ struct PointEval {
     gshare: Vec<f64>,
     tol: Vec<f64>,
     lat: Vec<f64>,
+    /// The GPU share of the apps that run beside the planned ones.
+    background: f64,
 }
 
 fn speed(d: &DomainOption, f: Hz) -> f64 {
@@ -383,7 +388,21 @@ impl<'a> Prepared<'a> {
             level_cpus,
             fixed_power,
             max_subnets,
+            background: Vec::new(),
         }
+    }
+
+    /// The same, with every other app of the problem that uses the GPU counted as a load
+    /// beside the planned ones: its lightest sub-network's device time over its period.
+    /// An app a plan leaves out (degraded, at best effort, or with no sub-network at its
+    /// floor) still runs its inferences, and the planned apps wait behind them; the
+    /// latency fits are learned net of that wait, so a plan that does not budget it
+    /// misses where it looks safe, for as long as the set stays as it is.
+    fn with_background(mut self) -> Prepared<'a> {
+        self.background = (0..self.p.apps.len())
+            .filter(|a| self.gpu.is_some() && self.p.apps[*a].devices.gpu && !self.apps.contains(a))
+            .collect();
+        self
     }
 
     fn axis_len(&self, d: Option<usize>) -> usize {
@@ -545,6 +564,19 @@ impl<'a> Prepared<'a> {
             least[ai] = if lightest.is_finite() { lightest } else { 0.0 };
             least_total += least[ai];
         }
+        out.background = 0.0;
+        for a in &self.background {
+            let app = &p.apps[*a];
+            let dev = app
+                .subnets
+                .iter()
+                .map(|s| s.coefs.gpu_ms * rg + s.coefs.mem_ms * rm)
+                .fold(f64::INFINITY, f64::min);
+            if dev.is_finite() {
+                out.background += dev / app.period_ms.max(1e-6);
+            }
+        }
+        least_total += out.background;
         // Second pass: deadlines, with the least interference the others can cause.
         for (ai, a) in self.apps.iter().enumerate() {
             let app = &p.apps[*a];
@@ -593,9 +625,10 @@ impl<'a> Prepared<'a> {
             Some((x, s)) if x == ai => s,
             _ => choice[ai],
         };
-        let total: f64 = (0..choice.len())
-            .map(|ai| e.gshare[ai * n + pick(ai)])
-            .sum();
+        let total: f64 = e.background
+            + (0..choice.len())
+                .map(|ai| e.gshare[ai * n + pick(ai)])
+                .sum::<f64>();
         (0..choice.len()).all(|ai| {
             let j = ai * n + pick(ai);
             !self.gpu_user[ai] || total - e.gshare[j] <= e.tol[j] + 1e-9
@@ -1229,7 +1262,7 @@ pub fn optimise(p: &Problem, cfg: &OptimiserConfig) -> Plan {
                 continue;
             }
             tried = Some(terms.clone());
-            let prep = Prepared::with_terms(p, *cfg, apps.clone(), terms);
+            let prep = Prepared::with_terms(p, *cfg, apps.clone(), terms).with_background();
             if let Some(sol) = prep.solve() {
                 solved = Some(prep.plan(sol, Vec::new()));
                 break;
@@ -1238,6 +1271,35 @@ pub fn optimise(p: &Problem, cfg: &OptimiserConfig) -> Plan {
         if let Some(mut plan) = solved {
             plan.unserved = unserved;
             break plan;
+        }
+        // Floors before deadlines: while one of the least important apps keeps an accuracy
+        // floor that rules sub-networks out, it gives the floor up (the last registered
+        // first) and the set is solved again; only when none of them has one left is an
+        // app degraded. Degrading makes no room on the GPU (a degraded app still runs its
+        // cheapest sub-network, floor or not), it only stops planning for its deadline;
+        // a lighter sub-network does make room.
+        let least = candidates
+            .iter()
+            .map(|(a, _)| p.apps[*a].priority)
+            .min()
+            .expect("candidates is not empty");
+        let floored = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, (a, t))| {
+                let app = &p.apps[*a];
+                app.priority == least
+                    && t.floor.is_finite()
+                    && app.subnets.iter().any(|s| s.accuracy < t.floor)
+            })
+            .max_by_key(|(_, (a, _))| p.apps[*a].id)
+            .map(|(pos, _)| pos);
+        if let Some(pos) = floored {
+            let (a, t) = &mut candidates[pos];
+            t.floor = f64::NEG_INFINITY;
+            t.margin = p.apps[*a].margin(cfg);
+            unserved.push((p.apps[*a].id, UnservedCause::FloorGivenUpToShare));
+            continue;
         }
         // Degrade the least important app (on a tie, the one registered last: the highest id).
         let (pos, _) = candidates
@@ -1420,7 +1482,7 @@ fn check_config(
             return None;
         }
     }
-    let prep = Prepared::with_terms(p, *cfg, apps, terms);
+    let prep = Prepared::with_terms(p, *cfg, apps, terms).with_background();
     let idx = |d: Option<usize>| -> Option<usize> {
         match d {
             None => Some(0),

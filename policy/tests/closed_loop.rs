@@ -323,20 +323,21 @@ fn two_apps_sharing_the_gpu_converge_and_stay() {
         // every 66.7 ms and every 100 ms) are more than the device, but the GPU time is
         // the device part of the latency model, and on this board, where latency does not
         // follow the clocks, the fit learns less of it than the seed: whether both fit
-        // with the expected interference depends on what the board reports. The detector
-        // is served; the classifier either too or, degraded by registration order, on its
-        // cheapest sub-network.
+        // with the expected interference depends on what the board reports. Each is
+        // served at its floor or, where the two do not fit there, below it (floors are
+        // given up before deadlines); the classifier, registered last, may be degraded to
+        // its cheapest sub-network, never the detector alone.
         let last = r.decisions.last().unwrap();
-        let det = last.apps[0];
-        assert_eq!(det.reason, SubnetReason::Plan, "{last:?}");
-        assert!(NETS_6[det.subnet as usize].0 >= 76.0);
-        let cls = last.apps[1];
-        match cls.reason {
-            SubnetReason::Plan => assert!(NETS_6[cls.subnet as usize].0 >= 76.0),
-            SubnetReason::Unserved(UnservedCause::DegradedForPriority) => {
-                assert_eq!(cls.subnet, 0)
+        let given_up = SubnetReason::Unserved(UnservedCause::FloorGivenUpToShare);
+        for a in &last.apps {
+            match a.reason {
+                SubnetReason::Plan => assert!(NETS_6[a.subnet as usize].0 >= 76.0, "{last:?}"),
+                r if r == given_up => {}
+                SubnetReason::Unserved(UnservedCause::DegradedForPriority) if a.app == 2 => {
+                    assert_eq!(a.subnet, 0)
+                }
+                other => panic!("app {}: {other:?}", a.app),
             }
-            other => panic!("classifier: {other:?}"),
         }
     }
 }
@@ -345,10 +346,13 @@ fn two_apps_sharing_the_gpu_converge_and_stay() {
 fn two_apps_that_just_fit_together_converge_and_stay() {
     // At 4 fps the classifier's cheapest acceptable level needs 20 % of the GPU: with the
     // detector's 74 % both fit, with little room, so plans sit at the edge of the
-    // shared-device constraint where small model updates would tip them over.
+    // shared-device constraint where small model updates would tip them over. While the
+    // fits say they do not fit, the classifier gives its floor up rather than miss, and
+    // its way back to the floor is an upgrade held to the upgrade margin: the run is
+    // 10 s longer than the others, and the last 30 s must be as calm.
     for board in [DAEMON, FULL_TELEMETRY] {
-        let r = run(board, vec![detector(), classifier(4.0)], SECONDS);
-        let late = changes(&r, SETTLED_TICK);
+        let r = run(board, vec![detector(), classifier(4.0)], SECONDS + 10);
+        let late = changes(&r, SETTLED_TICK + (10 * 1000 / TICK_MS) as usize);
         assert!(
             late.is_empty(),
             "changes after 20 s at ticks {late:?}; first: {}",
@@ -415,10 +419,19 @@ fn apps_whose_latency_follows_the_clocks_converge_and_stay() {
             );
             assert!(adoptions(&r) <= 8, "{} plans adopted", adoptions(&r));
             assert_never_wrongly_unreachable(&r, &ids);
-            // Each fits on the board (the pair shares the GPU at 74 % + 20 %): all served.
+            // Each fits on the board, the pair only just (the GPU shared at 74 % + 20 %):
+            // all served, the pair at its floors or, where the fits leave no margin there
+            // even at the highest clocks, the classifier (registered last) below its floor
+            // to keep both deadlines. Never degraded, never declared unable.
             let last = r.decisions.last().unwrap();
             for a in &last.apps {
-                assert!(!matches!(a.reason, SubnetReason::Unserved(_)), "{last:?}");
+                let given_up = ids.len() == 2
+                    && a.app == 2
+                    && a.reason == SubnetReason::Unserved(UnservedCause::FloorGivenUpToShare);
+                assert!(
+                    given_up || !matches!(a.reason, SubnetReason::Unserved(_)),
+                    "{last:?}"
+                );
             }
             // Served apps meet their deadlines once settled.
             for (t, m) in r.measured.iter().enumerate().skip(SETTLED_TICK) {
@@ -538,21 +551,25 @@ fn latency_model_stays_at_flat_measurements_when_the_clocks_move() {
 /// The daemon's first plan: both apps declare the GPU; at their cheapest sub-networks that
 /// meet the 76 % floor the detector needs 49.44 / 66.7 = 74 % of it and the classifier
 /// 49.44 / 100 = 49 %. Declared latencies are at full clocks with the device to itself,
-/// so the two cannot share it: one is degraded, by priority, then by registration order,
-/// told to run its cheapest sub-network, and the reason says why.
+/// so the two cannot share it at their floors. Deadlines come before accuracy: of equal
+/// priority, both give their floors up (the classifier, registered last, first; then the
+/// detector) and both are served on their cheapest sub-networks, and the reason says
+/// why. When one is less important, its floor goes first, and when that is not enough it
+/// is degraded, told to run its cheapest sub-network, whose load the other is planned
+/// beside: degrading makes no room, a degraded app still runs.
 #[test]
-fn over_committed_gpu_degrades_by_priority_and_says_why() {
+fn over_committed_gpu_gives_floors_up_then_degrades_by_priority_and_says_why() {
     let det = detector().decl;
     let cls = classifier(10.0).decl;
     let mut m = Manager::new(Config::default());
     let d = m.step(&common::snapshot(0, vec![det.clone(), cls.clone()]));
-    assert_eq!(d.apps[0].reason, SubnetReason::Plan);
-    assert!(NETS_6[d.apps[0].subnet as usize].0 >= 76.0);
-    let degraded = SubnetReason::Unserved(UnservedCause::DegradedForPriority);
-    assert_eq!((d.apps[1].subnet, d.apps[1].reason), (0, degraded));
+    let given_up = SubnetReason::Unserved(UnservedCause::FloorGivenUpToShare);
+    for a in &d.apps {
+        assert_eq!((a.subnet, a.reason), (0, given_up), "{d:?}");
+    }
     let text = d.apps[1].reason.to_string();
     assert!(
-        text.contains("cheapest sub-network") && text.contains("cannot be served together"),
+        text.contains("below its accuracy floor") && text.contains("every deadline is kept"),
         "{text}"
     );
     // Priority decides before registration order.
@@ -560,6 +577,13 @@ fn over_committed_gpu_degrades_by_priority_and_says_why() {
     let mut cls_first = cls;
     cls_first.targets.priority = 1;
     let d = m.step(&common::snapshot(0, vec![det, cls_first]));
-    assert_eq!((d.apps[0].subnet, d.apps[0].reason), (0, degraded));
+    let degraded = SubnetReason::Unserved(UnservedCause::DegradedForPriority);
+    assert_eq!((d.apps[0].subnet, d.apps[0].reason), (0, degraded), "{d:?}");
+    let text = d.apps[0].reason.to_string();
+    assert!(
+        text.contains("cheapest sub-network") && text.contains("cannot be served together"),
+        "{text}"
+    );
     assert_eq!(d.apps[1].reason, SubnetReason::Plan);
+    assert!(NETS_6[d.apps[1].subnet as usize].0 >= 76.0);
 }

@@ -292,12 +292,15 @@ fn a_saturated_cpu_cluster_is_not_planned_below_its_measured_demand() {
 
 #[test]
 fn infeasible_set_degrades_lowest_priority_and_says_so() {
+    // The least important app runs 2.5 frames/s with a 45 ms deadline, barely more than
+    // its cheapest inference alone at full clocks (41 ms): it cannot wait behind the
+    // others' 41 ms inferences every 100 ms. Degraded, it still runs, and its load (an
+    // inference every 400 ms) leaves room for the other two.
     let apps = vec![
         app(1, &NETS_6, 100.0, 100.0, 74.0, 5, true),
-        app(2, &NETS_6, 100.0, 100.0, 74.0, 1, true),
+        app(2, &NETS_6, 45.0, 400.0, 74.0, 1, true),
         app(3, &NETS_6, 100.0, 100.0, 74.0, 3, true),
     ];
-    // Three 41 ms inferences per 100 ms do not fit on one GPU.
     let plan = optimise(
         &problem(&snapshot(0, apps.clone())),
         &OptimiserConfig::default(),
@@ -317,11 +320,12 @@ fn infeasible_set_degrades_lowest_priority_and_says_so() {
 
 #[test]
 fn a_degraded_app_that_misses_runs_at_best_effort() {
-    // Three 41 ms inferences per 100 ms do not fit on one GPU: the least important app is
-    // degraded. Planned for the other two, the GPU runs below its highest clock.
+    // As `infeasible_set_degrades_lowest_priority_and_says_so`: the least important app
+    // is degraded. Planned for the other two (and its load), the GPU runs below its
+    // highest clock.
     let apps = vec![
         app(1, &NETS_6, 100.0, 100.0, 74.0, 5, true),
-        app(2, &NETS_6, 100.0, 100.0, 74.0, 1, true),
+        app(2, &NETS_6, 45.0, 400.0, 74.0, 1, true),
         app(3, &NETS_6, 100.0, 100.0, 74.0, 3, true),
     ];
     let mut p = problem(&snapshot(0, apps));
@@ -1011,5 +1015,34 @@ fn an_upgrade_to_the_edge_of_its_bound_waits_for_the_upgrade_margin() {
         run(default, 75.0),
         (4, 5),
         "an upgrade with room to spare was held back"
+    );
+}
+
+/// A degraded app still runs its cheapest sub-network, and the apps planned beside it wait
+/// behind its inferences: the plan budgets that load. The same two apps are planned at a
+/// higher GPU clock with the degraded one running than without it, and a plan made for
+/// them alone is judged not to hold beside it.
+#[test]
+fn a_degraded_apps_load_is_planned_beside_the_served_ones() {
+    let served = vec![
+        app(1, &NETS_6, 100.0, 100.0, 74.0, 5, true),
+        app(3, &NETS_6, 100.0, 100.0, 74.0, 3, true),
+    ];
+    let mut all = served.clone();
+    all.push(app(2, &NETS_6, 45.0, 200.0, 74.0, 1, true));
+    let cfg = OptimiserConfig::default();
+    let gpu = |plan: &dnngov_policy::Plan| plan.freqs.iter().find(|f| f.0 == GPU).unwrap().1;
+    let alone = optimise(&problem(&snapshot(0, served)), &cfg);
+    let beside = optimise(&problem(&snapshot(0, all.clone())), &cfg);
+    assert_eq!(
+        beside.unserved,
+        vec![(2, UnservedCause::DegradedForPriority)]
+    );
+    assert_eq!(alone.subnets.len(), 2);
+    assert!(gpu(&beside) > gpu(&alone), "{alone:?}\n{beside:?}");
+    assert!(
+        dnngov_policy::optimiser::evaluate_plan(&problem(&snapshot(0, all)), &cfg, &alone, 0.0)
+            .is_none(),
+        "{alone:?}"
     );
 }
