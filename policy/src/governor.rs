@@ -30,6 +30,9 @@ pub const PELT_HALF_LIFE_PERIODS: f64 = 32.0;
 /// and the room kept above the most schedutil wanted during the wait when lowering.
 const DOWN_BAND: f64 = 0.10;
 const PEAK_ROOM: f64 = 0.10;
+/// With a [`GovernorConfig::dip_rate_limit`], a step down to under this share of the
+/// current frequency is a load that went away, and waits only `down_rate_limit`.
+const DEEP_DROP: f64 = 0.5;
 
 /// Which base governor runs the unconstrained domains.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -55,6 +58,12 @@ pub struct GovernorConfig {
     /// mainline kernel's behaviour, which follows every dip of a noisy load.
     #[serde(default)]
     pub down_rate_limit: Nanos,
+    /// schedutil with a `down_rate_limit` only: a lower frequency of at least half the
+    /// current one (a dip of a noisy load rather than a load that went away) waits this
+    /// long instead, and then takes the most it wanted meanwhile. Zero or shorter than
+    /// `down_rate_limit`: `down_rate_limit` for every step down.
+    #[serde(default)]
+    pub dip_rate_limit: Nanos,
     /// ondemand: load percentage above which it goes straight to the maximum.
     pub ondemand_up_threshold: u32,
     /// conservative: load percentages that trigger a step up or down.
@@ -71,6 +80,7 @@ impl Default for GovernorConfig {
             headroom: 1.25,
             rate_limit: Nanos::from_millis(2),
             down_rate_limit: Nanos(0),
+            dip_rate_limit: Nanos(0),
             ondemand_up_threshold: 80,
             conservative_up_threshold: 80,
             conservative_down_threshold: 20,
@@ -159,6 +169,8 @@ struct LowerWait {
     most_roomy: Hz,
     /// Whether what it wanted changed during the wait (a noisy load).
     varied: bool,
+    /// Since when it has wanted less than half the current clock without a break.
+    deep_since: Option<Nanos>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -355,12 +367,14 @@ impl BaseGovernor {
                             most: w.most.max(f),
                             most_roomy: w.most_roomy.max(roomy),
                             varied: w.varied || w.most != f,
+                            deep_since: w.deep_since,
                         },
                         None => LowerWait {
                             since: snap.now,
                             most: f,
                             most_roomy: roomy,
                             varied: false,
+                            deep_since: None,
                         },
                     };
                     let target = if wait.varied {
@@ -368,7 +382,26 @@ impl BaseGovernor {
                     } else {
                         wait.most
                     };
-                    let held = snap.now.saturating_sub(wait.since) < cfg.down_rate_limit;
+                    // A want under half the clock that lasts the down rate limit is a load
+                    // that went away; a dip that comes back is noise, waited out longer.
+                    let deep = f.as_f64() < prev.as_f64() * DEEP_DROP;
+                    let wait = LowerWait {
+                        deep_since: if deep {
+                            wait.deep_since.or(Some(snap.now))
+                        } else {
+                            None
+                        },
+                        ..wait
+                    };
+                    let gone = wait
+                        .deep_since
+                        .is_some_and(|t| snap.now.saturating_sub(t) >= cfg.down_rate_limit);
+                    let limit = if gone {
+                        cfg.down_rate_limit
+                    } else {
+                        cfg.down_rate_limit.max(cfg.dip_rate_limit)
+                    };
+                    let held = snap.now.saturating_sub(wait.since) < limit;
                     // After the wait, a step down smaller than the band, or of a single
                     // table entry, is not worth a change: the wait starts over. Low in a
                     // table one entry is 30-70 % of the clock, and a light noisy load
@@ -711,5 +744,68 @@ mod tests {
             };
             assert_eq!(c[0].freq, expect);
         }
+    }
+
+    /// Runs a two-CPU domain for `ticks` of 10 ms, `work_us(t)` of work per tick at the
+    /// highest clock on each CPU (longer at a lower clock); the clock changes and the tick
+    /// of each lowering.
+    fn run_load(cfg: GovernorConfig, ticks: u64, work_us: impl Fn(u64) -> u64) -> (u32, Vec<u64>) {
+        let mut g = BaseGovernor::new(cfg);
+        let mut f = Hz::from_mhz(2000);
+        let (mut busy_us, mut changes, mut lowered) = (0u64, 0, Vec::new());
+        for t in 0..ticks {
+            busy_us += (work_us(t) * 2000 / (f.0 / 1_000_000)).min(10_000);
+            let mut s = snap(t * 10, f, &[], vec![0, 1]);
+            for cpu in [0, 1] {
+                s.cpus.push(CpuSample {
+                    cpu,
+                    online: true,
+                    busy: Nanos::from_micros(busy_us),
+                });
+            }
+            let c = g.update(&s);
+            if c[0].freq < f {
+                lowered.push(t);
+            }
+            changes += u32::from(c[0].freq != f);
+            f = c[0].freq;
+        }
+        (changes, lowered)
+    }
+
+    #[test]
+    fn dip_rate_limit_waits_out_a_noisy_load_and_follows_one_that_stops() {
+        let down = GovernorConfig {
+            down_rate_limit: Nanos::from_millis(500),
+            ..GovernorConfig::default()
+        };
+        let dip = GovernorConfig {
+            dip_rate_limit: Nanos::from_millis(2000),
+            ..down
+        };
+        // Other programs' short tasks: 0.5-4.5 ms of work in every 10 ms, drawn anew
+        // every 100 ms, for 60 s.
+        let noisy = |t: u64| {
+            // splitmix64 of the 100-ms slot
+            let mut x = (t / 10).wrapping_add(0x9e3779b97f4a7c15);
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+            500 + (x ^ (x >> 31)) % 4000
+        };
+        let (plain, _) = run_load(down, 6000, noisy);
+        let (calm, _) = run_load(dip, 6000, noisy);
+        assert!(
+            calm * 2 <= plain,
+            "{calm} changes with the dip limit, {plain} without"
+        );
+        // A heavy load that stops at 3 s is followed down after the down rate limit, not
+        // the dip limit: the want stays under half the clock.
+        let stops = |t: u64| if t < 300 { 8000 } else { 0 };
+        let (_, lowered) = run_load(dip, 600, stops);
+        let first = lowered.iter().copied().find(|t| *t >= 300);
+        assert!(
+            first.is_some_and(|t| (350..300 + 150).contains(&t)),
+            "lowered at ticks {lowered:?}"
+        );
     }
 }
