@@ -574,30 +574,17 @@ mod tests {
             down_rate_limit: Nanos::from_millis(200),
             ..GovernorConfig::default()
         };
-        let run = |cfg: GovernorConfig| {
-            let mut g = BaseGovernor::new(cfg);
-            let mut f = Hz::from_mhz(2000);
-            let (mut busy_us, mut changes, mut lowered_at) = (0u64, 0, Vec::new());
-            for t in 0..400u64 {
-                // 1.5 or 3.5 ms of work at the highest clock in every 10 ms, switching
-                // every 60 ms; it takes longer at a lower clock.
-                let work_us = if (t / 6) % 2 == 0 { 1500 } else { 3500 };
-                busy_us += (work_us * 2000 / (f.0 / 1_000_000)).min(10_000);
-                let mut s = snap(t * 10, f, &[], vec![0, 1]);
-                for cpu in [0, 1] {
-                    s.cpus.push(CpuSample {
-                        cpu,
-                        online: true,
-                        busy: Nanos::from_micros(busy_us),
-                    });
-                }
-                let c = g.update(&s);
-                if c[0].freq < f {
-                    lowered_at.push(t * 10);
-                }
-                changes += u32::from(c[0].freq != f);
-                f = c[0].freq;
+        // 1.5 or 3.5 ms of work at the highest clock in every 10 ms, switching every 60 ms.
+        let work = |t: u64| {
+            if (t / 6).is_multiple_of(2) {
+                1500
+            } else {
+                3500
             }
+        };
+        let run = |cfg: GovernorConfig| {
+            let (changes, lowered, f, g) = run_load(cfg, 400, work);
+            let lowered_at: Vec<u64> = lowered.iter().map(|t| t * 10).collect();
             (changes, lowered_at, f, g)
         };
         let (plain, _, _, _) = run(GovernorConfig::default());
@@ -746,10 +733,14 @@ mod tests {
         }
     }
 
-    /// Runs a two-CPU domain for `ticks` of 10 ms, `work_us(t)` of work per tick at the
-    /// highest clock on each CPU (longer at a lower clock); the clock changes and the tick
-    /// of each lowering.
-    fn run_load(cfg: GovernorConfig, ticks: u64, work_us: impl Fn(u64) -> u64) -> (u32, Vec<u64>) {
+    /// Runs a two-CPU domain from the highest clock for `ticks` of 10 ms, `work_us(t)` of
+    /// work per tick at the highest clock on each CPU (longer at a lower clock); the clock
+    /// changes, the tick of each lowering, the last clock and the governor.
+    fn run_load(
+        cfg: GovernorConfig,
+        ticks: u64,
+        work_us: impl Fn(u64) -> u64,
+    ) -> (u32, Vec<u64>, Hz, BaseGovernor) {
         let mut g = BaseGovernor::new(cfg);
         let mut f = Hz::from_mhz(2000);
         let (mut busy_us, mut changes, mut lowered) = (0u64, 0, Vec::new());
@@ -770,7 +761,7 @@ mod tests {
             changes += u32::from(c[0].freq != f);
             f = c[0].freq;
         }
-        (changes, lowered)
+        (changes, lowered, f, g)
     }
 
     #[test]
@@ -792,8 +783,8 @@ mod tests {
             x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
             500 + (x ^ (x >> 31)) % 4000
         };
-        let (plain, _) = run_load(down, 6000, noisy);
-        let (calm, _) = run_load(dip, 6000, noisy);
+        let (plain, ..) = run_load(down, 6000, noisy);
+        let (calm, ..) = run_load(dip, 6000, noisy);
         assert!(
             calm * 2 <= plain,
             "{calm} changes with the dip limit, {plain} without"
@@ -801,7 +792,7 @@ mod tests {
         // A heavy load that stops at 3 s is followed down after the down rate limit, not
         // the dip limit: the want stays under half the clock.
         let stops = |t: u64| if t < 300 { 8000 } else { 0 };
-        let (_, lowered) = run_load(dip, 600, stops);
+        let (_, lowered, ..) = run_load(dip, 600, stops);
         let first = lowered.iter().copied().find(|t| *t >= 300);
         assert!(
             first.is_some_and(|t| (350..300 + 150).contains(&t)),
