@@ -428,13 +428,25 @@ impl ClusterGroups {
             Ok(())
         };
         // cgroup v1 refuses a child a larger share than its parent: going down, the
-        // children first; going up, the parent first.
-        if cluster.quota_us.is_some_and(|q| quota < q) {
-            write_leaves()?;
-            write_limit(dir, quota, period, v2)?;
-        } else {
-            write_limit(dir, quota, period, v2)?;
-            write_leaves()?;
+        // children first; going up, the parent first. A group that a process adds between
+        // the listing and the parent's write (`join_cluster`) makes the parent's refused:
+        // list them again and retry.
+        let down = cluster.quota_us.is_some_and(|q| quota < q);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let written = if down {
+                write_leaves().and_then(|()| write_limit(dir, quota, period, v2))
+            } else {
+                write_limit(dir, quota, period, v2).and_then(|()| write_leaves())
+            };
+            match written {
+                Err(e) if attempt < JOIN_ATTEMPTS => {
+                    log::debug!("{e:#}; listing the cluster's groups again");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => break other?,
+            }
         }
         cluster.quota_us = Some(quota);
         Ok(())
@@ -533,6 +545,52 @@ pub fn join_cluster(dirs: &[PathBuf], cpus: usize, pid: u32, threads: u32) -> Re
     };
     let threads = threads.max(1);
     let v2 = cpu_dir.join("cpu.max").exists();
+    let leaf = leaf_name(pid, threads);
+    for dir in dirs {
+        let group = dir.join(&leaf);
+        match fs::create_dir(&group) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("creating {}", group.display()));
+            }
+            _ => {}
+        }
+        // v1 cpuset: both lists before the task joins (v2 inherits the parent's).
+        if !v2 && dir.join("cpuset.mems").exists() {
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                write_file(&group.join(f), &read_trim(&dir.join(f))?)?;
+            }
+        }
+    }
+    // The board may lower the cluster's limit between the read and the write below, and
+    // cgroup v1 refuses a child more than its parent (EINVAL): read it again and retry.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match share_parent_limit(cpu_dir, &leaf, cpus, threads, v2) {
+            Err(e) if attempt < JOIN_ATTEMPTS => {
+                log::debug!("{e:#}; reading the cluster's limit again");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => break other?,
+        }
+    }
+    let groups: Vec<PathBuf> = dirs.iter().map(|d| d.join(&leaf)).collect();
+    place_in(&groups, pid)
+}
+
+/// Tries of [`join_cluster`] to give a new group its share of the cluster's limit, and of
+/// [`ClusterGroups::set_speed`] to write a new limit.
+const JOIN_ATTEMPTS: u32 = 5;
+
+/// Gives group `leaf` of cluster directory `cpu_dir` its share of the cluster's limit as
+/// it stands now: `threads` of the cluster's `cpus`.
+fn share_parent_limit(
+    cpu_dir: &Path,
+    leaf: &str,
+    cpus: usize,
+    threads: u32,
+    v2: bool,
+) -> Result<()> {
     let (quota, period) = if v2 {
         let text = read_trim(&cpu_dir.join("cpu.max"))?;
         let mut it = text.split_whitespace();
@@ -550,30 +608,12 @@ pub fn join_cluster(dirs: &[PathBuf], cpus: usize, pid: u32, threads: u32) -> Re
         bail!("{} has no CFS limit to share", cpu_dir.display());
     };
     let ratio = quota as f64 / (period as f64 * cpus.max(1) as f64);
-    let leaf = leaf_name(pid, threads);
-    for dir in dirs {
-        let group = dir.join(&leaf);
-        match fs::create_dir(&group) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                return Err(e).with_context(|| format!("creating {}", group.display()));
-            }
-            _ => {}
-        }
-        // v1 cpuset: both lists before the task joins (v2 inherits the parent's).
-        if !v2 && dir.join("cpuset.mems").exists() {
-            for f in ["cpuset.cpus", "cpuset.mems"] {
-                write_file(&group.join(f), &read_trim(&dir.join(f))?)?;
-            }
-        }
-    }
     write_limit(
-        &cpu_dir.join(&leaf),
+        &cpu_dir.join(leaf),
         quota_us(ratio, period, (threads as usize).min(cpus.max(1))),
         period,
         v2,
-    )?;
-    let groups: Vec<PathBuf> = dirs.iter().map(|d| d.join(&leaf)).collect();
-    place_in(&groups, pid)
+    )
 }
 
 /// Writes `pid` into `cgroup.procs` of every directory.
