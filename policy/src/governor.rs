@@ -361,37 +361,33 @@ impl BaseGovernor {
                         resolve_at_least(&d.table, Hz((raw.as_f64() * (1.0 + PEAK_ROOM)) as u64))
                             .max(f)
                             .min(prev);
+                    // A want under half the clock that lasts the down rate limit is a load
+                    // that went away; a dip that comes back is noise, waited out longer.
+                    let deep = f.as_f64() < prev.as_f64() * DEEP_DROP;
                     let wait = match state.lower_since {
                         Some(w) => LowerWait {
                             since: w.since,
                             most: w.most.max(f),
                             most_roomy: w.most_roomy.max(roomy),
                             varied: w.varied || w.most != f,
-                            deep_since: w.deep_since,
+                            deep_since: if deep {
+                                w.deep_since.or(Some(snap.now))
+                            } else {
+                                None
+                            },
                         },
                         None => LowerWait {
                             since: snap.now,
                             most: f,
                             most_roomy: roomy,
                             varied: false,
-                            deep_since: None,
+                            deep_since: deep.then_some(snap.now),
                         },
                     };
                     let target = if wait.varied {
                         wait.most_roomy
                     } else {
                         wait.most
-                    };
-                    // A want under half the clock that lasts the down rate limit is a load
-                    // that went away; a dip that comes back is noise, waited out longer.
-                    let deep = f.as_f64() < prev.as_f64() * DEEP_DROP;
-                    let wait = LowerWait {
-                        deep_since: if deep {
-                            wait.deep_since.or(Some(snap.now))
-                        } else {
-                            None
-                        },
-                        ..wait
                     };
                     let gone = wait
                         .deep_since

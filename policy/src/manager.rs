@@ -31,7 +31,7 @@ pub const BASE_DOWN_RATE_LIMIT: Nanos = Nanos(500_000_000);
 /// How long it waits before lowering such a domain to half its clock or more: a dip of a
 /// load that is still there (see [`GovernorConfig::dip_rate_limit`]). Measured in the
 /// simulator: clusters with no app under a steady stream of short tasks changed clock 2-3
-/// times less often (generated seed 3: 80 changes to 32 in 120 s), and S5, whose bursts
+/// times less often (generated seed 3: 79 changes to 32 in 120 s), and S5, whose bursts
 /// stop outright, uses 3.8 % more energy than schedutil instead of 3.3 %.
 pub const BASE_DIP_RATE_LIMIT: Nanos = Nanos(2_000_000_000);
 

@@ -432,22 +432,13 @@ impl ClusterGroups {
         // the listing and the parent's write (`join_cluster`) makes the parent's refused:
         // list them again and retry.
         let down = cluster.quota_us.is_some_and(|q| quota < q);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let written = if down {
+        retry_racing_writes(|| {
+            if down {
                 write_leaves().and_then(|()| write_limit(dir, quota, period, v2))
             } else {
                 write_limit(dir, quota, period, v2).and_then(|()| write_leaves())
-            };
-            match written {
-                Err(e) if attempt < JOIN_ATTEMPTS => {
-                    log::debug!("{e:#}; listing the cluster's groups again");
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                other => break other?,
             }
-        }
+        })?;
         cluster.quota_us = Some(quota);
         Ok(())
     }
@@ -563,24 +554,31 @@ pub fn join_cluster(dirs: &[PathBuf], cpus: usize, pid: u32, threads: u32) -> Re
     }
     // The board may lower the cluster's limit between the read and the write below, and
     // cgroup v1 refuses a child more than its parent (EINVAL): read it again and retry.
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match share_parent_limit(cpu_dir, &leaf, cpus, threads, v2) {
-            Err(e) if attempt < JOIN_ATTEMPTS => {
-                log::debug!("{e:#}; reading the cluster's limit again");
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            other => break other?,
-        }
-    }
+    retry_racing_writes(|| share_parent_limit(cpu_dir, &leaf, cpus, threads, v2))?;
     let groups: Vec<PathBuf> = dirs.iter().map(|d| d.join(&leaf)).collect();
     place_in(&groups, pid)
 }
 
-/// Tries of [`join_cluster`] to give a new group its share of the cluster's limit, and of
-/// [`ClusterGroups::set_speed`] to write a new limit.
-const JOIN_ATTEMPTS: u32 = 5;
+/// Tries of [`retry_racing_writes`].
+const LIMIT_ATTEMPTS: u32 = 5;
+
+/// Runs `write` (limits read and written afresh at each try) up to [`LIMIT_ATTEMPTS`]
+/// times: the board ([`ClusterGroups::set_speed`]) and a process joining a cluster
+/// ([`join_cluster`]) write limits of the same groups at once, and cgroup v1 refuses
+/// (EINVAL) a write that would give a child more than its parent at that moment.
+fn retry_racing_writes(mut write: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        match write() {
+            Err(e) if attempt < LIMIT_ATTEMPTS => {
+                log::debug!("{e:#}; trying again with the limits as they are now");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
 
 /// Gives group `leaf` of cluster directory `cpu_dir` its share of the cluster's limit as
 /// it stands now: `threads` of the cluster's `cpus`.
