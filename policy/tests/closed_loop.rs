@@ -449,7 +449,12 @@ fn apps_whose_latency_follows_the_clocks_converge_and_stay() {
 /// with Dynamic-OFA's six-level library (74 % floor), the other with the seven-level one
 /// (73 % floor). Their cheapest acceptable sub-networks take 41.16 and 37.53 ms at full
 /// clocks, so together they need well under the whole device: both must be served from
-/// the first plan on, settle, and meet their deadlines.
+/// the first plan on, settle, and meet their deadlines. The plans budget a collision of
+/// their frames on the GPU (the optimiser's `COLLISION_SHARE`), which, with the device
+/// time of the seeded split, keeps the first plans a sub-network or two lower than the
+/// fits end up allowing on this board, where latency does not follow the clocks: the way
+/// up is an upgrade at a time past the dwell, so the run is 10 s longer than the others,
+/// and the last 30 s must be as calm.
 #[test]
 fn two_apps_at_ten_frames_a_second_share_the_gpu_and_are_both_served() {
     for board in [DAEMON, FULL_TELEMETRY] {
@@ -458,14 +463,15 @@ fn two_apps_at_ten_frames_a_second_share_the_gpu_and_are_both_served() {
             SimApp::new(2, 100.0, 10.0).with_library(&NETS_7, 73.0),
         ];
         let ids = [(1, 100.0), (2, 100.0)];
-        let r = run(board, apps, SECONDS);
-        let late = changes(&r, SETTLED_TICK);
+        let r = run(board, apps, SECONDS + 10);
+        let late = changes(&r, SETTLED_TICK + (10 * 1000 / TICK_MS) as usize);
         assert!(
             late.is_empty(),
-            "changes after 20 s at ticks {late:?}; first: {}",
+            "changes after 30 s at ticks {late:?}; first: {}",
             summary(&r, late[0])
         );
-        assert!(adoptions(&r) <= 8, "{} plans adopted", adoptions(&r));
+        // Two more than the others allow: the two upgrades.
+        assert!(adoptions(&r) <= 10, "{} plans adopted", adoptions(&r));
         assert_never_wrongly_unreachable(&r, &ids);
         // Served from the first plan on, on sub-networks that keep their floors.
         for d in &r.decisions[1..] {

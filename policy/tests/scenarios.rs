@@ -322,11 +322,13 @@ fn infeasible_set_degrades_lowest_priority_and_says_so() {
 fn a_degraded_app_that_misses_runs_at_best_effort() {
     // As `infeasible_set_degrades_lowest_priority_and_says_so`: the least important app
     // is degraded. Planned for the other two (and its load), the GPU runs below its
-    // highest clock.
+    // highest clock. Their deadlines are twice their period here: at 100 ms, a frame that
+    // collides with one inference of each of the others (41 ms each at full clocks) is
+    // late at any clock, and the plans budget such collisions.
     let apps = vec![
-        app(1, &NETS_6, 100.0, 100.0, 74.0, 5, true),
+        app(1, &NETS_6, 200.0, 100.0, 74.0, 5, true),
         app(2, &NETS_6, 45.0, 400.0, 74.0, 1, true),
-        app(3, &NETS_6, 100.0, 100.0, 74.0, 3, true),
+        app(3, &NETS_6, 200.0, 100.0, 74.0, 3, true),
     ];
     let mut p = problem(&snapshot(0, apps));
     let gpu_max = Hz(*GPU_HZ.last().unwrap());

@@ -9,6 +9,8 @@
 //!   saturate while an app misses is raised at once.
 //! - The return hold: no app goes back to a sub-network it stepped down from, or above,
 //!   within 10 s unless the scenario changed in between, whatever made it step down.
+//! - Collisions on the GPU: an app's frames that run into another app's inference still
+//!   meet their deadline (a scenario of generated seed 40's, written out).
 
 use std::path::Path;
 
@@ -16,7 +18,7 @@ use dnngov_policy::{Config, Nanos};
 use dnngov_sim::generate::{generate, Board};
 use dnngov_sim::governors::{manager_config, Dnngov};
 use dnngov_sim::sweep::{changes, steady};
-use dnngov_sim::{run, Platform};
+use dnngov_sim::{run, Platform, Scenario};
 
 /// Runs each generated scenario with the configuration `off` and then `on` makes of the
 /// board's: frequency changes in steady phases, and miss percentages, summed over the
@@ -176,4 +178,52 @@ fn no_app_goes_back_to_a_sub_network_it_left_within_the_hold() {
         returns.is_empty(),
         "(seed, app, left, at s, back to, at s): {returns:?}"
     );
+}
+
+/// Generated seed 40's two apps, without its CPU loads and events: one at 6.2 frames/s
+/// with a 134 ms deadline, the other at 2.7 frames/s whose inferences hold the GPU about
+/// 50 ms. The second's share of the GPU is small, so the expected wait behind it is a few
+/// milliseconds, but one frame of the first in six runs into one of its inferences and
+/// shares the GPU with it for tens of milliseconds. Planned for the expected wait alone,
+/// the first missed 8-10 % of its frames at every seed; planned for a collision, under
+/// 1 %, for 1-2 % more energy.
+const COLLIDING: &str = r#"
+name = "colliding"
+platform = "PLATFORM"
+duration_s = 60.0
+
+[[app]]
+name = "app0"
+library = "dynamic-ofa-6"
+fps = 6.2
+deadline_ms = 134.4
+accuracy_floor = 76.13
+split = { gpu = 0.654, cpu = 0.21, mem = 0.085, fixed = 0.051 }
+
+[[app]]
+name = "app1"
+subnets = [[60.7, 44.77], [61.86, 48.09], [62.89, 51.4], [63.79, 54.72], [64.54, 58.04], [65.16, 61.35], [65.64, 64.67], [65.99, 67.99], [66.19, 71.3], [66.26, 74.62]]
+fps = 2.7
+deadline_ms = 200.7
+accuracy_floor = 60.7
+switch_cost_ms = 3.8
+split = { gpu = 0.717, cpu = 0.1, mem = 0.139, fixed = 0.044 }
+"#;
+
+#[test]
+fn frames_that_collide_with_another_apps_inference_still_meet_their_deadline() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
+    let plat = Platform::load(&path).unwrap();
+    let text = COLLIDING.replace("PLATFORM", &path.to_string_lossy());
+    let scn = Scenario::parse(&text, Path::new(".")).unwrap();
+    for seed in 1..=3 {
+        let r = run(&scn, &plat, &mut Dnngov::new(manager_config(&plat)), seed).unwrap();
+        let app0 = &r.metrics.apps[0];
+        println!("seed {seed}: app0 missed {:.2} %", app0.miss_pct);
+        assert!(
+            app0.miss_pct <= 1.0,
+            "seed {seed}: app0 missed {:.2} % of its frames",
+            app0.miss_pct
+        );
+    }
 }
