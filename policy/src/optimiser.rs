@@ -575,8 +575,15 @@ impl<'a> Prepared<'a> {
                         lightest = lightest.min(out.gshare[j]);
                     }
                 }
+                // Its thread holds a CPU for the whole inference (as the capacity test
+                // has it): a CUDA host thread spins while the GPU works.
+                let cpu_busy = if app.devices.cpu {
+                    lat
+                } else {
+                    c.cpu_ms * rc + c.fixed_ms
+                };
                 out.dp[j] = (bg * sg * sg * sg * c.gpu_ms * rg
-                    + wc * (c.cpu_ms * rc + c.fixed_ms)
+                    + wc * cpu_busy
                     + bm * sm * sm * sm * c.mem_ms * rm)
                     / period;
             }
