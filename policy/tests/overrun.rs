@@ -183,10 +183,12 @@ fn a_stalled_inference_is_not_boosted_for_ever() {
 
 #[test]
 fn a_boost_under_a_power_budget_is_lowered_to_keep_it() {
-    // A budget 30 % over the plan's predicted power: room for part of a boost, not for
-    // the highest clocks everywhere.
+    // A budget 15 % over the plan's predicted power: room for part of a boost, not for
+    // the highest clocks everywhere. (The plan counts the app's CPU busy for its whole
+    // inference, the boost's check the CPU load measured, a little here: 30 % over the
+    // plan's power leaves room for every clock at its highest.)
     let (m, _, _) = settled(Config::default(), None);
-    let budget = Watts(m.plan().unwrap().power.0 * 1.3);
+    let budget = Watts(m.plan().unwrap().power.0 * 1.15);
     let (mut m, plan, t) = settled(Config::default(), Some(budget));
     let p = predicted(&m, &plan, t);
     let late = (p * 1.3).max(DEADLINE_MS * 0.96);

@@ -124,7 +124,8 @@ fn a_saturated_shared_gpu_is_not_planned_below_its_measured_demand() {
     let (gpu0, gpu, emc) = run(two.clone(), 150);
     let gpu_max = *GPU_HZ.last().unwrap() as f64;
     let emc_max = *EMC_MHZ.last().unwrap() as f64 * 1e6;
-    assert!(gpu0.as_f64() < 0.75 * gpu_max, "{gpu0:?}");
+    // Low enough that the bound below is under the maximum (0.98 / 0.8 of it).
+    assert!(gpu0.as_f64() < 0.8 * gpu_max, "{gpu0:?}");
     // 98 % busy at the clock in force: the demand is 0.98 * f / f_max; the bound a quarter
     // above it. It was raised at least to where the first clock's demand is served.
     let floor = (0.98 * gpu0.as_f64() / 0.8).min(gpu_max);
