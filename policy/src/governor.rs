@@ -186,6 +186,8 @@ struct DomainState {
     /// What it chose at the previous tick: the clock a down rate limit holds, whatever the
     /// device reports (a device may report another clock than the one asked for).
     chosen: Option<Hz>,
+    /// Until when it is not lowered (see [`BaseGovernor::hold_lowering`]).
+    hold_lower_until: Option<Nanos>,
 }
 
 /// Per-domain base governor state across ticks.
@@ -216,6 +218,15 @@ impl BaseGovernor {
 
     pub fn config(&self) -> &GovernorConfig {
         &self.cfg
+    }
+
+    /// Keeps schedutil from lowering `domain` until `until` (a later hold than one in
+    /// force extends it); it still raises it. The manager holds the CPU clusters no app
+    /// runs on this way when other programs' tasks, arriving while they were slow,
+    /// spilled onto an app's CPUs.
+    pub fn hold_lowering(&mut self, domain: u32, until: Nanos) {
+        let s = self.domains.entry(domain).or_default();
+        s.hold_lower_until = Some(s.hold_lower_until.map_or(until, |u| u.max(until)));
     }
 
     /// Advances utilisation with this snapshot's counters and chooses a frequency for every
@@ -349,6 +360,12 @@ impl BaseGovernor {
                     return choice;
                 }
                 let prev = state.chosen.map_or(cur, |c| c.min(allowed));
+                if f < prev && state.hold_lower_until.is_some_and(|u| snap.now < u) {
+                    state.lower_since = None;
+                    choice.freq = resolve_at_most(&d.table, prev);
+                    choice.reason = FreqReason::RateLimited(cfg.kind);
+                    return choice;
+                }
                 if f >= prev || cfg.down_rate_limit.0 == 0 {
                     state.lower_since = None;
                     f
@@ -737,7 +754,14 @@ mod tests {
         ticks: u64,
         work_us: impl Fn(u64) -> u64,
     ) -> (u32, Vec<u64>, Hz, BaseGovernor) {
-        let mut g = BaseGovernor::new(cfg);
+        run_load_with(BaseGovernor::new(cfg), ticks, work_us)
+    }
+
+    fn run_load_with(
+        mut g: BaseGovernor,
+        ticks: u64,
+        work_us: impl Fn(u64) -> u64,
+    ) -> (u32, Vec<u64>, Hz, BaseGovernor) {
         let mut f = Hz::from_mhz(2000);
         let (mut busy_us, mut changes, mut lowered) = (0u64, 0, Vec::new());
         for t in 0..ticks {
@@ -794,5 +818,31 @@ mod tests {
             first.is_some_and(|t| (350..300 + 150).contains(&t)),
             "lowered at ticks {lowered:?}"
         );
+    }
+
+    #[test]
+    fn a_held_domain_is_not_lowered_until_the_hold_ends() {
+        let cfg = GovernorConfig {
+            down_rate_limit: Nanos::from_millis(500),
+            ..GovernorConfig::default()
+        };
+        // A heavy load that stops at 0.3 s, comes back at 1 s and stops for good at
+        // 1.5 s; the domain is held until 4 s.
+        let load = |t: u64| {
+            if t < 30 || (100..150).contains(&t) {
+                8000
+            } else {
+                0
+            }
+        };
+        let mut held = BaseGovernor::new(cfg);
+        held.hold_lowering(0, Nanos::from_millis(4000));
+        let (_, lowered, ..) = run_load_with(held, 600, load);
+        assert!(
+            lowered.first().is_some_and(|t| (400..460).contains(t)),
+            "lowered at ticks {lowered:?}"
+        );
+        let (_, free, ..) = run_load(cfg, 600, load);
+        assert!(free.first().is_some_and(|t| *t < 400), "{free:?}");
     }
 }

@@ -189,6 +189,8 @@ struct AppEntry {
     miss_margin: f64,
     fb_judged: u32,
     fb_missed: u32,
+    /// When its last inference judged against the plan ended over the deadline.
+    last_miss: Option<Nanos>,
 }
 
 /// The clocks raised for an app whose inference in flight overran.
@@ -316,6 +318,20 @@ const CPU_BUSY_UTIL: f64 = 0.8;
 /// doubles it again. An app's own thread spinning while it waits for the GPU keeps a CPU
 /// busy too, and is no queue: hence the missed deadline.
 const CPU_SATURATED: f64 = 0.98;
+/// Other programs' tasks that arrive in bursts on the CPU clusters no app runs on find them
+/// at their lowest clocks, since schedutil lowered them while the burst was off, and spill
+/// onto the apps' CPUs for the few hundred milliseconds schedutil takes to raise them: an
+/// app there shares its CPU and misses a frame or two at every burst (generated seed 36:
+/// 8 % of its frames, against the oracle's 0.2 %, with every cluster at 1.1 GHz). So when a
+/// CPU domain an app runs on is saturated while that app missed within [`SPILL_RECENT`],
+/// the clusters no app runs on are not lowered for this long, doubled at each further
+/// spill within this long of the last hold's end, up to [`LOWER_HOLD_GROWTH`] times as
+/// long: idle, a cluster at a higher clock costs little, and the next burst finds it fast.
+/// Unlike the other holds it outlasts a change of the apps or the hardware: the bursts
+/// come from other programs, which such a change does not stop.
+const SPILL_HOLD: Nanos = Nanos::from_millis(10_000);
+const SPILL_RECENT: Nanos = Nanos::from_millis(1_000);
+
 /// The time constant of the averaged GPU and CPU demand.
 const DEMAND_WINDOW: Nanos = Nanos::from_millis(1000);
 
@@ -499,6 +515,9 @@ pub struct Manager {
     upgrade_checked: Option<Nanos>,
     /// Per planned domain, its last lowering and the hold after a failed one.
     clock_trials: BTreeMap<u32, ClockTrial>,
+    /// The last hold on the CPU clusters no app runs on, until when, and its length (see
+    /// [`SPILL_HOLD`]).
+    spill: Option<(Nanos, Nanos)>,
 }
 
 /// A sample ready to learn: (sub-network, clocks, latency less the estimated wait for
@@ -528,6 +547,7 @@ impl Manager {
             under_cpu_floor: false,
             upgrade_checked: None,
             clock_trials: BTreeMap::new(),
+            spill: None,
         }
     }
 
@@ -715,6 +735,7 @@ impl Manager {
         if x.saturated < self.cfg.saturated_ticks {
             return false;
         }
+        self.hold_spill(snap, d);
         let planned = self
             .plan
             .as_ref()
@@ -732,6 +753,48 @@ impl Manager {
         x.saturated = 0;
         x.demand = x.demand.max((2.0 * demand).min(1.0));
         true
+    }
+
+    /// `d`, a saturated CPU domain: where an app that runs there missed a deadline in the
+    /// last [`SPILL_RECENT`], the CPU clusters no app runs on are not lowered for
+    /// [`SPILL_HOLD`] (see there).
+    fn hold_spill(&mut self, snap: &Snapshot, d: &FreqDomain) {
+        let recent = |e: &AppEntry| {
+            e.last_miss
+                .is_some_and(|t| snap.now.saturating_sub(t) <= SPILL_RECENT)
+        };
+        let late = snap.apps.iter().any(|a| {
+            self.apps
+                .get(&a.id)
+                .is_some_and(|e| recent(e) && uses_domain(snap, &e.declared, d))
+        });
+        if !late {
+            return;
+        }
+        let (apps, base) = (&self.apps, &mut self.base);
+        let idle_cluster = |c: &FreqDomain| {
+            c.kind == DomainKind::Cpu
+                && c.id != d.id
+                && snap.online_cpus(c) > 0
+                && !apps.values().any(|e| uses_domain(snap, &e.declared, c))
+        };
+        if !snap.domains.iter().any(idle_cluster) {
+            return;
+        }
+        // A spill soon after the last hold ended doubles the hold; one during it (the
+        // bursts outgrow the held clocks) only extends it.
+        let length = match self.spill {
+            Some((until, length)) if snap.now < until => length,
+            Some((until, length)) if snap.now < until.saturating_add(SPILL_HOLD) => {
+                Nanos((length.0 * 2).min(SPILL_HOLD.0 * LOWER_HOLD_GROWTH))
+            }
+            _ => SPILL_HOLD,
+        };
+        let until = snap.now.saturating_add(length);
+        for c in snap.domains.iter().filter(|c| idle_cluster(c)) {
+            base.hold_lowering(c.id, until);
+        }
+        self.spill = Some((until, length));
     }
 
     /// The least clock a plan may set on a CPU domain (see [`CPU_BUSY_UTIL`]).
@@ -966,6 +1029,7 @@ impl Manager {
             miss_margin: 0.0,
             fb_judged: 0,
             fb_missed: 0,
+            last_miss: None,
         }
     }
 
@@ -1063,6 +1127,7 @@ impl Manager {
                     e.judged = e.judged.saturating_add(1);
                     if inf.latency > t.deadline {
                         e.missed = e.missed.saturating_add(1);
+                        e.last_miss = Some(inf.end);
                     }
                     // Measured misses widen the app's margin; a long clean run narrows it.
                     e.fb_judged = e.fb_judged.saturating_add(1);
