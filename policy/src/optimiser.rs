@@ -634,12 +634,7 @@ impl<'a> Prepared<'a> {
                     f64::INFINITY
                 };
                 let collision = if others > COLLISION_SHARE {
-                    self.collision_weight(ai)
-                        * (0..self.apps.len())
-                            .filter(|o| *o != ai && self.gpu_user[*o])
-                            .map(|o| dev.min(least_dev[o]))
-                            .chain(out.background_dev.iter().map(|b| dev.min(*b)))
-                            .sum::<f64>()
+                    self.collision(ai, dev, |o| least_dev[o], &out.background_dev)
                 } else {
                     0.0
                 };
@@ -682,18 +677,31 @@ impl<'a> Prepared<'a> {
             if others <= COLLISION_SHARE || self.terms[ai].best_effort {
                 return true;
             }
-            let dev = e.gshare[j] * self.p.apps[self.apps[ai]].period_ms.max(1e-6);
-            let collision = self.collision_weight(ai)
-                * (0..choice.len())
-                    .filter(|o| *o != ai && self.gpu_user[*o])
-                    .map(|o| {
-                        let k = o * n + pick(o);
-                        dev.min(e.gshare[k] * self.p.apps[self.apps[o]].period_ms.max(1e-6))
-                    })
-                    .chain(e.background_dev.iter().map(|b| dev.min(*b)))
-                    .sum::<f64>();
+            let device = |a: usize| {
+                e.gshare[a * n + pick(a)] * self.p.apps[self.apps[a]].period_ms.max(1e-6)
+            };
+            let collision = self.collision(ai, device(ai), device, &e.background_dev);
             e.lat[j] + collision <= self.collision_bound(ai) + 1e-9
         })
+    }
+
+    /// What one collision with each other GPU user adds to an inference of prepared app
+    /// `ai` whose device time is `dev` ms (see [`COLLISION_SHARE`]): the shorter of `dev`
+    /// and each other's device time (`other_dev` of a prepared app, then `background`),
+    /// weighted by [`Prepared::collision_weight`].
+    fn collision(
+        &self,
+        ai: usize,
+        dev: f64,
+        other_dev: impl Fn(usize) -> f64,
+        background: &[f64],
+    ) -> f64 {
+        let sum: f64 = (0..self.apps.len())
+            .filter(|o| *o != ai && self.gpu_user[*o])
+            .map(|o| dev.min(other_dev(o)))
+            .chain(background.iter().map(|b| dev.min(*b)))
+            .sum();
+        self.collision_weight(ai) * sum
     }
 
     /// How much of a collision prepared app `ai` is planned for: all of it at its full
