@@ -78,6 +78,11 @@ pub struct Config {
     /// it off.
     #[serde(default = "default_saturated_ticks")]
     pub saturated_ticks: u32,
+    /// For this long after a plan raised an app's sub-network, while the app does not
+    /// miss, re-plans keep it there where that serves as many apps for little more power
+    /// (see `Manager::keep_upgrades`); 0 turns it off.
+    #[serde(default = "default_upgrade_trial")]
+    pub upgrade_trial: Nanos,
 }
 
 fn default_keep_clock_power() -> f64 {
@@ -90,6 +95,10 @@ fn default_lower_hold() -> Nanos {
 
 fn default_saturated_ticks() -> u32 {
     5
+}
+
+fn default_upgrade_trial() -> Nanos {
+    Nanos::from_millis(10_000)
 }
 
 impl Default for Config {
@@ -114,6 +123,7 @@ impl Default for Config {
             keep_clock_power: default_keep_clock_power(),
             lower_hold: default_lower_hold(),
             saturated_ticks: default_saturated_ticks(),
+            upgrade_trial: default_upgrade_trial(),
         }
     }
 }
@@ -191,6 +201,14 @@ struct AppEntry {
     fb_missed: u32,
     /// When its last inference judged against the plan ended over the deadline.
     last_miss: Option<Nanos>,
+}
+
+impl AppEntry {
+    /// Missed its deadline at least twice since the plan in force was adopted, and on more
+    /// than [`MISS_RATE`] of its inferences.
+    fn missing(&self) -> bool {
+        self.missed >= 2 && f64::from(self.missed) > MISS_RATE * f64::from(self.judged)
+    }
 }
 
 /// The clocks raised for an app whose inference in flight overran.
@@ -412,6 +430,15 @@ const RETURN_HOLD: Nanos = Nanos::from_millis(10_000);
 /// it made an app switch up and back down every few seconds.
 const UPGRADE_TRIAL: Nanos = Nanos::from_millis(10_000);
 
+/// An upgrade is given its trial (`Config::upgrade_trial`, 10 s): while its app does not
+/// miss, re-plans keep it at the sub-network it was raised to where that still serves as
+/// many apps for at most twice `gain_threshold` more predicted power than taking it back
+/// (see [`Manager::keep_upgrades`]). Taken back at the next periodic run or event (its
+/// first samples on a sibling's fit, a CPU demand that fell, a clock a re-plan lowered),
+/// an upgraded app went up and straight back down (A->B->A within 2 s). With the trial,
+/// an upgrade taken back within [`UPGRADE_TRIAL`] past its end counts as failed: right
+/// after the trial, a take-back for power and the next upgrade were the same switch back
+/// and forth.
 const UPGRADE_BACKOFF: Nanos = Nanos::from_millis(60_000);
 const UPGRADE_BACKOFF_MAX: Nanos = Nanos::from_millis(240_000);
 
@@ -614,7 +641,7 @@ impl Manager {
             optimised = true;
             self.last_optimised = Some(snap.now);
             let problem = self.problem(snap, base);
-            let least = self.plan_without_upgrades(&problem);
+            let least = self.plan_without_upgrades(snap.now, &problem);
             // Power an upgrade is weighed against: the sub-networks in force at their
             // least-power clocks, not at the clocks kept from the plan in force.
             let least_power = least.power;
@@ -1473,11 +1500,10 @@ impl Manager {
     /// force over it and force a re-plan, past the dwell time.
     fn should_replace(&self, snap: &Snapshot, problem: &Problem, new: &Plan) -> bool {
         let Some(cur) = &self.plan else { return true };
-        let missing = cur.subnets.iter().any(|(id, _)| {
-            self.apps.get(id).is_some_and(|e| {
-                e.missed >= 2 && f64::from(e.missed) > MISS_RATE * f64::from(e.judged)
-            })
-        });
+        let missing = cur
+            .subnets
+            .iter()
+            .any(|(id, _)| self.apps.get(id).is_some_and(AppEntry::missing));
         let slack = if missing {
             0.0
         } else {
@@ -1629,7 +1655,7 @@ impl Manager {
     /// moved other apps on the shared GPU up to the edge of their bounds; their first
     /// samples, slower or more spread than the fits said, tipped them over, and they went
     /// back down within seconds (A->B->A), a switch each way.
-    fn plan_without_upgrades(&self, problem: &Problem) -> Plan {
+    fn plan_without_upgrades(&self, now: Nanos, problem: &Problem) -> Plan {
         if self.cfg.upgrade_margin <= 0.0 || self.plan.is_none() {
             return optimise(problem, &self.cfg.optimiser);
         }
@@ -1639,7 +1665,7 @@ impl Manager {
                 a.subnets.truncate(c as usize + 1);
             }
         }
-        let held = optimise(&capped, &self.cfg.optimiser);
+        let held = self.keep_upgrades(now, &capped, optimise(&capped, &self.cfg.optimiser));
         if held.unserved.is_empty() && held.best_effort.is_empty() {
             return held;
         }
@@ -1650,6 +1676,51 @@ impl Manager {
             held
         } else {
             free
+        }
+    }
+
+    /// Raises the accuracy floor of every app whose upgrade is on trial (see
+    /// `Config::upgrade_trial`) and that does not miss to the sub-network it runs; says
+    /// whether it raised any.
+    fn pin_trials(&self, now: Nanos, problem: &mut Problem) -> bool {
+        let trial = self.cfg.upgrade_trial;
+        let mut any = false;
+        for a in &mut problem.apps {
+            let Some(e) = self.apps.get(&a.id) else {
+                continue;
+            };
+            let running = e.controller.subnet();
+            let on_trial = e
+                .raised
+                .is_some_and(|(to, at)| to == running && now.saturating_sub(at) < trial);
+            if let (true, false, Some(s)) = (on_trial, e.missing(), a.subnets.get(running as usize))
+            {
+                if s.accuracy > a.accuracy_floor {
+                    a.accuracy_floor = s.accuracy;
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+
+    /// An upgrade on trial keeps its sub-network: the plan with the trials pinned (see
+    /// [`Manager::pin_trials`]) replaces `plan` where it serves as many apps for at most
+    /// twice `gain_threshold` more predicted power (once `gain_threshold` is what a
+    /// periodic run's saving must reach: the fits of a sub-network just taken up move by a
+    /// few per cent from one run to the next).
+    fn keep_upgrades(&self, now: Nanos, problem: &Problem, plan: Plan) -> Plan {
+        let mut pinned = problem.clone();
+        if !self.pin_trials(now, &mut pinned) {
+            return plan;
+        }
+        let kept = optimise(&pinned, &self.cfg.optimiser);
+        let as_many = kept.unserved.len() <= plan.unserved.len()
+            && kept.best_effort.len() <= plan.best_effort.len();
+        if as_many && kept.power.0 <= plan.power.0 * (1.0 + 2.0 * self.cfg.gain_threshold) {
+            kept
+        } else {
+            plan
         }
     }
 
@@ -1705,6 +1776,8 @@ impl Manager {
             return None;
         }
         let mut wider = problem.clone();
+        // Not at the cost of an app whose own upgrade is on trial.
+        self.pin_trials(now, &mut wider);
         for a in wider.apps.iter_mut() {
             if raised.contains(&a.id) {
                 a.spread_margin = a.margin(&self.cfg.optimiser) + extra;
@@ -1797,7 +1870,8 @@ impl Manager {
                     e.raised = Some((subnet, snap.now));
                 } else if subnet < current {
                     if let Some((to, at)) = e.raised.take() {
-                        if to <= current && snap.now.saturating_sub(at) < UPGRADE_TRIAL {
+                        let failed_within = UPGRADE_TRIAL.saturating_add(self.cfg.upgrade_trial);
+                        if to <= current && snap.now.saturating_sub(at) < failed_within {
                             e.upgrade_backoff = if e.upgrade_block.is_some() {
                                 Nanos(e.upgrade_backoff.0.saturating_mul(2))
                                     .min(UPGRADE_BACKOFF_MAX)
