@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use dnngov_policy::governor::{schedutil_freq, BaseGovernor, GovernorConfig};
-use dnngov_policy::optimiser::{evaluate, optimise, Mode, OptimiserConfig};
+use dnngov_policy::optimiser::{
+    evaluate, evaluate_resources, optimise, Mode, OptimiserConfig, Problem,
+};
 use dnngov_policy::{
     Config, CpuSample, DomainCap, DomainKind, FreqDomain, FreqReason, Hz, Manager, Nanos, Snapshot,
     SubnetReason, UnservedCause, Watts,
@@ -354,6 +356,60 @@ fn a_degraded_app_that_misses_runs_at_best_effort() {
         let after = missing.freqs.iter().find(|x| x.0 == *d).unwrap().1;
         assert!(after >= *f, "domain {d}: {after:?} under {f:?}");
     }
+}
+
+#[test]
+fn a_best_effort_app_gets_the_clocks_a_power_cap_leaves() {
+    // As `a_degraded_app_that_misses_runs_at_best_effort`, under a power cap. Before, a
+    // cap of any size left the degraded app the clocks planned for the others, and it
+    // missed most of its frames under a cap twice what the board drew.
+    let apps = vec![
+        app(1, &NETS_6, 200.0, 100.0, 74.0, 5, true),
+        app(2, &NETS_6, 45.0, 400.0, 74.0, 1, true),
+        app(3, &NETS_6, 200.0, 100.0, 74.0, 3, true),
+    ];
+    let mut p = problem(&snapshot(0, apps));
+    p.apps.iter_mut().find(|a| a.id == 2).unwrap().missing = true;
+    let gpu_max = Hz(*GPU_HZ.last().unwrap());
+    let gpu = |plan: &dnngov_policy::Plan| plan.freqs.iter().find(|f| f.0 == GPU).unwrap().1;
+    let free = optimise(&p, &OptimiserConfig::default());
+    assert_eq!(gpu(&free), gpu_max, "{free:?}");
+    let calm = {
+        let mut q = p.clone();
+        q.apps.iter_mut().find(|a| a.id == 2).unwrap().missing = false;
+        optimise(&q, &OptimiserConfig::default())
+    };
+    // Everything at the raised clocks, the best-effort app included: what a cap must allow
+    // for the raise.
+    let all: Vec<(u32, u32)> = free
+        .subnets
+        .iter()
+        .chain(&free.best_effort)
+        .copied()
+        .collect();
+    let uncapped = Problem {
+        power_cap: None,
+        ..p.clone()
+    };
+    let raised_power = |plan: &dnngov_policy::Plan| {
+        evaluate_resources(&uncapped, &OptimiserConfig::default(), &plan.freqs, &all)
+            .map(|(w, _)| w.0)
+    };
+    let top = raised_power(&free).expect("the raised plan is feasible");
+    // A cap above what everything draws at the top: raised as without a cap.
+    p.power_cap = Some(Watts(top * 1.01));
+    let roomy = optimise(&p, &OptimiserConfig::default());
+    assert_eq!(roomy.best_effort_of(2), Some(0), "{roomy:?}");
+    assert_eq!(gpu(&roomy), gpu_max, "{roomy:?}");
+    // A cap between the served apps' plan and the top: raised part of the way, the cap
+    // kept.
+    let mid = (calm.power.0 + top) / 2.0;
+    p.power_cap = Some(Watts(mid));
+    let part = optimise(&p, &OptimiserConfig::default());
+    assert_eq!(part.best_effort_of(2), Some(0), "{part:?}");
+    assert!(gpu(&part) >= gpu(&calm), "{part:?}");
+    let drawn = raised_power(&part).expect("feasible");
+    assert!(drawn <= mid + 1e-9, "{drawn} W over the {mid} W cap");
 }
 
 #[test]
