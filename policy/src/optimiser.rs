@@ -1411,10 +1411,44 @@ pub fn optimise(p: &Problem, cfg: &OptimiserConfig) -> Plan {
             best_effort.push(dropped);
         }
     };
+    // A degraded app that the fits predict to miss at the clocks planned for the others
+    // runs at best effort at once, not after it has missed: degraded when its deadline
+    // tightened, an app was left to clocks the plan lowered for the app it still served,
+    // and missed every frame until its misses widened its margin (generated seed 131).
+    for (id, cause) in &plan.unserved {
+        let Some(a) = p.apps.iter().position(|x| x.id == *id) else {
+            continue;
+        };
+        if *cause == UnservedCause::DegradedForPriority
+            && !best_effort.contains(&a)
+            && !meets_at(p, cfg, &plan.freqs, a)
+        {
+            best_effort.push(a);
+        }
+    }
     if !best_effort.is_empty() {
         add_best_effort(p, cfg, &mut plan, best_effort);
     }
     plan
+}
+
+/// Whether app `a`'s cheapest sub-network is predicted to meet its deadline (no margin) at
+/// `freqs`, the domains `freqs` does not name at their highest allowed clocks.
+fn meets_at(p: &Problem, cfg: &OptimiserConfig, freqs: &[(u32, Hz)], a: usize) -> bool {
+    let mut all = freqs.to_vec();
+    for d in &p.domains {
+        if !all.iter().any(|f| f.0 == d.id) {
+            if let Some(top) = d.freqs.last() {
+                all.push((d.id, *top));
+            }
+        }
+    }
+    let terms = vec![Terms {
+        margin: 0.0,
+        floor: f64::NEG_INFINITY,
+        best_effort: false,
+    }];
+    check_config(p, cfg, &all, &[(p.apps[a].id, 0)], vec![a], terms).is_some()
 }
 
 /// Adds the best-effort apps to a plan: alone, the clocks that minimise their latency
