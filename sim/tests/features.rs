@@ -122,14 +122,17 @@ fn a_failed_lowering_holds_the_clock_and_misses_no_more() {
     );
 }
 
-/// Other programs' tasks arrive on CPU clusters a plan runs slow (generated seeds 6 and 27
-/// of the 200-scenario sweep: bursts of about two cores' worth while two CPUs are offline,
-/// and 1.5 cores' worth): with the saturation rule the clusters are raised at once, where
-/// the demand bound raised them a quarter per re-plan and every app missed for seconds.
+/// Other programs' tasks arrive on CPU clusters a plan runs slow (generated seeds 2, 6 and
+/// 60 of the 200-scenario sweep: bursts of other programs' tasks, in seed 6 while two CPUs
+/// are offline): with the saturation rule the clusters are raised at once, where the
+/// demand bound raised them a quarter per re-plan and every app missed for seconds. Seed
+/// 27, with seed 6 the first example, no longer misses without the rule since degraded
+/// apps run at best effort as soon as they are predicted to miss; over seeds 1-80 the rule
+/// takes 2, 36 and 60 from 5.7, 14.6 and 7.2 % missed to 1.6, 1.8 and 3.2 %.
 #[test]
 fn a_saturated_cpu_cluster_is_raised_at_once() {
     let (_, misses) = off_and_on(
-        &[6, 27],
+        &[2, 6, 60],
         120.0,
         "saturation",
         |c| Config {
