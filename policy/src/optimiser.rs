@@ -213,6 +213,24 @@ struct Terms {
     best_effort: bool,
 }
 
+impl Terms {
+    /// No deadline or floor held: an app at best effort, or only the shared devices and
+    /// the power cap checked.
+    const BEST_EFFORT: Terms = Terms {
+        margin: 0.0,
+        floor: f64::NEG_INFINITY,
+        best_effort: true,
+    };
+}
+
+/// The index in `p.apps` of each app of `subnets`; None when one is not in the problem.
+fn app_indices(p: &Problem, subnets: &[(u32, u32)]) -> Option<Vec<usize>> {
+    subnets
+        .iter()
+        .map(|(id, _)| p.apps.iter().position(|a| a.id == *id))
+        .collect()
+}
+
 /// The margins tried, as fractions of the configured one, before an app is degraded.
 const MARGIN_TIERS: [f64; 5] = [1.0, 0.75, 0.5, 0.25, 0.0];
 
@@ -1456,14 +1474,7 @@ fn meets_at(p: &Problem, cfg: &OptimiserConfig, freqs: &[(u32, Hz)], a: usize) -
 /// allowed clocks (never slower for the served apps), under a power cap the highest that
 /// keep the plan's predicted power, theirs included, under it.
 fn add_best_effort(p: &Problem, cfg: &OptimiserConfig, plan: &mut Plan, apps: Vec<usize>) {
-    let terms = apps
-        .iter()
-        .map(|_| Terms {
-            margin: 0.0,
-            floor: f64::NEG_INFINITY,
-            best_effort: true,
-        })
-        .collect();
+    let terms = vec![Terms::BEST_EFFORT; apps.len()];
     let prep = Prepared::with_terms(p, *cfg, apps, terms);
     let Some((pt, choice, power, _)) = (if plan.subnets.is_empty() {
         prep.best_effort()
@@ -1554,11 +1565,7 @@ pub fn evaluate_plan(
     plan: &Plan,
     slack: f64,
 ) -> Option<(Watts, f64)> {
-    let apps: Vec<usize> = plan
-        .subnets
-        .iter()
-        .map(|(id, _)| p.apps.iter().position(|a| a.id == *id))
-        .collect::<Option<_>>()?;
+    let apps = app_indices(p, &plan.subnets)?;
     let terms = plan
         .subnets
         .iter()
@@ -1604,18 +1611,8 @@ pub fn evaluate_resources(
     freqs: &[(u32, Hz)],
     subnets: &[(u32, u32)],
 ) -> Option<(Watts, f64)> {
-    let apps: Vec<usize> = subnets
-        .iter()
-        .map(|(id, _)| p.apps.iter().position(|a| a.id == *id))
-        .collect::<Option<_>>()?;
-    let terms = apps
-        .iter()
-        .map(|_| Terms {
-            margin: 0.0,
-            floor: f64::NEG_INFINITY,
-            best_effort: true,
-        })
-        .collect();
+    let apps = app_indices(p, subnets)?;
+    let terms = vec![Terms::BEST_EFFORT; apps.len()];
     check_config(p, cfg, freqs, subnets, apps, terms)
 }
 
@@ -1629,10 +1626,7 @@ pub fn evaluate(
     freqs: &[(u32, Hz)],
     subnets: &[(u32, u32)],
 ) -> Option<(Watts, f64)> {
-    let apps: Vec<usize> = subnets
-        .iter()
-        .map(|(id, _)| p.apps.iter().position(|a| a.id == *id))
-        .collect::<Option<_>>()?;
+    let apps = app_indices(p, subnets)?;
     let terms = configured_terms(p, cfg, &apps);
     check_config(p, cfg, freqs, subnets, apps, terms)
 }

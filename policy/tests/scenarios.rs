@@ -321,6 +321,23 @@ fn infeasible_set_degrades_lowest_priority_and_says_so() {
     assert_eq!(a2.subnet, 0);
 }
 
+/// The least important of three apps, with this deadline and a 400 ms period, beside two
+/// at 100 ms periods with 200 ms deadlines.
+fn beside_two(deadline_ms: f64) -> Problem {
+    problem(&snapshot(
+        0,
+        vec![
+            app(1, &NETS_6, 200.0, 100.0, 74.0, 5, true),
+            app(2, &NETS_6, deadline_ms, 400.0, 74.0, 1, true),
+            app(3, &NETS_6, 200.0, 100.0, 74.0, 3, true),
+        ],
+    ))
+}
+
+fn gpu_of(plan: &dnngov_policy::Plan) -> Hz {
+    plan.freqs.iter().find(|f| f.0 == GPU).unwrap().1
+}
+
 #[test]
 fn a_degraded_app_predicted_to_miss_runs_at_best_effort_at_once() {
     // As `infeasible_set_degrades_lowest_priority_and_says_so`: the least important app
@@ -331,21 +348,15 @@ fn a_degraded_app_predicted_to_miss_runs_at_best_effort_at_once() {
     // margin. The others' deadlines are twice their period here: at 100 ms, a frame that
     // collides with one inference of each of the others (41 ms each at full clocks) is
     // late at any clock, and the plans budget such collisions.
-    let apps = vec![
-        app(1, &NETS_6, 200.0, 100.0, 74.0, 5, true),
-        app(2, &NETS_6, 45.0, 400.0, 74.0, 1, true),
-        app(3, &NETS_6, 200.0, 100.0, 74.0, 3, true),
-    ];
-    let mut p = problem(&snapshot(0, apps));
+    let mut p = beside_two(45.0);
     let gpu_max = Hz(*GPU_HZ.last().unwrap());
-    let gpu = |plan: &dnngov_policy::Plan| plan.freqs.iter().find(|f| f.0 == GPU).unwrap().1;
     let at_once = optimise(&p, &OptimiserConfig::default());
     assert_eq!(
         at_once.unserved,
         vec![(2, UnservedCause::DegradedForPriority)]
     );
     assert_eq!(at_once.best_effort_of(2), Some(0), "{at_once:?}");
-    assert_eq!(gpu(&at_once), gpu_max, "{at_once:?}");
+    assert_eq!(gpu_of(&at_once), gpu_max, "{at_once:?}");
     // Once it measurably misses, the same.
     p.apps.iter_mut().find(|a| a.id == 2).unwrap().missing = true;
     let missing = optimise(&p, &OptimiserConfig::default());
@@ -361,12 +372,7 @@ fn a_degraded_app_that_meets_its_deadline_at_the_others_clocks_runs_at_best_effo
     // misses, it runs at best effort: its fastest sub-network, the domains it uses raised
     // as far as the cap allows (here the served apps' plan leaves no room: its own load is
     // what does not fit).
-    let apps = vec![
-        app(1, &NETS_6, 200.0, 100.0, 74.0, 5, true),
-        app(2, &NETS_6, 400.0, 400.0, 74.0, 1, true),
-        app(3, &NETS_6, 200.0, 100.0, 74.0, 3, true),
-    ];
-    let mut p = problem(&snapshot(0, apps));
+    let mut p = beside_two(400.0);
     let uncapped = optimise(&p, &OptimiserConfig::default());
     assert!(uncapped.unserved.is_empty(), "{uncapped:?}");
     let cap = uncapped.power.0 * 0.92;
@@ -394,16 +400,10 @@ fn a_best_effort_app_gets_the_clocks_a_power_cap_leaves() {
     // As `a_degraded_app_predicted_to_miss_runs_at_best_effort_at_once`, under a power
     // cap. Before, a cap of any size left the degraded app the clocks planned for the
     // others, and it missed most of its frames under a cap twice what the board drew.
-    let apps = vec![
-        app(1, &NETS_6, 200.0, 100.0, 74.0, 5, true),
-        app(2, &NETS_6, 45.0, 400.0, 74.0, 1, true),
-        app(3, &NETS_6, 200.0, 100.0, 74.0, 3, true),
-    ];
-    let mut p = problem(&snapshot(0, apps));
+    let mut p = beside_two(45.0);
     let gpu_max = Hz(*GPU_HZ.last().unwrap());
-    let gpu = |plan: &dnngov_policy::Plan| plan.freqs.iter().find(|f| f.0 == GPU).unwrap().1;
     let free = optimise(&p, &OptimiserConfig::default());
-    assert_eq!(gpu(&free), gpu_max, "{free:?}");
+    assert_eq!(gpu_of(&free), gpu_max, "{free:?}");
     // Everything at the raised clocks, the best-effort app included: what a cap must allow
     // for the raise.
     let all: Vec<(u32, u32)> = free
@@ -425,7 +425,7 @@ fn a_best_effort_app_gets_the_clocks_a_power_cap_leaves() {
     p.power_cap = Some(Watts(top * 1.01));
     let roomy = optimise(&p, &OptimiserConfig::default());
     assert_eq!(roomy.best_effort_of(2), Some(0), "{roomy:?}");
-    assert_eq!(gpu(&roomy), gpu_max, "{roomy:?}");
+    assert_eq!(gpu_of(&roomy), gpu_max, "{roomy:?}");
     // A cap a little under it: raised part of the way, the cap kept.
     let under = top * 0.97;
     p.power_cap = Some(Watts(under));
@@ -1115,7 +1115,6 @@ fn a_degraded_apps_load_is_planned_beside_the_served_ones() {
     let mut all = served.clone();
     all.push(app(2, &NETS_6, 45.0, 200.0, 74.0, 1, true));
     let cfg = OptimiserConfig::default();
-    let gpu = |plan: &dnngov_policy::Plan| plan.freqs.iter().find(|f| f.0 == GPU).unwrap().1;
     let alone = optimise(&problem(&snapshot(0, served)), &cfg);
     let beside = optimise(&problem(&snapshot(0, all.clone())), &cfg);
     assert_eq!(
@@ -1123,7 +1122,7 @@ fn a_degraded_apps_load_is_planned_beside_the_served_ones() {
         vec![(2, UnservedCause::DegradedForPriority)]
     );
     assert_eq!(alone.subnets.len(), 2);
-    assert!(gpu(&beside) > gpu(&alone), "{alone:?}\n{beside:?}");
+    assert!(gpu_of(&beside) > gpu_of(&alone), "{alone:?}\n{beside:?}");
     assert!(
         dnngov_policy::optimiser::evaluate_plan(&problem(&snapshot(0, all)), &cfg, &alone, 0.0)
             .is_none(),
