@@ -430,15 +430,6 @@ const RETURN_HOLD: Nanos = Nanos::from_millis(10_000);
 /// it made an app switch up and back down every few seconds.
 const UPGRADE_TRIAL: Nanos = Nanos::from_millis(10_000);
 
-/// An upgrade is given its trial (`Config::upgrade_trial`, 10 s): while its app does not
-/// miss, re-plans keep it at the sub-network it was raised to where that still serves as
-/// many apps for at most twice `gain_threshold` more predicted power than taking it back
-/// (see [`Manager::keep_upgrades`]). Taken back at the next periodic run or event (its
-/// first samples on a sibling's fit, a CPU demand that fell, a clock a re-plan lowered),
-/// an upgraded app went up and straight back down (A->B->A within 2 s). With the trial,
-/// an upgrade taken back within [`UPGRADE_TRIAL`] past its end counts as failed: right
-/// after the trial, a take-back for power and the next upgrade were the same switch back
-/// and forth.
 const UPGRADE_BACKOFF: Nanos = Nanos::from_millis(60_000);
 const UPGRADE_BACKOFF_MAX: Nanos = Nanos::from_millis(240_000);
 
@@ -1720,6 +1711,13 @@ impl Manager {
     /// twice `gain_threshold` more predicted power (once `gain_threshold` is what a
     /// periodic run's saving must reach: the fits of a sub-network just taken up move by a
     /// few per cent from one run to the next).
+    ///
+    /// Without the trial (`Config::upgrade_trial`, 10 s), the next periodic run or event
+    /// took an upgrade straight back while its app met its deadline (its first samples on a
+    /// sibling's fit, a CPU demand that fell, a clock a re-plan lowered): A->B->A within
+    /// 2 s. With it, an upgrade taken back within [`UPGRADE_TRIAL`] past the trial's end
+    /// counts as failed (see `Manager::adopt`): right after the trial, a take-back for
+    /// power and the next upgrade were the same switch back and forth.
     fn keep_upgrades(&self, now: Nanos, problem: &Problem, plan: Plan) -> Plan {
         let mut pinned = problem.clone();
         if !self.pin_trials(now, &mut pinned) {
