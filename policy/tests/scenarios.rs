@@ -819,9 +819,17 @@ fn base_governor_matches_kernel_formula_on_synthetic_trace() {
 
 #[test]
 fn at_lowest_subnet_misses_raise_the_frequency_floor() {
-    let mut m = Manager::new(Config::default());
+    // The plan leaves the GPU low enough for the floor to rise above it: no GPU floor
+    // (`Config::gpu_floor`), and the app arrives once the first second's demand is
+    // measured (`CPU_WARM_UP` holds every domain at half its highest clock until then).
+    let mut m = Manager::new(Config {
+        gpu_floor: 0.0,
+        ..Config::default()
+    });
+    m.step(&snapshot(0, vec![]));
+    m.step(&snapshot(1000, vec![]));
     let a = app(1, &NETS_6, 200.0, 400.0, 74.0, 1, true);
-    m.step(&snapshot(0, vec![a.clone()]));
+    m.step(&snapshot(1100, vec![a.clone()]));
     let plan_gpu = m
         .plan()
         .unwrap()
@@ -831,7 +839,7 @@ fn at_lowest_subnet_misses_raise_the_frequency_floor() {
         .unwrap()
         .1;
     let mut floor = None;
-    for t in 1..20u64 {
+    for t in 12..31u64 {
         let subnet = m
             .step(&snapshot(t * 100, vec![a.clone()]))
             .subnet_of(1)

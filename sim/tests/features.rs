@@ -280,7 +280,10 @@ fn a_spinning_apps_cpu_clock_is_not_kept_for_a_saving_the_plans_undercount() {
 /// hundred milliseconds it took to raise them, and the apps missed a frame or two at
 /// every burst: 7.8 % of their frames, against the oracle's 0.2 % (every cluster at
 /// 1.1 GHz). With those clusters held (the manager's `SPILL_HOLD`), 1.1 %, for less energy
-/// (the apps' own cluster no longer races to its highest clock at every burst).
+/// (the apps' own cluster no longer races to its highest clock at every burst); 2.2 %
+/// since the first plans keep half the clocks and the GPU stays at half its highest or
+/// more (`CPU_WARM_UP`, `Config::gpu_floor`): the first app misses 2 frames of 25 in most
+/// 5-s windows from the start. With the hold taken out at that version, 9.7 %.
 #[test]
 fn bursts_of_other_tasks_do_not_spill_onto_the_apps_cpus_at_every_burst() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
@@ -295,7 +298,7 @@ fn bursts_of_other_tasks_do_not_spill_onto_the_apps_cpus_at_every_burst() {
         r.trace.freq_changes.len()
     );
     assert!(
-        r.metrics.miss_pct <= 2.0,
+        r.metrics.miss_pct <= 3.0,
         "{:.2} % missed",
         r.metrics.miss_pct
     );
@@ -307,18 +310,21 @@ fn bursts_of_other_tasks_do_not_spill_onto_the_apps_cpus_at_every_burst() {
 /// power by a few per cent (generated seed 14), a CPU demand that fell made the old
 /// sub-network cheaper (seed 36), a re-plan another app's demand forced went back to the
 /// least-power choice (seed 70: an app raised from its cheapest sub-network to its sixth
-/// and back within 0.5 s). Sub-network switches back and forth within 5 s in steady
-/// phases (the sweep's oscillations), summed over the scenarios: off 5, on 0. The
-/// upgrades kept cost some frames (0.0-0.6 points per scenario here; over the 200-seed
-/// sweep the mean miss moved from 3.54 to 3.56 %), bounded per scenario by the sweep's
-/// own tolerance, one point.
+/// and back within 0.5 s). Since the GPU and memory clocks are kept at half their highest
+/// or more (`policy::Config::gpu_floor`), fewer scenarios oscillate without the trial:
+/// over generated seeds 1-120, sub-network switches back and forth within 5 s in steady
+/// phases (the sweep's oscillations) come to 9 without it and 3 with it (seeds 30, 33
+/// and 67 gain one each). This test runs seeds 23, 48, 52 and 116, summed: off 5, on 0.
+/// The upgrades kept can cost some frames (0.3 points at seed 23 here; over the 200-seed
+/// sweep, when it came, the mean miss moved from 3.54 to 3.56 %), bounded per scenario by
+/// the sweep's own tolerance, one point.
 #[test]
 fn an_upgrade_is_not_taken_back_at_the_next_re_plan_while_its_app_meets_its_deadline() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
     let plat = Platform::load(&path).unwrap();
     let board = Board::of(&plat, &path.to_string_lossy());
     let mut osc = [0u32; 2];
-    for seed in [10, 14, 36, 70] {
+    for seed in [23, 48, 52, 116] {
         let scn = generate(seed, 120.0, &board);
         let mut missed = [0.0f64; 2];
         for (i, trial) in [Nanos(0), manager_config(&plat).upgrade_trial]
@@ -425,5 +431,82 @@ fn a_cpu_cluster_saturated_while_frames_stall_is_raised_at_once() {
     assert!(
         misses[1] * 2.0 <= misses[0],
         "saturation with frames stalled: misses {misses:?} (off, on)"
+    );
+}
+
+/// Generated seed 124: five apps spinning on their CPUs beside 2.5 cores of other
+/// programs' tasks. The first plans, made from the apps' declared latencies before any CPU
+/// demand was measured, ran the clusters at 115-729 MHz, and frames queued behind them for
+/// 2 s: 31 frames of the first 5 s missed (2.02 % of the run's). Until a second of demand
+/// is measured, no plan runs a domain below half its highest clock: none missed (0.67 %).
+#[test]
+fn the_first_plans_keep_half_the_clocks_until_the_demand_is_measured() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
+    let plat = Platform::load(&path).unwrap();
+    let board = Board::of(&plat, &path.to_string_lossy());
+    let scn = generate(124, 120.0, &board);
+    let r = run(&scn, &plat, &mut Dnngov::new(manager_config(&plat)), 124).unwrap();
+    let early = r
+        .trace
+        .frames
+        .iter()
+        .filter(|(t, _, missed)| *t < 5000.0 && *missed)
+        .count();
+    let s = &r.series;
+    let lowest_early: Vec<(String, f64)> = s
+        .domain_names
+        .iter()
+        .zip(&s.freq_mhz)
+        .zip(&plat.domains)
+        .map(|((name, f), d)| {
+            let top = d.freqs_khz.iter().copied().max().unwrap() as f64 / 1e3;
+            let low = s
+                .t_s
+                .iter()
+                .zip(f)
+                .filter(|(t, _)| **t < 1.0)
+                .map(|(_, m)| *m)
+                .fold(f64::INFINITY, f64::min);
+            (name.clone(), low / top)
+        })
+        .collect();
+    println!(
+        "seed 124: {early} frames of the first 5 s missed, {:.2} % of all; lowest clock over \
+         the first second, as a share of the highest: {lowest_early:?}",
+        r.metrics.miss_pct
+    );
+    assert!(early <= 5, "{early} frames of the first 5 s missed");
+    for (name, share) in &lowest_early {
+        assert!(
+            *share >= 0.45,
+            "{name} at {:.0} % of its highest clock in the first second",
+            share * 100.0
+        );
+    }
+}
+
+/// The GPU and memory clocks kept at half their highest or more while an app uses the GPU
+/// (`policy::Config::gpu_floor`): generated scenarios where plans below it mispredicted
+/// and the GPU went down and up again, or frames collided (seeds 85, 108, 132 and 180 of
+/// the 200-scenario sweep).
+#[test]
+fn the_gpu_and_memory_are_not_planned_below_half_their_clocks() {
+    let (changes, misses) = off_and_on(
+        &[85, 108, 132, 180],
+        120.0,
+        "gpu floor",
+        |c| Config {
+            gpu_floor: 0.0,
+            ..c
+        },
+        |c| c,
+    );
+    assert!(
+        misses[1] + 1.0 <= misses[0],
+        "gpu floor: misses {misses:?} (off, on)"
+    );
+    assert!(
+        changes[1] <= changes[0],
+        "gpu floor: steady-phase changes {changes:?} (off, on)"
     );
 }
