@@ -65,6 +65,9 @@ pub struct ControlConfig {
     pub tick_ms: u64,
     pub optimiser_period_ms: u64,
     pub objective: Objective,
+    /// While an app uses the GPU and no power cap is in force, the GPU and memory clocks
+    /// are not planned below this fraction of their highest (`policy::Config::gpu_floor`).
+    pub gpu_floor: f64,
 }
 
 impl Default for ControlConfig {
@@ -73,6 +76,7 @@ impl Default for ControlConfig {
             tick_ms: 10,
             optimiser_period_ms: 500,
             objective: Objective::Energy,
+            gpu_floor: dnngov_policy::Config::default().gpu_floor,
         }
     }
 }
@@ -139,6 +143,15 @@ impl Config {
                 ),
             ));
         }
+        if !(0.0..=1.0).contains(&control.gpu_floor) {
+            return Err((
+                "control.gpu_floor",
+                format!(
+                    "control.gpu_floor is {}; it must be from 0 to 1 (a fraction of the highest clock)",
+                    control.gpu_floor
+                ),
+            ));
+        }
         if let Some(addr) = self.metrics.listen {
             if !addr.ip().is_loopback() {
                 log::warn!(
@@ -201,6 +214,7 @@ mod tests {
                 "control.optimiser_period_ms",
             ),
             ("[control]\nobjective = \"speed\"\n", "speed"),
+            ("[control]\ngpu_floor = 1.5\n", "control.gpu_floor"),
             ("[metrics]\nlisten = \"not an address\"\n", "listen"),
             ("[agent]\nsocket = 5\n", "socket"),
         ] {
@@ -212,10 +226,11 @@ mod tests {
 
     #[test]
     fn values_are_read() {
-        let text = "[agent]\nsysfs_root = \"/tmp/board\"\n[control]\nobjective = \"accuracy\"\n[metrics]\nlisten = \"127.0.0.1:9479\"\n";
+        let text = "[agent]\nsysfs_root = \"/tmp/board\"\n[control]\nobjective = \"accuracy\"\ngpu_floor = 0.0\n[metrics]\nlisten = \"127.0.0.1:9479\"\n";
         let config = Config::parse(text, "t").unwrap();
         assert_eq!(config.agent.sysfs_root, PathBuf::from("/tmp/board"));
         assert_eq!(config.control.objective, Objective::Accuracy);
+        assert_eq!(config.control.gpu_floor, 0.0);
         assert_eq!(
             config.metrics.listen,
             Some("127.0.0.1:9479".parse().unwrap())

@@ -303,6 +303,7 @@ impl ControlLoop {
             },
             reoptimise_every: policy::Nanos::from_millis(config.control.optimiser_period_ms),
             platform: declared.unwrap_or_default(),
+            gpu_floor: config.control.gpu_floor,
             ..policy::Config::default()
         });
         let control = Control {
