@@ -64,12 +64,12 @@ fn a_sweep_of_generated_scenarios_is_judged_against_the_oracle() {
     // - the median energy within 15 % of the oracle's (1.03 to 1.07 seen; the full sweep's
     //   criterion is 5 %);
     // - dnngov missing no more frames than schedutil in at least 27 of 30 (30 seen);
-    // - within the oracle's misses + 1 point in at least two fifths (19 to 26 of 30 seen,
-    //   against the oracle made stricter; 95 % asked);
-    // - over 5 % where the oracle misses under 1 % in at most 4 (0 to 2 seen; none asked);
-    // - not back within 5 s of some change in at most 7 (0 to 5 seen; none asked);
+    // - within the oracle's misses + 1 point in at least two thirds (23 to 29 of 30 seen;
+    //   95 % asked);
+    // - over 5 % where the oracle misses under 1 % in at most 3 (0 or 1 seen; none asked);
+    // - not back within 5 s of some change in at most 5 (0 to 2 seen; none asked);
     // - restless steady phases (too many frequency changes, or a sub-network A->B->A) in
-    //   at most 8 (0 to 4 seen; none asked).
+    //   at most 6 (0 to 2 seen; none asked).
     assert!(
         summary.median_energy_vs_oracle <= 1.15,
         "median energy / oracle {:.3}",
@@ -89,23 +89,23 @@ fn a_sweep_of_generated_scenarios_is_judged_against_the_oracle() {
         rows.len()
     );
     assert!(
-        summary.misses_ok * 5 >= rows.len() * 2,
+        summary.misses_ok * 3 >= rows.len() * 2,
         "within the oracle's misses + 1 point in only {} of {} scenarios",
         summary.misses_ok,
         rows.len()
     );
     assert!(
-        summary.over_cap.len() * 30 <= rows.len() * 4,
+        summary.over_cap.len() * 30 <= rows.len() * 3,
         "over 5 % where the oracle misses under 1 %: {:?}",
         summary.over_cap
     );
     assert!(
-        summary.slow_recovery.len() * 30 <= rows.len() * 7,
+        summary.slow_recovery.len() * 30 <= rows.len() * 5,
         "not back within 5 s of some change: {:?}",
         summary.slow_recovery
     );
     assert!(
-        summary.restless.len() * 30 <= rows.len() * 8,
+        summary.restless.len() * 30 <= rows.len() * 6,
         "restless steady phases: {:?}",
         summary.restless
     );
