@@ -67,6 +67,15 @@ fn off_and_on(
     (changes, misses)
 }
 
+/// A scenario written out here (`PLATFORM` standing for the Xavier NX's file), and that
+/// platform.
+fn on_the_xavier_nx(text: &str) -> (Scenario, Platform) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
+    let plat = Platform::load(&path).unwrap();
+    let text = text.replace("PLATFORM", &path.to_string_lossy());
+    (Scenario::parse(&text, Path::new(".")).unwrap(), plat)
+}
+
 /// Asserts that `on` made at most three quarters of the frequency changes in steady
 /// phases and missed at most one point more, both summed over the scenarios.
 fn calmer_and_no_worse(what: &str, (changes, misses): ([usize; 2], [f64; 2])) {
@@ -131,10 +140,16 @@ fn a_failed_lowering_holds_the_clock_and_misses_no_more() {
 /// takes 2, 36 and 60 from 5.7, 14.6 and 7.2 % missed to 1.6, 1.8 and 3.2 %.
 #[test]
 fn a_saturated_cpu_cluster_is_raised_at_once() {
+    saturation_halves_the_misses(&[2, 6, 60], "saturation");
+}
+
+/// Runs the scenarios without and with the saturation rule (`Config::saturated_ticks`) and
+/// asserts that the rule at least halves their misses, summed.
+fn saturation_halves_the_misses(seeds: &[u64], what: &str) {
     let (_, misses) = off_and_on(
-        &[2, 6, 60],
+        seeds,
         120.0,
-        "saturation",
+        what,
         |c| Config {
             saturated_ticks: 0,
             ..c
@@ -143,7 +158,7 @@ fn a_saturated_cpu_cluster_is_raised_at_once() {
     );
     assert!(
         misses[1] * 2.0 <= misses[0],
-        "saturation: misses {misses:?} (off, on)"
+        "{what}: misses {misses:?} (off, on)"
     );
 }
 
@@ -221,10 +236,7 @@ split = { gpu = 0.717, cpu = 0.1, mem = 0.139, fixed = 0.044 }
 
 #[test]
 fn frames_that_collide_with_another_apps_inference_still_meet_their_deadline() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
-    let plat = Platform::load(&path).unwrap();
-    let text = COLLIDING.replace("PLATFORM", &path.to_string_lossy());
-    let scn = Scenario::parse(&text, Path::new(".")).unwrap();
+    let (scn, plat) = on_the_xavier_nx(COLLIDING);
     for seed in 1..=3 {
         let r = run(&scn, &plat, &mut Dnngov::new(manager_config(&plat)), seed).unwrap();
         let app0 = &r.metrics.apps[0];
@@ -392,10 +404,7 @@ split = { gpu = 0.656, cpu = 0.138, mem = 0.174, fixed = 0.032 }
 
 #[test]
 fn a_plan_an_app_misses_under_is_replaced_even_where_it_serves_more_apps_on_paper() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
-    let plat = Platform::load(&path).unwrap();
-    let text = COLLIDING_BELOW_FLOOR.replace("PLATFORM", &path.to_string_lossy());
-    let scn = Scenario::parse(&text, Path::new(".")).unwrap();
+    let (scn, plat) = on_the_xavier_nx(COLLIDING_BELOW_FLOOR);
     for seed in 1..=3 {
         let r = run(&scn, &plat, &mut Dnngov::new(manager_config(&plat)), seed).unwrap();
         let app1 = &r.metrics.apps[1];
@@ -418,20 +427,7 @@ fn a_plan_an_app_misses_under_is_replaced_even_where_it_serves_more_apps_on_pape
 /// twice its deadline now counts as late for the saturation rule.
 #[test]
 fn a_cpu_cluster_saturated_while_frames_stall_is_raised_at_once() {
-    let (_, misses) = off_and_on(
-        &[360],
-        120.0,
-        "saturation with frames stalled",
-        |c| Config {
-            saturated_ticks: 0,
-            ..c
-        },
-        |c| c,
-    );
-    assert!(
-        misses[1] * 2.0 <= misses[0],
-        "saturation with frames stalled: misses {misses:?} (off, on)"
-    );
+    saturation_halves_the_misses(&[360], "saturation with frames stalled");
 }
 
 /// Generated seed 124: five apps spinning on their CPUs beside 2.5 cores of other
