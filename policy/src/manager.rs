@@ -874,25 +874,35 @@ impl Manager {
         self.spill = Some((until, length));
     }
 
-    /// The least clock a plan may set on a CPU domain (see [`CPU_BUSY_UTIL`] and
-    /// [`CPU_WARM_UP`]).
-    fn cpu_floor(&self, now: Nanos, d: &FreqDomain) -> Option<Hz> {
-        let x = self
-            .demand
+    /// A CPU domain's measured demand, if any.
+    fn cpu_demand(&self, d: &FreqDomain) -> Option<&Demand> {
+        self.demand
             .iter()
-            .find(|x| x.domain == d.id && x.kind == DomainKind::Cpu);
-        let measuring = match x {
+            .find(|x| x.domain == d.id && x.kind == DomainKind::Cpu)
+    }
+
+    /// The least clock a plan may set on any domain while its demand is still being
+    /// measured (see [`CPU_WARM_UP`]).
+    fn warm_up_floor(&self, now: Nanos, d: &FreqDomain) -> Option<Hz> {
+        let measuring = match self.cpu_demand(d) {
             Some(x) => x.at.saturating_sub(x.since) < DEMAND_WINDOW,
             None => self
                 .started
                 .is_some_and(|t| now.saturating_sub(t) < DEMAND_WINDOW),
         };
-        if measuring {
-            return Some(Hz((d.max_freq().as_f64() * CPU_WARM_UP) as u64));
+        measuring.then(|| Hz((d.max_freq().as_f64() * CPU_WARM_UP) as u64))
+    }
+
+    /// The least clock a plan may set on a CPU domain (see [`CPU_BUSY_UTIL`]): the
+    /// warm-up floor until its demand is measured.
+    fn cpu_floor(&self, now: Nanos, d: &FreqDomain) -> Option<Hz> {
+        if d.kind != DomainKind::Cpu {
+            return None;
         }
-        Some(Hz(
-            (d.max_freq().as_f64() * x?.demand / CPU_BUSY_UTIL) as u64
-        ))
+        self.warm_up_floor(now, d).or_else(|| {
+            let x = self.cpu_demand(d)?;
+            Some(Hz((d.max_freq().as_f64() * x.demand / CPU_BUSY_UTIL) as u64))
+        })
     }
 
     /// The least GPU or memory clock a plan may set while an app uses the GPU (see
@@ -1469,6 +1479,7 @@ impl Manager {
                         Some(max / (bound * EXPLORE_STEP))
                     })
                     .fold(0.0, f64::max)
+                    .max(self.warm_up_floor(snap.now, d).map_or(0.0, |f| f.as_f64()))
                     .max(self.gpu_floor(snap, d).map_or(0.0, |f| f.as_f64()))
                     .max(self.shared_gpu_floor(d).map_or(0.0, |f| f.as_f64()))
                     .max(self.cpu_floor(snap.now, d).map_or(0.0, |f| f.as_f64()));
