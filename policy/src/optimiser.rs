@@ -167,8 +167,8 @@ pub struct Problem {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    /// Frequencies of the domains the served apps use; other domains stay with the base
-    /// governor.
+    /// Frequencies of the domains the served apps use, and of the CPU domains only degraded
+    /// apps use (see [`plan_degraded_domains`]); other domains stay with the base governor.
     pub freqs: Vec<(u32, Hz)>,
     /// Sub-network of every served app.
     pub subnets: Vec<(u32, u32)>,
@@ -1447,12 +1447,84 @@ pub fn optimise(p: &Problem, cfg: &OptimiserConfig) -> Plan {
     if !best_effort.is_empty() {
         add_best_effort(p, cfg, &mut plan, best_effort);
     }
+    plan_degraded_domains(p, cfg, &mut plan);
     plan
 }
 
-/// Whether app `a`'s cheapest sub-network is predicted to meet its deadline (no margin) at
-/// `freqs`, the domains `freqs` does not name at their highest allowed clocks.
-fn meets_at(p: &Problem, cfg: &OptimiserConfig, freqs: &[(u32, Hz)], a: usize) -> bool {
+/// A degraded app (`DegradedForPriority`, not at best effort) still runs, its cheapest
+/// sub-network at the clocks planned for the others. A CPU domain that its inference thread
+/// uses and no served app does is planned too: at the lowest clock at which each degraded
+/// app there is predicted to meet its deadline with its margin (without it where no clock
+/// does so with it). Left to the base governor, such a domain moved with every frame: an
+/// inference thread spinning while the GPU works keeps its CPU busy, schedutil climbs a
+/// table step per tick while it does, and waits to come down between frames (generated
+/// seeds 10, 171 and 190: 14-22 changes a minute on the cluster in phases where nothing
+/// changed). A domain where one of them is predicted to miss at every clock stays with the
+/// base governor, as the check that sends degraded apps to best effort assumes. The power
+/// cap is left out of the check: the base governor would run the domain at up to its
+/// highest clock.
+fn plan_degraded_domains(p: &Problem, cfg: &OptimiserConfig, plan: &mut Plan) {
+    // (domain, the clock it needs; None where an app there misses at every clock)
+    let mut pins: Vec<(u32, Option<Hz>)> = Vec::new();
+    // Deadlines only: the base governor would run the domain at up to its highest clock.
+    let uncapped;
+    let p = if p.power_cap.is_some() {
+        uncapped = Problem {
+            power_cap: None,
+            ..p.clone()
+        };
+        &uncapped
+    } else {
+        p
+    };
+    for (id, cause) in &plan.unserved {
+        if *cause != UnservedCause::DegradedForPriority
+            || plan.best_effort.iter().any(|b| b.0 == *id)
+        {
+            continue;
+        }
+        let Some(a) = p.apps.iter().position(|x| x.id == *id) else {
+            continue;
+        };
+        for d in &p.apps[a].cpu_domains {
+            if plan.freqs.iter().any(|f| f.0 == *d) {
+                continue;
+            }
+            let Some(dom) = p.domains.iter().find(|x| x.id == *d) else {
+                continue;
+            };
+            // Faster clocks never predict a slower inference: the first that meets, by
+            // bisection.
+            let at = |margin: f64| {
+                let i = dom.freqs.partition_point(|f| {
+                    let mut freqs = plan.freqs.clone();
+                    freqs.push((*d, *f));
+                    !meets_with(p, cfg, &freqs, a, margin)
+                });
+                dom.freqs.get(i).copied()
+            };
+            let need = at(p.apps[a].margin(cfg)).or_else(|| at(0.0));
+            match pins.iter_mut().find(|x| x.0 == *d) {
+                // Another degraded app there: the faster of the two.
+                Some(pin) => pin.1 = pin.1.zip(need).map(|(x, y)| x.max(y)),
+                None => pins.push((*d, need)),
+            }
+        }
+    }
+    plan.freqs
+        .extend(pins.into_iter().filter_map(|(d, f)| Some((d, f?))));
+    plan.freqs.sort_unstable_by_key(|f| f.0);
+}
+
+/// Whether app `a`'s cheapest sub-network is predicted to meet its deadline with `margin`
+/// at `freqs`, the domains `freqs` does not name at their highest allowed clocks.
+fn meets_with(
+    p: &Problem,
+    cfg: &OptimiserConfig,
+    freqs: &[(u32, Hz)],
+    a: usize,
+    margin: f64,
+) -> bool {
     let mut all = freqs.to_vec();
     for d in &p.domains {
         if !all.iter().any(|f| f.0 == d.id) {
@@ -1462,11 +1534,17 @@ fn meets_at(p: &Problem, cfg: &OptimiserConfig, freqs: &[(u32, Hz)], a: usize) -
         }
     }
     let terms = vec![Terms {
-        margin: 0.0,
+        margin,
         floor: f64::NEG_INFINITY,
         best_effort: false,
     }];
     check_config(p, cfg, &all, &[(p.apps[a].id, 0)], vec![a], terms).is_some()
+}
+
+/// Whether app `a`'s cheapest sub-network is predicted to meet its deadline (no margin) at
+/// `freqs`, the domains `freqs` does not name at their highest allowed clocks.
+fn meets_at(p: &Problem, cfg: &OptimiserConfig, freqs: &[(u32, Hz)], a: usize) -> bool {
+    meets_with(p, cfg, freqs, a, 0.0)
 }
 
 /// Adds the best-effort apps to a plan: alone, the clocks that minimise their latency

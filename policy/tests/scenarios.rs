@@ -1190,3 +1190,75 @@ fn no_plan_lowers_clocks_to_save_power_while_an_app_misses() {
         assert!(since >= 30, "saved at {k}, {since} inferences after a miss");
     }
 }
+
+#[test]
+fn a_degraded_apps_own_cluster_is_planned_at_the_lowest_clock_that_meets_its_deadline() {
+    // The three apps of `beside_two`, the least important with a 200 ms deadline and its
+    // inference thread on a cluster of its own (the others share cluster 0). Under the
+    // highest power cap (in steps of 1 % of what the three need) that degrades it and
+    // leaves it predicted to meet its deadline at the clocks planned for the others, the
+    // plan sets its cluster too: at the lowest clock at which its cheapest sub-network
+    // meets its deadline with its margin. Before, that cluster was left to the base
+    // governor, which an inference thread spinning while the GPU works moves with every
+    // frame.
+    let cfg = OptimiserConfig::default();
+    let mut p = beside_two(200.0);
+    for a in &mut p.apps {
+        a.cpu_domains = if a.id == 2 { vec![4] } else { vec![0] };
+    }
+    let uncapped = optimise(&p, &cfg);
+    assert!(uncapped.unserved.is_empty(), "{uncapped:?}");
+    let plan = (50..100)
+        .rev()
+        .find_map(|pct| {
+            p.power_cap = Some(Watts(uncapped.power.0 * pct as f64 / 100.0));
+            let plan = optimise(&p, &cfg);
+            (plan
+                .unserved
+                .contains(&(2, UnservedCause::DegradedForPriority))
+                && plan.best_effort.is_empty())
+            .then_some(plan)
+        })
+        .expect("a cap that degrades the least important app");
+    assert!(plan.subnets.iter().all(|s| s.0 != 2), "{plan:?}");
+    let f = plan
+        .freqs
+        .iter()
+        .find(|x| x.0 == 4)
+        .unwrap_or_else(|| panic!("cluster 2 left to the base governor: {plan:?}"))
+        .1;
+    let meets = |f: Hz| {
+        let mut freqs: Vec<(u32, Hz)> = plan.freqs.iter().filter(|x| x.0 != 4).copied().collect();
+        freqs.push((4, f));
+        let uncapped = Problem {
+            power_cap: None,
+            ..p.clone()
+        };
+        evaluate(&uncapped, &cfg, &freqs, &[(2, 0)]).is_some()
+    };
+    assert!(meets(f), "{f:?}");
+    let table = &p.domains.iter().find(|d| d.id == 4).unwrap().freqs;
+    let lower = table
+        .iter()
+        .rev()
+        .find(|x| **x < f)
+        .copied()
+        .expect("a clock above the lowest: the deadline makes the CPU matter");
+    assert!(!meets(lower), "{lower:?} meets too");
+    // Where its thread shares the served apps' cluster, the plan is the same but for
+    // that cluster.
+    for a in &mut p.apps {
+        a.cpu_domains = vec![0];
+    }
+    let shared = optimise(&p, &cfg);
+    assert_eq!(shared.subnets, plan.subnets);
+    assert!(shared.freqs.iter().all(|x| x.0 != 4), "{shared:?}");
+    assert_eq!(
+        shared.freqs,
+        plan.freqs
+            .iter()
+            .filter(|x| x.0 != 4)
+            .copied()
+            .collect::<Vec<_>>()
+    );
+}
