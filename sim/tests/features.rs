@@ -295,7 +295,9 @@ fn a_spinning_apps_cpu_clock_is_not_kept_for_a_saving_the_plans_undercount() {
 /// (the apps' own cluster no longer races to its highest clock at every burst); 2.2 %
 /// since the first plans keep half the clocks and the GPU stays at half its highest or
 /// more (`CPU_WARM_UP`, `Config::gpu_floor`): the first app misses 2 frames of 25 in most
-/// 5-s windows from the start. With the hold taken out at that version, 9.7 %.
+/// 5-s windows from the start. With the hold taken out at that version, 9.7 %. With a
+/// 30-s hold rather than 10 s (the bursts spill only now and then, and a 10-s hold ran
+/// out between spills), 1.24 %.
 #[test]
 fn bursts_of_other_tasks_do_not_spill_onto_the_apps_cpus_at_every_burst() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
@@ -310,7 +312,7 @@ fn bursts_of_other_tasks_do_not_spill_onto_the_apps_cpus_at_every_burst() {
         r.trace.freq_changes.len()
     );
     assert!(
-        r.metrics.miss_pct <= 3.0,
+        r.metrics.miss_pct <= 2.0,
         "{:.2} % missed",
         r.metrics.miss_pct
     );
