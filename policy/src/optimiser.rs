@@ -1464,6 +1464,16 @@ pub fn optimise(p: &Problem, cfg: &OptimiserConfig) -> Plan {
 /// cap is left out of the check: the base governor would run the domain at up to its
 /// highest clock.
 fn plan_degraded_domains(p: &Problem, cfg: &OptimiserConfig, plan: &mut Plan) {
+    let degraded = |id: u32, cause: UnservedCause| {
+        cause == UnservedCause::DegradedForPriority && !plan.best_effort.iter().any(|b| b.0 == id)
+    };
+    if !plan
+        .unserved
+        .iter()
+        .any(|(id, cause)| degraded(*id, *cause))
+    {
+        return;
+    }
     // (domain, the clock it needs; None where an app there misses at every clock)
     let mut pins: Vec<(u32, Option<Hz>)> = Vec::new();
     // Deadlines only: the base governor would run the domain at up to its highest clock.
@@ -1478,9 +1488,7 @@ fn plan_degraded_domains(p: &Problem, cfg: &OptimiserConfig, plan: &mut Plan) {
         p
     };
     for (id, cause) in &plan.unserved {
-        if *cause != UnservedCause::DegradedForPriority
-            || plan.best_effort.iter().any(|b| b.0 == *id)
-        {
+        if !degraded(*id, *cause) {
             continue;
         }
         let Some(a) = p.apps.iter().position(|x| x.id == *id) else {
