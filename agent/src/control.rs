@@ -1148,7 +1148,7 @@ fn declared_power(
                 let power = described.domains.iter().find(|d| d.domain == spec.id)?;
                 Some(policy::DomainPower {
                     domain: index as u32,
-                    ..*power
+                    ..power.clone()
                 })
             })
             .collect(),

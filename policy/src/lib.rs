@@ -58,7 +58,7 @@ pub use decision::{
 };
 pub use governor::{BaseGovernor, GovernorConfig, GovernorKind};
 pub use manager::{Config, Manager};
-pub use model::{DomainPower, PlatformPower};
+pub use model::{DomainPower, PlatformPower, VoltageCurve};
 pub use optimiser::{Mode, OptimiserConfig, Plan};
 pub use snapshot::{
     AppState, Caps, CpuSample, Devices, DomainCap, DomainKind, FreqDomain, Inference, Snapshot,

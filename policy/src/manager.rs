@@ -1577,6 +1577,7 @@ impl Manager {
                 .unwrap_or(crate::model::PowerCoefs {
                     static_w: 0.0,
                     domains: Vec::new(),
+                    voltage: Vec::new(),
                 }),
             power_cap: snap.caps.power,
         }
@@ -2253,13 +2254,18 @@ impl Manager {
                         subnet: e.controller.subnet().min(top),
                         reason: SubnetReason::Unserved(*cause),
                     },
-                    (Some((_, cause)), _) => AppDecision {
+                    // At best effort: the plan's sub-network as its controller took it,
+                    // within the return hold (see `RETURN_HOLD`; the plan's own choice
+                    // took an app degraded a moment ago straight back up); none: the
+                    // cheapest.
+                    (Some((_, cause)), e) => AppDecision {
                         app: a.id,
-                        subnet: self
-                            .plan
-                            .as_ref()
-                            .and_then(|p| p.best_effort_of(a.id))
-                            .unwrap_or(0)
+                        subnet:
+                            match (self.plan.as_ref().and_then(|p| p.best_effort_of(a.id)), e) {
+                                (Some(_), Some(e)) => e.controller.subnet(),
+                                (Some(s), None) => s,
+                                (None, _) => 0,
+                            }
                             .min(top),
                         reason: SubnetReason::Unserved(*cause),
                     },

@@ -469,8 +469,93 @@ impl LatencyModel {
     }
 }
 
+/// How a domain's dynamic power scales with its clock, from the board description's
+/// voltage-frequency curve: points `(f / f_max, V / V_max)`, linear between them and flat
+/// outside. Dynamic power goes as `C V^2 f`, so at the same activity a domain at speed `s`
+/// draws `s * v(s)^2` of what it draws at its highest clock.
+///
+/// Without a curve, voltage is taken as proportional to frequency (`s^3`). That is far off
+/// at the low end of a real table, where the voltage stays near its floor (the Xavier NX
+/// GPU: 0.6 V at 115 MHz, 0.7 V at 599, 1.0 V at 1109), and for memory, whose voltage
+/// barely moves: there `s^3` makes a slower clock look several times cheaper than it is,
+/// and plans run the memory slow and the GPU fast to make up for it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VoltageCurve(pub Vec<(f64, f64)>);
+
+impl VoltageCurve {
+    /// The curve of a description's `(kHz, volts)` points, relative to its highest
+    /// frequency `max_khz` and the voltage there.
+    pub fn relative(points: &[(u64, f64)], max_khz: u64) -> VoltageCurve {
+        let volts_at = |k: f64| -> f64 {
+            let Some(first) = points.first() else {
+                return 1.0;
+            };
+            if k <= first.0 as f64 {
+                return first.1;
+            }
+            for w in points.windows(2) {
+                let ((k0, v0), (k1, v1)) = ((w[0].0 as f64, w[0].1), (w[1].0 as f64, w[1].1));
+                if k <= k1 {
+                    return v0 + (v1 - v0) * (k - k0) / (k1 - k0).max(1.0);
+                }
+            }
+            points[points.len() - 1].1
+        };
+        let (fmax, vmax) = (max_khz.max(1) as f64, volts_at(max_khz as f64));
+        if points.is_empty() || vmax <= 0.0 {
+            return VoltageCurve::default();
+        }
+        VoltageCurve(
+            points
+                .iter()
+                .map(|(k, v)| (*k as f64 / fmax, v / vmax))
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `V / V_max` at speed `s`.
+    pub fn volts(&self, s: f64) -> f64 {
+        let pts = &self.0;
+        let Some(first) = pts.first() else {
+            return s;
+        };
+        if s <= first.0 {
+            return first.1;
+        }
+        for w in pts.windows(2) {
+            let ((s0, v0), (s1, v1)) = (w[0], w[1]);
+            if s <= s1 {
+                return v0 + (v1 - v0) * (s - s0) / (s1 - s0).max(1e-12);
+            }
+        }
+        pts[pts.len() - 1].1
+    }
+
+    /// Dynamic power at speed `s` over that at the highest clock, at equal activity.
+    pub fn dynamic(&self, s: f64) -> f64 {
+        let v = self.volts(s);
+        s * v * v
+    }
+
+    /// Idle power at speed `s` over that at the highest clock: the clock tree's dynamic
+    /// power, as [`VoltageCurve::dynamic`]. Without a curve, `s` (idle power taken to go
+    /// roughly with voltage, as the model always had it).
+    pub fn idle(&self, s: f64) -> f64 {
+        if self.is_empty() {
+            s
+        } else {
+            self.dynamic(s)
+        }
+    }
+}
+
 /// Power of one domain in the platform description.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DomainPower {
     pub domain: u32,
     /// Extra power with every CPU of the domain (or the whole device) busy at its maximum
@@ -478,6 +563,9 @@ pub struct DomainPower {
     pub busy_at_max: Watts,
     /// Extra power of the domain clocked at its maximum frequency while idle.
     pub idle_at_max: Watts,
+    /// Its voltage-frequency curve; empty where the description gives none.
+    #[serde(default, skip_serializing_if = "VoltageCurve::is_empty")]
+    pub voltage: VoltageCurve,
 }
 
 /// The platform description's power model, the seed of the learned one.
@@ -504,22 +592,25 @@ impl PlatformPower {
         self.domains
             .iter()
             .find(|d| d.domain == domain)
-            .copied()
+            .cloned()
             .unwrap_or(match kind {
                 DomainKind::Cpu => DomainPower {
                     domain,
                     busy_at_max: Watts(1.5),
                     idle_at_max: Watts(0.15),
+                    voltage: VoltageCurve::default(),
                 },
                 DomainKind::Gpu => DomainPower {
                     domain,
                     busy_at_max: Watts(5.0),
                     idle_at_max: Watts(0.4),
+                    voltage: VoltageCurve::default(),
                 },
                 DomainKind::Memory => DomainPower {
                     domain,
                     busy_at_max: Watts(1.0),
                     idle_at_max: Watts(0.3),
+                    voltage: VoltageCurve::default(),
                 },
             })
     }
@@ -536,15 +627,19 @@ pub struct DomainLoad {
 }
 
 /// Effective per-domain coefficients of the learned power model, for fast evaluation:
-/// `P = static + sum(busy * util * speed^3 + idle * speed)`. Dynamic power goes as
-/// `C V^2 f` with voltage roughly proportional to frequency; idle (clock tree, leakage)
-/// power roughly with voltage.
+/// `P = static + sum(busy * util * dynamic(speed) + idle * idle(speed))`, with the shapes
+/// of each domain's [`VoltageCurve`] (`speed^3` and `speed` where it has none).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PowerCoefs {
     pub static_w: f64,
     /// (domain id, busy watts at max, idle watts at max)
     pub domains: Vec<(u32, f64, f64)>,
+    /// The domains' voltage curves, by id; a domain not here has none.
+    pub voltage: Vec<(u32, VoltageCurve)>,
 }
+
+/// The shape of a domain without a voltage curve.
+static NO_CURVE: VoltageCurve = VoltageCurve(Vec::new());
 
 impl PowerCoefs {
     pub fn domain(&self, id: u32) -> (f64, f64) {
@@ -553,6 +648,22 @@ impl PowerCoefs {
             .find(|d| d.0 == id)
             .map(|d| (d.1, d.2))
             .unwrap_or((0.0, 0.0))
+    }
+
+    /// The voltage curve of a domain (an empty one where it has none).
+    pub fn curve(&self, id: u32) -> &VoltageCurve {
+        self.voltage
+            .iter()
+            .find(|d| d.0 == id)
+            .map_or(&NO_CURVE, |d| &d.1)
+    }
+
+    /// Power of a domain at `speed` with a busy share `util`, without the static term.
+    pub fn domain_power(&self, id: u32, util: f64, speed: f64) -> f64 {
+        let (busy, idle) = self.domain(id);
+        let c = self.curve(id);
+        let s = speed.clamp(0.0, 1.0);
+        busy * util.clamp(0.0, 1.0) * c.dynamic(s) + idle * c.idle(s)
     }
 }
 
@@ -563,6 +674,9 @@ impl PowerCoefs {
 pub struct PowerModel {
     /// Seeded (busy, idle) watts per domain id; ordered, so parameter i+1 is entry i.
     seeds: BTreeMap<u32, (f64, f64)>,
+    /// The description's voltage curves, by domain id (see [`VoltageCurve`]).
+    #[serde(default)]
+    curves: BTreeMap<u32, VoltageCurve>,
     rls: Rls,
 }
 
@@ -572,19 +686,22 @@ impl PowerModel {
         domains: &[(u32, DomainKind)],
         forgetting: f64,
     ) -> PowerModel {
-        let seeds: BTreeMap<u32, (f64, f64)> = domains
-            .iter()
-            .map(|(id, kind)| {
-                let d = platform.domain_or_default(*id, *kind);
-                (*id, (d.busy_at_max.0.max(0.0), d.idle_at_max.0.max(0.0)))
-            })
-            .collect();
+        let mut seeds = BTreeMap::new();
+        let mut curves = BTreeMap::new();
+        for (id, kind) in domains {
+            let d = platform.domain_or_default(*id, *kind);
+            seeds.insert(*id, (d.busy_at_max.0.max(0.0), d.idle_at_max.0.max(0.0)));
+            if !d.voltage.is_empty() {
+                curves.insert(*id, d.voltage);
+            }
+        }
         let mut theta = vec![platform.static_power.0.max(0.0)];
         theta.extend(std::iter::repeat_n(1.0, seeds.len()));
         let mut var = vec![(0.5 * platform.static_power.0).powi(2).max(0.01)];
         var.extend(std::iter::repeat_n(0.25, seeds.len()));
         PowerModel {
             seeds,
+            curves,
             rls: Rls::new(theta, &var, forgetting),
         }
     }
@@ -608,7 +725,8 @@ impl PowerModel {
                 .find(|l| l.domain == *id)
                 .map(|l| {
                     let s = l.speed.clamp(0.0, 1.0);
-                    busy * l.util.clamp(0.0, 1.0) * s * s * s + idle * s
+                    let c = self.curves.get(id).unwrap_or(&NO_CURVE);
+                    busy * l.util.clamp(0.0, 1.0) * c.dynamic(s) + idle * c.idle(s)
                 })
                 .unwrap_or(0.0);
         }
@@ -640,6 +758,7 @@ impl PowerModel {
                 .enumerate()
                 .map(|(i, (id, (busy, idle)))| (*id, busy * t[i + 1], idle * t[i + 1]))
                 .collect(),
+            voltage: self.curves.iter().map(|(id, c)| (*id, c.clone())).collect(),
         }
     }
 }

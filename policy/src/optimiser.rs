@@ -253,6 +253,8 @@ struct Prepared<'a> {
     /// For each CPU level, the frequency index of each planned CPU domain.
     level_cpus: Vec<Vec<usize>>,
     fixed_power: f64,
+    /// Per domain of the problem and entry of its table: (dynamic, idle) power shape.
+    shapes: Vec<Vec<(f64, f64)>>,
     max_subnets: usize,
     /// Apps of the problem that use the GPU but are not planned here (see
     /// [`Prepared::with_background`]).
@@ -380,11 +382,25 @@ impl<'a> Prepared<'a> {
                 .filter(|i| !planned(*i))
                 .map(|i| {
                     let d = &p.domains[i];
-                    let (busy, idle) = p.power.domain(d.id);
-                    let s = d.speed.clamp(0.0, 1.0);
-                    busy * d.util.clamp(0.0, 1.0) * s * s * s + idle * s
+                    p.power.domain_power(d.id, d.util, d.speed)
                 })
                 .sum::<f64>();
+        // Per domain and table entry: dynamic and idle power over those at the highest
+        // clock (see `VoltageCurve`).
+        let shapes = p
+            .domains
+            .iter()
+            .map(|d| {
+                let c = p.power.curve(d.id);
+                d.freqs
+                    .iter()
+                    .map(|f| {
+                        let s = speed(d, *f).max(1e-6);
+                        (c.dynamic(s), c.idle(s))
+                    })
+                    .collect()
+            })
+            .collect();
         let max_subnets = apps
             .iter()
             .map(|a| p.apps[*a].subnets.len())
@@ -418,6 +434,7 @@ impl<'a> Prepared<'a> {
             levels,
             level_cpus,
             fixed_power,
+            shapes,
             max_subnets,
             background: Vec::new(),
         }
@@ -506,15 +523,20 @@ impl<'a> Prepared<'a> {
         }
         out.ok.clear();
         out.ok.resize(len, false);
-        let (rg, sg) = self.freq(self.gpu, pt.gpu);
-        let (rm, sm) = self.freq(self.mem, pt.mem);
+        let (rg, _) = self.freq(self.gpu, pt.gpu);
+        let (rm, _) = self.freq(self.mem, pt.mem);
         let (bg, ig) = self
             .gpu
             .map_or((0.0, 0.0), |i| p.power.domain(p.domains[i].id));
         let (bm, im) = self
             .mem
             .map_or((0.0, 0.0), |i| p.power.domain(p.domains[i].id));
-        let mut base = self.fixed_power + ig * sg + im * sm;
+        let shape = |d: Option<usize>, idx: usize| {
+            d.and_then(|i| self.shapes[i].get(idx).copied())
+                .unwrap_or((1.0, 1.0))
+        };
+        let ((dg, idg), (dm, idm)) = (shape(self.gpu, pt.gpu), shape(self.mem, pt.mem));
+        let mut base = self.fixed_power + ig * idg + im * idm;
         // Per planned CPU domain: ratio, dynamic watts per unit of one busy CPU.
         let mut cpu_r = [0.0f64; 16];
         let mut cpu_w = [0.0f64; 16];
@@ -531,9 +553,10 @@ impl<'a> Prepared<'a> {
             let d = &p.domains[*i];
             let s = speed(d, d.freqs[pt.cpus[k]]).max(1e-6);
             let (b, idle) = p.power.domain(d.id);
-            base += idle * s;
+            let (dc, idc) = self.shapes[*i][pt.cpus[k]];
+            base += idle * idc;
             cr[k] = 1.0 / s;
-            cw[k] = b * s * s * s / d.cpu_count.max(1) as f64;
+            cw[k] = b * dc / d.cpu_count.max(1) as f64;
         }
         out.base_power = base;
         if base > bound {
@@ -600,10 +623,8 @@ impl<'a> Prepared<'a> {
                 } else {
                     c.cpu_ms * rc + c.fixed_ms
                 };
-                out.dp[j] = (bg * sg * sg * sg * c.gpu_ms * rg
-                    + wc * cpu_busy
-                    + bm * sm * sm * sm * c.mem_ms * rm)
-                    / period;
+                out.dp[j] =
+                    (bg * dg * c.gpu_ms * rg + wc * cpu_busy + bm * dm * c.mem_ms * rm) / period;
             }
             least[ai] = if lightest.is_finite() { lightest } else { 0.0 };
             least_dev[ai] = least[ai] * period;

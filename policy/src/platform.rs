@@ -207,6 +207,7 @@ impl Platform {
                         domain: d.id,
                         busy_at_max: Watts(dynamic),
                         idle_at_max: Watts(d.dynamic_w(fmax, d.idle_activity) * cores),
+                        voltage: crate::model::VoltageCurve::relative(&d.voltage, fmax.khz()),
                     }
                 })
                 .collect(),
