@@ -987,4 +987,74 @@ mod tests {
         let c = m.coefs();
         assert!((c.static_w - 2.5).abs() < 0.2, "{}", c.static_w);
     }
+
+    #[test]
+    fn voltage_curve_gives_the_cmos_shape_relative_to_the_top_clock() {
+        // The Xavier NX GPU's description: 0.6 V at 114.75 MHz, 0.7 V at 599.25, 1 V at
+        // 1109.25.
+        let gpu = VoltageCurve::relative(
+            &[(114_750, 0.60), (599_250, 0.70), (1_109_250, 1.00)],
+            1_109_250,
+        );
+        let s = 599_250.0 / 1_109_250.0;
+        assert!((gpu.volts(s) - 0.7).abs() < 1e-9);
+        assert!((gpu.dynamic(s) - s * 0.49).abs() < 1e-9);
+        assert!((gpu.dynamic(1.0) - 1.0).abs() < 1e-12);
+        // Flat below the first point and above the last.
+        assert!((gpu.volts(0.01) - 0.6).abs() < 1e-9);
+        assert_eq!(gpu.idle(s), gpu.dynamic(s));
+        // A curve whose last point is below the top clock stays flat to it.
+        let short = VoltageCurve::relative(&[(100_000, 0.5), (500_000, 0.8)], 1_000_000);
+        assert!((short.volts(1.0) - 1.0).abs() < 1e-9 && (short.volts(0.1) - 0.625).abs() < 1e-9);
+        // Without a curve: voltage proportional to frequency, idle power with voltage.
+        let none = VoltageCurve::default();
+        assert!((none.dynamic(0.5) - 0.125).abs() < 1e-12);
+        assert!((none.idle(0.5) - 0.5).abs() < 1e-12);
+    }
+
+    /// A board whose memory voltage barely moves (as the Xavier NX description has it):
+    /// with the curve the fit predicts its power; taken as `speed^3` it cannot, whatever
+    /// scale it learns.
+    #[test]
+    fn power_fit_follows_the_voltage_curve_it_is_given() {
+        let curve = VoltageCurve::relative(&[(204_000, 0.80), (1_866_000, 0.85)], 1_866_000);
+        let ids = [(0, DomainKind::Memory)];
+        let described = |voltage: VoltageCurve| PlatformPower {
+            static_power: Watts(1.0),
+            domains: vec![DomainPower {
+                domain: 0,
+                busy_at_max: Watts(1.2),
+                idle_at_max: Watts(0.12),
+                voltage,
+            }],
+        };
+        let truth = |l: &DomainLoad| {
+            1.0 + 1.2 * l.util * curve.dynamic(l.speed) + 0.12 * curve.dynamic(l.speed)
+        };
+        let mut fits = [
+            PowerModel::seeded(&described(curve.clone()), &ids, 0.99),
+            PowerModel::seeded(&described(VoltageCurve::default()), &ids, 0.99),
+        ];
+        let mut rng = Noise(5);
+        let mut worst = [0.0f64; 2];
+        for i in 0..1200 {
+            let l = DomainLoad {
+                domain: 0,
+                util: rng.unit(),
+                speed: 0.1 + 0.9 * rng.unit(),
+            };
+            for (k, m) in fits.iter_mut().enumerate() {
+                if i >= 1000 {
+                    let err = (m.predict(&[l]).0 - truth(&l)).abs() / truth(&l);
+                    worst[k] = worst[k].max(err);
+                } else {
+                    m.observe(&[l], Watts(truth(&l)));
+                }
+            }
+        }
+        assert!(worst[0] < 0.01, "with the curve: {:.3}", worst[0]);
+        assert!(worst[1] > 0.05, "as speed^3: {:.3}", worst[1]);
+        assert_eq!(fits[0].coefs().curve(0), &curve);
+        assert!(fits[1].coefs().curve(0).is_empty());
+    }
 }

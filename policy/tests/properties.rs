@@ -365,71 +365,86 @@ fn small_problem() -> impl Strategy<Value = (dnngov_policy::optimiser::Problem, 
         1.0f64..3.0,
         any::<bool>(),
         proptest::option::of(2.5f64..8.0),
+        // A voltage curve for every domain (see `VoltageCurve`): relative voltage at a
+        // tenth of the top clock, and how far up it is at half.
+        proptest::option::of((0.3f64..1.0, 0.0f64..1.0)),
     )
-        .prop_map(|(cpu, gpu, emc, subs, deadline, period_x, uses_gpu, cap)| {
-            let dom =
-                |id: u32, kind: DomainKind, freqs: Vec<Hz>, max: Hz, cpus: usize| DomainOption {
-                    id,
-                    kind,
-                    freqs,
-                    max_freq: max,
-                    cpu_count: cpus,
-                    online_cpus: cpus,
-                    util: 0.0,
-                    speed: 1.0,
-                };
-            let mut domains = vec![dom(0, DomainKind::Cpu, cpu, Hz::from_khz(CPU_KHZ[19]), 2)];
-            if let Some(g) = gpu {
-                domains.push(dom(10, DomainKind::Gpu, g, Hz(GPU_HZ[14]), 0));
-            }
-            if let Some(e) = emc {
-                domains.push(dom(20, DomainKind::Memory, e, Hz::from_mhz(EMC_MHZ[9]), 0));
-            }
-            let ids: Vec<(u32, DomainKind)> = domains.iter().map(|d| (d.id, d.kind)).collect();
-            let power =
-                PowerModel::seeded(&dnngov_policy::PlatformPower::default(), &ids, 0.99).coefs();
-            let mut acc = 60.0;
-            let subnets = subs
-                .iter()
-                .map(|(step, g, c, m, f)| {
-                    acc += step;
-                    SubnetOption {
-                        accuracy: acc,
-                        coefs: LatencyCoefs {
-                            gpu_ms: if uses_gpu { *g } else { 0.0 },
-                            cpu_ms: *c,
-                            mem_ms: *m,
-                            fixed_ms: *f,
-                        },
-                        cautious: None,
+        .prop_map(
+            |(cpu, gpu, emc, subs, deadline, period_x, uses_gpu, cap, curve)| {
+                let dom = |id: u32, kind: DomainKind, freqs: Vec<Hz>, max: Hz, cpus: usize| {
+                    DomainOption {
+                        id,
+                        kind,
+                        freqs,
+                        max_freq: max,
+                        cpu_count: cpus,
+                        online_cpus: cpus,
+                        util: 0.0,
+                        speed: 1.0,
                     }
-                })
-                .collect();
-            let app = AppProblem {
-                id: 7,
-                priority: 2,
-                deadline_ms: deadline,
-                period_ms: deadline * period_x,
-                accuracy_floor: 0.0,
-                devices: Devices {
-                    cpu: true,
-                    gpu: uses_gpu,
-                },
-                cpu_domains: vec![],
-                subnets,
-                spread_margin: 0.0,
-                missing: false,
-            };
-            (
-                Problem {
-                    domains,
-                    apps: vec![app],
-                    power,
-                    power_cap: cap.map(Watts),
-                },
-                cap,
-            )
-        })
+                };
+                let mut domains = vec![dom(0, DomainKind::Cpu, cpu, Hz::from_khz(CPU_KHZ[19]), 2)];
+                if let Some(g) = gpu {
+                    domains.push(dom(10, DomainKind::Gpu, g, Hz(GPU_HZ[14]), 0));
+                }
+                if let Some(e) = emc {
+                    domains.push(dom(20, DomainKind::Memory, e, Hz::from_mhz(EMC_MHZ[9]), 0));
+                }
+                let ids: Vec<(u32, DomainKind)> = domains.iter().map(|d| (d.id, d.kind)).collect();
+                let mut power =
+                    PowerModel::seeded(&dnngov_policy::PlatformPower::default(), &ids, 0.99)
+                        .coefs();
+                if let Some((low, mid)) = curve {
+                    let c = dnngov_policy::VoltageCurve(vec![
+                        (0.1, low),
+                        (0.5, low + (1.0 - low) * mid),
+                        (1.0, 1.0),
+                    ]);
+                    power.voltage = ids.iter().map(|(id, _)| (*id, c.clone())).collect();
+                }
+                let mut acc = 60.0;
+                let subnets = subs
+                    .iter()
+                    .map(|(step, g, c, m, f)| {
+                        acc += step;
+                        SubnetOption {
+                            accuracy: acc,
+                            coefs: LatencyCoefs {
+                                gpu_ms: if uses_gpu { *g } else { 0.0 },
+                                cpu_ms: *c,
+                                mem_ms: *m,
+                                fixed_ms: *f,
+                            },
+                            cautious: None,
+                        }
+                    })
+                    .collect();
+                let app = AppProblem {
+                    id: 7,
+                    priority: 2,
+                    deadline_ms: deadline,
+                    period_ms: deadline * period_x,
+                    accuracy_floor: 0.0,
+                    devices: Devices {
+                        cpu: true,
+                        gpu: uses_gpu,
+                    },
+                    cpu_domains: vec![],
+                    subnets,
+                    spread_margin: 0.0,
+                    missing: false,
+                };
+                (
+                    Problem {
+                        domains,
+                        apps: vec![app],
+                        power,
+                        power_cap: cap.map(Watts),
+                    },
+                    cap,
+                )
+            },
+        )
 }
 
 /// Every (frequencies, sub-network) of a one-app problem with its power and score.

@@ -1262,3 +1262,70 @@ fn a_degraded_apps_own_cluster_is_planned_at_the_lowest_clock_that_meets_its_dea
             .collect::<Vec<_>>()
     );
 }
+
+/// The power model's shape comes from the board's voltage curves, where it used to take
+/// voltage as proportional to frequency (`speed^3`). On the Xavier NX's curves the GPU's
+/// voltage stops falling below 599 MHz (0.7 V there, 0.6 V at 115 MHz) and the memory's
+/// barely moves (0.80 to 0.85 V): below those points a slower clock saves little power
+/// per unit of work, and a plan that goes there on `speed^3` pays for it with the other
+/// devices' clocks. Made with the curves, the plan for the same app costs less by the
+/// curves' own account than the plan made with `speed^3`.
+#[test]
+fn plans_made_with_the_voltage_curves_cost_less_by_them_than_plans_made_with_speed_cubed() {
+    use dnngov_policy::VoltageCurve;
+    let a = app(1, &NETS_6, 100.0, 100.0, 74.0, 1, true);
+    let mut p = problem(&snapshot(0, vec![a]));
+    // A fifth of each inference memory-bound at full clocks.
+    for s in &mut p.apps[0].subnets {
+        let total = s.coefs.gpu_ms + s.coefs.mem_ms;
+        s.coefs.gpu_ms = 0.8 * total;
+        s.coefs.mem_ms = 0.2 * total;
+    }
+    let cubic = optimise(&p, &OptimiserConfig::default());
+    let mut shaped = p.clone();
+    shaped.power.voltage = vec![
+        (
+            GPU,
+            VoltageCurve::relative(
+                &[(114_750, 0.60), (599_250, 0.70), (1_109_250, 1.00)],
+                1_109_250,
+            ),
+        ),
+        (
+            EMC,
+            VoltageCurve::relative(&[(204_000, 0.80), (1_866_000, 0.85)], 1_866_000),
+        ),
+    ];
+    let plan = optimise(&shaped, &OptimiserConfig::default());
+    let mem_of = |plan: &dnngov_policy::Plan| plan.freqs.iter().find(|f| f.0 == EMC).unwrap().1;
+    // What the plan made with `speed^3` costs by the curves.
+    let (cubic_by_curves, _) = evaluate(
+        &shaped,
+        &OptimiserConfig::default(),
+        &cubic.freqs,
+        &cubic.subnets,
+    )
+    .expect("the plan made with speed^3 meets its deadline");
+    println!(
+        "speed^3: GPU {} MHz, memory {} MHz, {:.3} W by the curves; curves: GPU {} MHz, \
+         memory {} MHz, {:.3} W",
+        gpu_of(&cubic).0 / 1_000_000,
+        mem_of(&cubic).0 / 1_000_000,
+        cubic_by_curves.0,
+        gpu_of(&plan).0 / 1_000_000,
+        mem_of(&plan).0 / 1_000_000,
+        plan.power.0
+    );
+    assert!(plan.unserved.is_empty() && cubic.unserved.is_empty());
+    assert_eq!(plan.subnets, cubic.subnets);
+    assert!(
+        gpu_of(&cubic) < Hz(599_250_000) && gpu_of(&plan) >= Hz(599_250_000),
+        "{plan:?} against {cubic:?}"
+    );
+    assert!(
+        plan.power.0 < cubic_by_curves.0,
+        "{} W against {} W",
+        plan.power.0,
+        cubic_by_curves.0
+    );
+}
