@@ -368,23 +368,6 @@ impl BaseGovernor {
                 }
                 if f >= prev || cfg.down_rate_limit.0 == 0 {
                     state.lower_since = None;
-                    // With a down rate limit, a rise of one table entry while the load
-                    // without schedutil's headroom leaves a tenth of the clock idle is a
-                    // peak of a noisy load that fits: not worth a change. Taken, each
-                    // such peak raised the clock a step and the wait before lowering held
-                    // it, and a steady stream of short tasks ratcheted an idle cluster up
-                    // a step a second (generated seed 111: 22 changes a minute).
-                    let one_step = d.table.iter().filter(|x| **x > prev && **x <= f).count() == 1;
-                    let unboosted = schedutil_raw_target(a.util, d.max_freq(), 1.0);
-                    if cfg.down_rate_limit.0 > 0
-                        && f > prev
-                        && one_step
-                        && unboosted.as_f64() <= prev.as_f64() * (1.0 - DOWN_BAND)
-                    {
-                        choice.freq = resolve_at_most(&d.table, prev);
-                        choice.reason = FreqReason::RateLimited(cfg.kind);
-                        return choice;
-                    }
                     f
                 } else {
                     // The most it wanted; where that varied (a noisy load), with room
@@ -799,61 +782,6 @@ mod tests {
             f = c[0].freq;
         }
         (changes, lowered, f, g)
-    }
-
-    /// `(changes, highest, last)` of a domain at 1200 MHz under `work_us(t)` of work at the
-    /// highest clock (2000 MHz) per 10-ms tick, for `ticks`, with dnngov's base waits.
-    fn from_1200(ticks: u64, work_us: impl Fn(u64) -> u64) -> (u32, Hz, Hz) {
-        let cfg = GovernorConfig {
-            down_rate_limit: Nanos::from_millis(500),
-            dip_rate_limit: Nanos::from_millis(2000),
-            ..GovernorConfig::default()
-        };
-        let mut g = BaseGovernor::new(cfg);
-        let mut f = Hz::from_mhz(1200);
-        let (mut busy_us, mut changes, mut highest) = (0u64, 0, f);
-        for t in 0..ticks {
-            busy_us += (work_us(t) * 2000 / (f.0 / 1_000_000)).min(10_000);
-            let mut s = snap(t * 10, f, &[], vec![0]);
-            s.cpus.push(CpuSample {
-                cpu: 0,
-                online: true,
-                busy: Nanos::from_micros(busy_us),
-            });
-            let c = g.update(&s)[0].freq;
-            changes += u32::from(c != f);
-            highest = highest.max(c);
-            f = c;
-        }
-        (changes, highest, f)
-    }
-
-    #[test]
-    fn a_noisy_load_that_fits_does_not_ratchet_the_clock_up() {
-        // 9 ms of work at the highest clock in four ticks of ten, 1 ms in the others,
-        // scattered: 840 MHz of demand on average. At 1200 MHz schedutil's headroom wants
-        // the next entry at every peak; each rise was held by the wait before lowering, and
-        // the clock climbed to the highest a step at a time (4 changes, up to 2000 MHz).
-        let noisy = |t: u64| {
-            if (t.wrapping_mul(2_654_435_761) >> 7) % 10 < 4 {
-                9000
-            } else {
-                1000
-            }
-        };
-        let (changes, highest, _) = from_1200(2000, noisy);
-        assert!(highest <= Hz::from_mhz(1400), "up to {highest:?}");
-        assert!(changes <= 4, "{changes} changes in 20 s");
-    }
-
-    #[test]
-    fn a_rise_of_one_entry_is_taken_when_the_load_needs_it() {
-        // 1100 MHz of steady demand at 1200 MHz: less than a tenth of the clock idle.
-        let (_, highest, last) = from_1200(100, |_| 5500);
-        assert_eq!((highest, last), (Hz::from_mhz(1400), Hz::from_mhz(1400)));
-        // 1000 MHz: a sixth idle, and schedutil's 1.25 wants 1400 too; it stays.
-        let (changes, _, last) = from_1200(100, |_| 5000);
-        assert_eq!((changes, last), (0, Hz::from_mhz(1200)));
     }
 
     #[test]
