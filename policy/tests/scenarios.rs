@@ -1329,3 +1329,35 @@ fn plans_made_with_the_voltage_curves_cost_less_by_them_than_plans_made_with_spe
         cubic_by_curves.0
     );
 }
+
+/// The board description's voltage curves shape the power model only with
+/// `Config::voltage_curves` (off by default: see its documentation).
+#[test]
+fn the_voltage_curves_shape_the_power_model_only_when_asked() {
+    use dnngov_policy::{DomainPower, PlatformPower, VoltageCurve};
+    let curve = VoltageCurve::relative(&[(114_750, 0.60), (1_109_250, 1.00)], 1_109_250);
+    let platform = PlatformPower {
+        static_power: Watts(2.0),
+        domains: vec![DomainPower {
+            domain: GPU,
+            busy_at_max: Watts(6.0),
+            idle_at_max: Watts(0.3),
+            voltage: curve.clone(),
+        }],
+    };
+    let snap = snapshot(0, vec![app(1, &NETS_6, 100.0, 100.0, 74.0, 1, true)]);
+    for on in [false, true] {
+        let mut m = Manager::new(Config {
+            platform: platform.clone(),
+            voltage_curves: on,
+            ..Config::default()
+        });
+        m.step(&snap);
+        let coefs = m.power_model().expect("seeded at the first step").coefs();
+        if on {
+            assert_eq!(coefs.curve(GPU), &curve);
+        } else {
+            assert!(coefs.curve(GPU).is_empty());
+        }
+    }
+}
