@@ -487,31 +487,13 @@ impl VoltageCurve {
     /// The curve of a description's `(kHz, volts)` points, relative to its highest
     /// frequency `max_khz` and the voltage there.
     pub fn relative(points: &[(u64, f64)], max_khz: u64) -> VoltageCurve {
-        let volts_at = |k: f64| -> f64 {
-            let Some(first) = points.first() else {
-                return 1.0;
-            };
-            if k <= first.0 as f64 {
-                return first.1;
-            }
-            for w in points.windows(2) {
-                let ((k0, v0), (k1, v1)) = ((w[0].0 as f64, w[0].1), (w[1].0 as f64, w[1].1));
-                if k <= k1 {
-                    return v0 + (v1 - v0) * (k - k0) / (k1 - k0).max(1.0);
-                }
-            }
-            points[points.len() - 1].1
-        };
-        let (fmax, vmax) = (max_khz.max(1) as f64, volts_at(max_khz as f64));
-        if points.is_empty() || vmax <= 0.0 {
+        let fmax = max_khz.max(1) as f64;
+        let absolute = VoltageCurve(points.iter().map(|(k, v)| (*k as f64 / fmax, *v)).collect());
+        let vmax = absolute.volts(1.0);
+        if absolute.is_empty() || vmax <= 0.0 {
             return VoltageCurve::default();
         }
-        VoltageCurve(
-            points
-                .iter()
-                .map(|(k, v)| (*k as f64 / fmax, v / vmax))
-                .collect(),
-        )
+        VoltageCurve(absolute.0.iter().map(|(s, v)| (*s, v / vmax)).collect())
     }
 
     pub fn is_empty(&self) -> bool {
