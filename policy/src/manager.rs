@@ -96,7 +96,8 @@ pub struct Config {
     /// 9, median energy 1.058 against 1.064 times the oracle's) but worse where two models
     /// share the GPU (S2: 757.5 J against 727.6 J; the quick start's emulated board 25-28 %
     /// less energy than schedutil against 38-40 %): the plans' accounting of busy time
-    /// was tuned with `speed^3`, and the exact shape exposes it (docs/evaluation.md).
+    /// was tuned with `speed^3`, and the exact shape exposes it (docs/evaluation.md, measured
+    /// at `bc0c597`, where it was on).
     #[serde(default)]
     pub voltage_curves: bool,
 }
