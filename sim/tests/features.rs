@@ -264,24 +264,7 @@ fn frames_that_collide_with_another_apps_inference_still_meet_their_deadline() {
 /// 1040 MHz, 852.9 J).
 #[test]
 fn a_spinning_apps_cpu_clock_is_not_kept_for_a_saving_the_plans_undercount() {
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/s3-deadline-changes.toml");
-    let scn = Scenario::load(&scenario).unwrap();
-    let plat = Platform::load(&scn.platform_path()).unwrap();
-    let r = run(&scn, &plat, &mut Dnngov::new(manager_config(&plat)), 1).unwrap();
-    let s = &r.series;
-    let cluster = s
-        .domain_names
-        .iter()
-        .position(|n| n == "cpu-cluster0")
-        .unwrap();
-    let late: Vec<f64> = s
-        .t_s
-        .iter()
-        .zip(&s.freq_mhz[cluster])
-        .filter(|(t, _)| **t >= 85.0)
-        .map(|(_, m)| *m)
-        .collect();
-    let mean = late.iter().sum::<f64>() / late.len() as f64;
+    let (mean, r) = cluster0_mean_mhz_from("s3-deadline-changes.toml", 85.0);
     println!(
         "cpu-cluster0 over 85-120 s: {mean:.0} MHz; {:.1} J",
         r.metrics.energy_j
@@ -293,14 +276,12 @@ fn a_spinning_apps_cpu_clock_is_not_kept_for_a_saving_the_plans_undercount() {
     assert!(r.metrics.miss_pct <= 1.0, "{} % missed", r.metrics.miss_pct);
 }
 
-/// R1: three apps spinning on one cluster (their threads wait on the GPU), 1.6-2 of its
-/// two CPUs busy with them, and little else. Counted in the cluster's demand as if they
-/// were work that a faster clock gets done sooner, their busy time held the cluster at its
-/// highest clock for the whole run (1907 MHz from 30 s on, 1213.3 J); counted apart (the
-/// manager's `own_threads`), the plans run it at 1497 MHz (1124.7 J), missing nothing.
-#[test]
-fn the_apps_own_spinning_threads_do_not_hold_their_cluster_at_its_highest_clock() {
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/r1-three-apps.toml");
+/// Runs a scenario of `sim/scenarios` with dnngov at seed 1: cpu-cluster0's mean clock in
+/// MHz from `from_s` to the end, and the run.
+fn cluster0_mean_mhz_from(file: &str, from_s: f64) -> (f64, dnngov_sim::RunResult) {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(file);
     let scn = Scenario::load(&scenario).unwrap();
     let plat = Platform::load(&scn.platform_path()).unwrap();
     let r = run(&scn, &plat, &mut Dnngov::new(manager_config(&plat)), 1).unwrap();
@@ -310,14 +291,25 @@ fn the_apps_own_spinning_threads_do_not_hold_their_cluster_at_its_highest_clock(
         .iter()
         .position(|n| n == "cpu-cluster0")
         .unwrap();
-    let steady: Vec<f64> = s
+    let clocks: Vec<f64> = s
         .t_s
         .iter()
         .zip(&s.freq_mhz[cluster])
-        .filter(|(t, _)| **t >= 30.0)
+        .filter(|(t, _)| **t >= from_s)
         .map(|(_, m)| *m)
         .collect();
-    let mean = steady.iter().sum::<f64>() / steady.len() as f64;
+    let mean = clocks.iter().sum::<f64>() / clocks.len() as f64;
+    (mean, r)
+}
+
+/// R1: three apps spinning on one cluster (their threads wait on the GPU), 1.6-2 of its
+/// two CPUs busy with them, and little else. Counted in the cluster's demand as if they
+/// were work that a faster clock gets done sooner, their busy time held the cluster at its
+/// highest clock for the whole run (1907 MHz from 30 s on, 1213.3 J); counted apart (the
+/// manager's `own_threads`), the plans run it at 1497 MHz (1124.7 J), missing nothing.
+#[test]
+fn the_apps_own_spinning_threads_do_not_hold_their_cluster_at_its_highest_clock() {
+    let (mean, r) = cluster0_mean_mhz_from("r1-three-apps.toml", 30.0);
     println!(
         "R1: cpu-cluster0 over 30-120 s: {mean:.0} MHz; {:.1} J, {:.2} % missed",
         r.metrics.energy_j, r.metrics.miss_pct
