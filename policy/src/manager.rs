@@ -608,6 +608,9 @@ pub struct Manager {
     /// The GPU's and each CPU domain's measured demand, averaged over about
     /// [`DEMAND_WINDOW`] (see [`SHARED_GPU_UTIL`], [`CPU_BUSY_UTIL`]).
     demand: Vec<Demand>,
+    /// Per domain of the snapshot, the CPU time the apps' own threads held in the last tick
+    /// (see `own_threads`); kept to be reused.
+    own: Vec<f64>,
     /// Whether the plan in force runs a CPU domain under its bound (see [`CPU_BUSY_UTIL`]):
     /// it is replaced at the next periodic run after the dwell time.
     under_cpu_floor: bool,
@@ -646,6 +649,7 @@ impl Manager {
             loads: Vec::new(),
             base_choices: Vec::new(),
             demand: Vec::new(),
+            own: Vec::new(),
             under_cpu_floor: false,
             upgrade_checked: None,
             clock_trials: BTreeMap::new(),
@@ -685,6 +689,7 @@ impl Manager {
 
     fn step_with(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> Decision {
         self.started.get_or_insert(snap.now);
+        let last_tick = self.previous_tick;
         self.track_clocks(snap);
         let changed = self.track_hardware(snap) | self.track_apps(snap);
         let mut event = changed | self.learn(snap, base);
@@ -703,7 +708,7 @@ impl Manager {
         }
         self.track_overruns(snap);
         self.release_held_back(snap);
-        let (gpu_under, cpu_under, cpu_saturated) = self.track_demand(snap, base);
+        let (gpu_under, cpu_under, cpu_saturated) = self.track_demand(snap, base, last_tick);
         event |= gpu_under | cpu_saturated;
         self.under_cpu_floor = cpu_under;
 
@@ -759,17 +764,29 @@ impl Manager {
     /// Averages the GPU's and each CPU domain's measured demand, and says whether the plan
     /// in force runs the GPU, and whether it runs a CPU domain, more than a table step
     /// below the bound that demand sets (see [`SHARED_GPU_UTIL`], [`CPU_BUSY_UTIL`]).
-    fn track_demand(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> (bool, bool, bool) {
+    /// `last_tick`: the previous tick's time, the start of the window the loads measure.
+    fn track_demand(
+        &mut self,
+        snap: &Snapshot,
+        base: &[BaseChoice],
+        last_tick: Option<Nanos>,
+    ) -> (bool, bool, bool) {
         let (mut gpu_under, mut cpu_under, mut cpu_saturated) = (false, false, false);
-        for (d, b) in snap.domains.iter().zip(base) {
-            let last = self.demand.iter().find(|x| x.domain == d.id).map(|x| x.at);
+        self.own.clear();
+        self.own.resize(snap.domains.len(), 0.0);
+        if let Some(from) = last_tick {
+            own_threads(snap, from, &mut self.own);
+        }
+        for (i, (d, b)) in snap.domains.iter().zip(base).enumerate() {
             let (load, own) = match d.kind {
                 DomainKind::Gpu => (b.load, 0.0),
                 // Over its online CPUs: with some offline, the rest carry the load.
                 DomainKind::Cpu => {
                     let online = snap.online_cpus(d).max(1) as f64;
-                    let own = last.map_or(0.0, |from| own_threads(snap, d, from));
-                    (b.mean_load * d.cpus.len() as f64 / online, own / online)
+                    (
+                        b.mean_load * d.cpus.len() as f64 / online,
+                        self.own[i] / online,
+                    )
                 }
                 DomainKind::Memory => continue,
             };
@@ -2617,18 +2634,18 @@ fn app_cpu_domains<'a>(
     })
 }
 
-/// The CPU time (in CPUs' worth, over the window from `from` to the snapshot) that the
-/// apps' own inference threads held on CPU domain `d`: each inference's run from its begin
-/// mark to its end, shared evenly between the CPU domains its app runs on. A thread that
-/// waits for the GPU spins on its CPU (CUDA's default), so the whole run counts. This is
-/// an upper bound for a thread that sleeps while it waits.
-fn own_threads(snap: &Snapshot, d: &FreqDomain, from: Nanos) -> f64 {
+/// Adds to `held` (one entry per domain of the snapshot) the CPU time, in CPUs' worth over
+/// the window from `from` to the snapshot, that the apps' own inference threads held on
+/// each CPU domain: each inference's run from its begin mark to its end, shared evenly
+/// between the CPU domains its app runs on. A thread that waits for the GPU spins on its
+/// CPU (CUDA's default), so the whole run counts. This is an upper bound for a thread that
+/// sleeps while it waits.
+fn own_threads(snap: &Snapshot, from: Nanos, held: &mut [f64]) {
     let window = snap.now.saturating_sub(from);
     if window.0 == 0 {
-        return 0.0;
+        return;
     }
-    let mut held = 0.0;
-    for a in snap.apps.iter().filter(|a| uses_domain(snap, a, d)) {
+    for a in snap.apps.iter().filter(|a| a.devices.cpu) {
         let spans = a
             .finished
             .iter()
@@ -2637,9 +2654,16 @@ fn own_threads(snap: &Snapshot, d: &FreqDomain, from: Nanos) -> f64 {
         let ran: u64 = spans
             .map(|(b, e)| e.min(snap.now).saturating_sub(b.max(from)).0)
             .sum();
-        held += ran as f64 / app_cpu_domains(snap, a).count().max(1) as f64;
+        if ran == 0 {
+            continue;
+        }
+        let share = ran as f64 / window.0 as f64 / app_cpu_domains(snap, a).count().max(1) as f64;
+        for d in app_cpu_domains(snap, a) {
+            if let Some(i) = snap.domains.iter().position(|x| x.id == d.id) {
+                held[i] += share;
+            }
+        }
     }
-    held / window.0 as f64
 }
 
 fn uses_domain(snap: &Snapshot, app: &AppState, d: &FreqDomain) -> bool {
