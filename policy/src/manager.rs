@@ -429,10 +429,10 @@ const DEMAND_WINDOW: Nanos = Nanos::from_millis(1000);
 /// `own_threads`), bursts of 0.5 s every 2-3 s (generated seed 217) found the clusters
 /// lowered to 268-729 MHz between them, and every app missed at each burst. Simulated
 /// (`dnngov-sim sweep --count 200 --first-seed 201`, at `2ec0d96`, which took each
-/// domain's window from its own record): at 5 s, 189 scenarios within the oracle's misses
-/// + 1 point (185 before), 9 slow to come back (11), 19 restless (23). At 3 s: 182, 14, 24;
-/// at 8 s: 189, 12, 23 with more energy; at 15 s: 189, 8, 27, median energy 1.072 of the
-/// oracle's.
+/// domain's window from its own record): at 5 s, 189 scenarios within the oracle's
+/// misses plus 1 point (185 before), 9 slow to come back (11), 19 restless (23). At 3 s:
+/// 182, 14, 24; at 8 s: 189, 12, 23 with more energy; at 15 s: 189, 8, 27, median energy
+/// 1.072 of the oracle's.
 const CPU_DEMAND_FALL: Nanos = Nanos::from_millis(5000);
 
 /// A GPU or CPU domain's averaged demand (see [`SHARED_GPU_UTIL`], [`CPU_BUSY_UTIL`]).
