@@ -1622,6 +1622,7 @@ impl Manager {
                                 accuracy: s.accuracy,
                                 coefs: LatencyCoefs::seed(0.0, e.declared.devices),
                                 cautious: None,
+                                declared_ms: e.prior_ms.get(i).copied().unwrap_or(0.0),
                             });
                             if current.is_some_and(|c| i > c) {
                                 o.coefs = o.coefs.scaled(1.0 + UP_MARGIN);
@@ -2542,6 +2543,7 @@ fn subnet_option(e: &AppEntry, s: usize) -> Option<SubnetOption> {
         accuracy: e.declared.library.get(s)?.accuracy,
         coefs: subnet_coefs(e, s)?,
         cautious: sibling_coefs(&e.cautious, &e.prior_ms, s),
+        declared_ms: e.prior_ms.get(s).copied().unwrap_or(0.0),
     })
 }
 

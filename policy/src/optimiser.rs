@@ -89,6 +89,11 @@ pub struct SubnetOption {
     /// configuration away from everything observed is never predicted faster than the
     /// evidence allows (see `model::LatencyCoefs::seed_flat`). None: `coefs` alone.
     pub cautious: Option<LatencyCoefs>,
+    /// The latency at full clocks the app declared for this sub-network (or the manager's
+    /// guess from its relative cost); 0 where none is known. Best effort runs the app's
+    /// declared fastest sub-network: fits learned while apps queue for a saturated GPU can
+    /// rank a larger sub-network faster than a smaller one (see [`Prepared::best_effort`]).
+    pub declared_ms: f64,
 }
 
 impl SubnetOption {
@@ -1142,6 +1147,15 @@ impl<'a> Prepared<'a> {
     /// Best effort for the prepared apps (all flagged `best_effort`): each runs its fastest
     /// sub-network at the point that minimises the worst latency over deadline, within
     /// the power cap (the highest clocks when they fit under it); ties go to less power.
+    ///
+    /// The fastest is the one the app declared fastest (on a tie, the one predicted
+    /// fastest), not the one the fits predict fastest: each sub-network's fit learns from
+    /// the frames it ran, and a sub-network last run while five apps queued for a GPU
+    /// capped at half its clock learns that wait as its own latency, while a larger one
+    /// last run on an idle GPU does not. At best effort, where every app is there because
+    /// the GPU cannot serve them all, the fits then sent apps to larger sub-networks and
+    /// the queue grew: in generated seed 319 (201-400), a third of the frames of three
+    /// apps missed for 20 s under a GPU cap, against a few with the smallest.
     fn best_effort(&self) -> Option<(Point, Vec<usize>, f64, f64)> {
         let n = self.max_subnets;
         let pick = |e: &PointEval| -> (Vec<usize>, f64, f64) {
@@ -1150,9 +1164,7 @@ impl<'a> Prepared<'a> {
             let mut worst: f64 = 0.0;
             for (ai, a) in self.apps.iter().enumerate() {
                 let app = &self.p.apps[*a];
-                let si = (0..app.subnets.len())
-                    .min_by(|x, y| e.lat[ai * n + x].total_cmp(&e.lat[ai * n + y]))
-                    .unwrap_or(0);
+                let si = declared_fastest(app, &e.lat[ai * n..]);
                 power += e.dp[ai * n + si];
                 worst = worst.max(e.lat[ai * n + si] / app.deadline_ms.max(1e-9));
                 choice.push(si);
@@ -1580,6 +1592,20 @@ fn meets_at(p: &Problem, cfg: &OptimiserConfig, freqs: &[(u32, Hz)], a: usize) -
 /// within the power cap; beside served apps, the domains they use raised to the highest
 /// allowed clocks (never slower for the served apps), under a power cap the highest that
 /// keep the plan's predicted power, theirs included, under it.
+/// The sub-network an app runs at best effort: the one it declared fastest, on a tie the
+/// one predicted fastest (`lat`: its predicted latencies, by sub-network, at the point);
+/// see [`Prepared::best_effort`].
+fn declared_fastest(app: &AppProblem, lat: &[f64]) -> usize {
+    (0..app.subnets.len())
+        .min_by(|x, y| {
+            let (sx, sy) = (&app.subnets[*x], &app.subnets[*y]);
+            sx.declared_ms
+                .total_cmp(&sy.declared_ms)
+                .then(lat[*x].total_cmp(&lat[*y]))
+        })
+        .unwrap_or(0)
+}
+
 fn add_best_effort(p: &Problem, cfg: &OptimiserConfig, plan: &mut Plan, apps: Vec<usize>) {
     let terms = vec![Terms::BEST_EFFORT; apps.len()];
     let prep = Prepared::with_terms(p, *cfg, apps, terms);
@@ -1594,11 +1620,7 @@ fn add_best_effort(p: &Problem, cfg: &OptimiserConfig, plan: &mut Plan, apps: Ve
             .apps
             .iter()
             .enumerate()
-            .map(|(ai, a)| {
-                (0..p.apps[*a].subnets.len())
-                    .min_by(|x, y| e.lat[ai * n + x].total_cmp(&e.lat[ai * n + y]))
-                    .unwrap_or(0)
-            })
+            .map(|(ai, a)| declared_fastest(&p.apps[*a], &e.lat[ai * n..]))
             .collect();
         Some((top, choice, plan.power.0, 0.0))
     }) else {

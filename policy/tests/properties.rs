@@ -416,6 +416,7 @@ fn small_problem() -> impl Strategy<Value = (dnngov_policy::optimiser::Problem, 
                                 fixed_ms: *f,
                             },
                             cautious: None,
+                            declared_ms: if uses_gpu { *g } else { 0.0 } + c + m + f,
                         }
                     })
                     .collect();

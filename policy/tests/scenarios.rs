@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use dnngov_policy::governor::{schedutil_freq, BaseGovernor, GovernorConfig};
+use dnngov_policy::model::ClockRatios;
 use dnngov_policy::optimiser::{
     evaluate, evaluate_resources, optimise, Mode, OptimiserConfig, Problem,
 };
@@ -361,6 +362,32 @@ fn a_degraded_app_predicted_to_miss_runs_at_best_effort_at_once() {
     p.apps.iter_mut().find(|a| a.id == 2).unwrap().missing = true;
     let missing = optimise(&p, &OptimiserConfig::default());
     assert_eq!(missing, at_once);
+}
+
+#[test]
+fn best_effort_runs_the_declared_fastest_sub_network_whatever_the_fits_rank_first() {
+    // As `a_degraded_app_predicted_to_miss_runs_at_best_effort_at_once`, but the fit of
+    // app 2's smallest sub-network was learned while the apps queued for the GPU: three
+    // times its declared latency, slower than the next two (so that no sub-network now
+    // meets the deadline beside the others' inferences). Best effort still runs the
+    // smallest, the one that holds the GPU least. Before, it ran the one the fits ranked
+    // fastest, and under a GPU cap three apps at best effort were sent to larger
+    // sub-networks and missed a third of their frames (generated seed 319).
+    let mut p = beside_two(45.0);
+    let app2 = p.apps.iter_mut().find(|a| a.id == 2).unwrap();
+    let declared: Vec<f64> = app2.subnets.iter().map(|s| s.declared_ms).collect();
+    assert!(declared.windows(2).all(|w| w[0] < w[1]), "{declared:?}");
+    app2.subnets[0].coefs = app2.subnets[0].coefs.scaled(3.0);
+    let top = ClockRatios {
+        gpu: 1.0,
+        cpu: 1.0,
+        mem: 1.0,
+    };
+    let fitted: Vec<f64> = app2.subnets.iter().map(|s| s.latency_ms(top)).collect();
+    assert!(fitted[0] > fitted[1] && fitted[0] > fitted[2], "{fitted:?}");
+    let plan = optimise(&p, &OptimiserConfig::default());
+    assert_eq!(plan.unserved, vec![(2, UnservedCause::DeadlineUnreachable)]);
+    assert_eq!(plan.best_effort_of(2), Some(0), "{plan:?}");
 }
 
 #[test]

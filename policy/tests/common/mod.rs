@@ -257,6 +257,7 @@ pub fn problem(snap: &Snapshot) -> dnngov_policy::optimiser::Problem {
                             a.devices,
                         ),
                         cautious: None,
+                        declared_ms: s.latency_full.unwrap_or(Nanos(0)).as_millis_f64(),
                     })
                     .collect(),
             })
