@@ -1314,8 +1314,11 @@ fn classify(p: &Problem, cfg: &OptimiserConfig, i: usize) -> Class {
 /// at the highest clocks or beside the others) that measurably misses
 /// ([`AppProblem::missing`]) has the domains it uses planned at their highest allowed
 /// clocks: the problem with those domains' tables cut to their top entry, or None where no
-/// app of `apps` (planned with `terms`) is in that state. Where the power cap rules the
-/// highest clocks out, the plan is made without this.
+/// app of `apps` (planned with `terms`) is in that state, or a power cap is in force (the
+/// cap comes first, and a plan pinned while its predicted power sat at the cap and
+/// unpinned when it crossed it took the GPU up and down 31 times a minute in generated
+/// seed 147). Where the top is infeasible for another reason, the plan is made without
+/// this.
 ///
 /// Below its margin, a plan still takes the cheapest point the fits predict to meet the
 /// thinner one, and how much each clock matters is then the fits' word alone. With frames
@@ -1335,7 +1338,7 @@ fn pin_thin_and_missing(
         let app = &p.apps[**a];
         app.missing && t.margin < app.margin(cfg) - 1e-9
     };
-    if !apps.iter().zip(terms).any(|x| thin(&x)) {
+    if p.power_cap.is_some() || !apps.iter().zip(terms).any(|x| thin(&x)) {
         return None;
     }
     let mut pinned = p.clone();
