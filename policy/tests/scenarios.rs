@@ -390,6 +390,23 @@ fn best_effort_runs_the_declared_fastest_sub_network_whatever_the_fits_rank_firs
     assert_eq!(plan.best_effort_of(2), Some(0), "{plan:?}");
 }
 
+/// The clock a plan sets on domain `id`.
+fn clock_of(plan: &dnngov_policy::Plan, id: u32) -> Hz {
+    plan.freqs.iter().find(|f| f.0 == id).unwrap().1
+}
+
+/// Asserts that a plan runs the GPU, the memory and every CPU domain with online CPUs at
+/// the highest clock of its table.
+fn assert_all_at_the_top(p: &Problem, plan: &dnngov_policy::Plan) {
+    for d in p
+        .domains
+        .iter()
+        .filter(|d| d.kind != DomainKind::Cpu || d.online_cpus > 0)
+    {
+        assert_eq!(clock_of(plan, d.id), *d.freqs.last().unwrap(), "{plan:?}");
+    }
+}
+
 #[test]
 fn an_app_served_only_with_a_thinner_margin_runs_its_domains_at_the_top_once_it_misses() {
     // One app whose fits put its whole latency on the CPU and in the fixed part (frames that
@@ -422,34 +439,20 @@ fn an_app_served_only_with_a_thinner_margin_runs_its_domains_at_the_top_once_it_
     let trusted = optimise(&p, &cfg);
     let margin = trusted.margin_of(1).expect("served");
     assert!(margin < cfg.margin && margin > 0.03, "{trusted:?}");
-    let clock =
-        |plan: &dnngov_policy::Plan, id: u32| plan.freqs.iter().find(|f| f.0 == id).unwrap().1;
     let gpu_max = Hz(*GPU_HZ.last().unwrap());
     let emc_max = Hz(EMC_MHZ.last().unwrap() * 1_000_000);
-    assert!(clock(&trusted, GPU) < gpu_max, "{trusted:?}");
-    assert!(clock(&trusted, EMC) < emc_max, "{trusted:?}");
+    assert!(clock_of(&trusted, GPU) < gpu_max, "{trusted:?}");
+    assert!(clock_of(&trusted, EMC) < emc_max, "{trusted:?}");
     p.apps[0].missing = true;
     let missing = optimise(&p, &cfg);
     assert_eq!(missing.subnets, vec![(1, 0)], "{missing:?}");
-    assert_eq!(clock(&missing, GPU), gpu_max, "{missing:?}");
-    assert_eq!(clock(&missing, EMC), emc_max, "{missing:?}");
-    for d in p
-        .domains
-        .iter()
-        .filter(|d| d.kind == DomainKind::Cpu && d.online_cpus > 0)
-    {
-        assert_eq!(
-            clock(&missing, d.id),
-            *d.freqs.last().unwrap(),
-            "{missing:?}"
-        );
-    }
+    assert_all_at_the_top(&p, &missing);
     // Under a power cap, even one far above what the top draws, the cap comes first and
     // the plan is the fits' (pinned and unpinned as the predicted power crossed a cap, the
     // GPU went up and down 31 times a minute in generated seed 147).
     p.power_cap = Some(Watts(missing.power.0 * 10.0));
     let capped = optimise(&p, &cfg);
-    assert!(clock(&capped, GPU) < gpu_max, "{capped:?}");
+    assert!(clock_of(&capped, GPU) < gpu_max, "{capped:?}");
 }
 
 #[test]
@@ -480,29 +483,12 @@ fn apps_that_fit_together_only_with_a_thinner_margin_run_at_the_top_once_one_mis
         assert_eq!(optimise(&alone, &cfg).margin_of(id), Some(cfg.margin));
         assert!(trusted.margin_of(id).unwrap() < cfg.margin, "{trusted:?}");
     }
-    let clock =
-        |plan: &dnngov_policy::Plan, id: u32| plan.freqs.iter().find(|f| f.0 == id).unwrap().1;
     let gpu_max = Hz(*GPU_HZ.last().unwrap());
-    assert!(clock(&trusted, GPU) < gpu_max, "{trusted:?}");
+    assert!(clock_of(&trusted, GPU) < gpu_max, "{trusted:?}");
     p.apps[1].missing = true;
     let missing = optimise(&p, &cfg);
     assert_eq!(missing.subnets, trusted.subnets, "{missing:?}");
-    assert_eq!(clock(&missing, GPU), gpu_max, "{missing:?}");
-    assert_eq!(
-        clock(&missing, EMC),
-        Hz(EMC_MHZ.last().unwrap() * 1_000_000)
-    );
-    for d in p
-        .domains
-        .iter()
-        .filter(|d| d.kind == DomainKind::Cpu && d.online_cpus > 0)
-    {
-        assert_eq!(
-            clock(&missing, d.id),
-            *d.freqs.last().unwrap(),
-            "{missing:?}"
-        );
-    }
+    assert_all_at_the_top(&p, &missing);
 }
 
 #[test]
