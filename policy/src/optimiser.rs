@@ -628,8 +628,14 @@ impl<'a> Prepared<'a> {
                 } else {
                     c.cpu_ms * rc + c.fixed_ms
                 };
-                out.dp[j] =
-                    (bg * dg * c.gpu_ms * rg + wc * cpu_busy + bm * dm * c.mem_ms * rm) / period;
+                // The GPU is busy for the whole device part, memory-bound stalls included
+                // (the capacity test counts it so too): its dynamic power runs over both.
+                let gpu_busy = if self.gpu_user[ai] {
+                    c.gpu_ms * rg + c.mem_ms * rm
+                } else {
+                    c.gpu_ms * rg
+                };
+                out.dp[j] = (bg * dg * gpu_busy + wc * cpu_busy + bm * dm * c.mem_ms * rm) / period;
             }
             least[ai] = if lightest.is_finite() { lightest } else { 0.0 };
             least_dev[ai] = least[ai] * period;

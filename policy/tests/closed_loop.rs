@@ -397,6 +397,11 @@ fn a_single_app_converges_and_stays() {
 /// The same runs on a board whose latency does follow the clocks: the models' seeded split
 /// is right, and measurements at lowered clocks are slower than declared. Guards against
 /// a cure for the flat board that would make a real board look unable to meet deadlines.
+/// The pair, which only just fits, takes one more saving on the daemon's board at 35 s
+/// (the GPU a table entry down, the sub-networks as they were), once the power model has
+/// learned from the board's readings that the plan in force costs less than seeded and
+/// the cheaper point clears the gain threshold: as for the other pairs, its run is 10 s
+/// longer, and the last 30 s must be as calm.
 #[test]
 fn apps_whose_latency_follows_the_clocks_converge_and_stay() {
     for board in [DAEMON, FULL_TELEMETRY] {
@@ -410,11 +415,13 @@ fn apps_whose_latency_follows_the_clocks_converge_and_stay() {
                 .iter()
                 .map(|a| (a.decl.id, a.decl.targets.deadline.as_millis_f64()))
                 .collect();
-            let r = run(board, apps, SECONDS);
-            let late = changes(&r, SETTLED_TICK);
+            let extra = if ids.len() == 2 { 10 } else { 0 };
+            let settled = SETTLED_TICK + (extra * 1000 / TICK_MS) as usize;
+            let r = run(board, apps, SECONDS + extra);
+            let late = changes(&r, settled);
             assert!(
                 late.is_empty(),
-                "{ids:?}: changes after 20 s at ticks {late:?}; first: {}",
+                "{ids:?}: changes in the last 30 s at ticks {late:?}; first: {}",
                 summary(&r, late[0])
             );
             assert!(adoptions(&r) <= 8, "{} plans adopted", adoptions(&r));
@@ -434,7 +441,7 @@ fn apps_whose_latency_follows_the_clocks_converge_and_stay() {
                 );
             }
             // Served apps meet their deadlines once settled.
-            for (t, m) in r.measured.iter().enumerate().skip(SETTLED_TICK) {
+            for (t, m) in r.measured.iter().enumerate().skip(settled) {
                 for (i, (id, deadline)) in ids.iter().enumerate() {
                     if let Some((_, ms)) = m[i] {
                         assert!(ms <= *deadline, "tick {t}: app {id} took {ms} ms");
