@@ -68,6 +68,9 @@ pub struct ControlConfig {
     /// While an app uses the GPU and no power cap is in force, the GPU and memory clocks
     /// are not planned below this fraction of their highest (`policy::Config::gpu_floor`).
     pub gpu_floor: f64,
+    /// With the energy objective, the fraction of power a plan may spend above the least
+    /// to run more accurate sub-networks (`policy::OptimiserConfig::tie_tolerance`).
+    pub tie_tolerance: f64,
 }
 
 impl Default for ControlConfig {
@@ -77,6 +80,7 @@ impl Default for ControlConfig {
             optimiser_period_ms: 500,
             objective: Objective::Energy,
             gpu_floor: dnngov_policy::Config::default().gpu_floor,
+            tie_tolerance: dnngov_policy::OptimiserConfig::default().tie_tolerance,
         }
     }
 }
@@ -152,6 +156,15 @@ impl Config {
                 ),
             ));
         }
+        if !(0.0..=1.0).contains(&control.tie_tolerance) {
+            return Err((
+                "control.tie_tolerance",
+                format!(
+                    "control.tie_tolerance is {}; it must be from 0 to 1 (a fraction of the least power)",
+                    control.tie_tolerance
+                ),
+            ));
+        }
         if let Some(addr) = self.metrics.listen {
             if !addr.ip().is_loopback() {
                 log::warn!(
@@ -215,6 +228,7 @@ mod tests {
             ),
             ("[control]\nobjective = \"speed\"\n", "speed"),
             ("[control]\ngpu_floor = 1.5\n", "control.gpu_floor"),
+            ("[control]\ntie_tolerance = -0.1\n", "control.tie_tolerance"),
             ("[metrics]\nlisten = \"not an address\"\n", "listen"),
             ("[agent]\nsocket = 5\n", "socket"),
         ] {
@@ -226,11 +240,12 @@ mod tests {
 
     #[test]
     fn values_are_read() {
-        let text = "[agent]\nsysfs_root = \"/tmp/board\"\n[control]\nobjective = \"accuracy\"\ngpu_floor = 0.0\n[metrics]\nlisten = \"127.0.0.1:9479\"\n";
+        let text = "[agent]\nsysfs_root = \"/tmp/board\"\n[control]\nobjective = \"accuracy\"\ngpu_floor = 0.0\ntie_tolerance = 0.02\n[metrics]\nlisten = \"127.0.0.1:9479\"\n";
         let config = Config::parse(text, "t").unwrap();
         assert_eq!(config.agent.sysfs_root, PathBuf::from("/tmp/board"));
         assert_eq!(config.control.objective, Objective::Accuracy);
         assert_eq!(config.control.gpu_floor, 0.0);
+        assert_eq!(config.control.tie_tolerance, 0.02);
         assert_eq!(
             config.metrics.listen,
             Some("127.0.0.1:9479".parse().unwrap())

@@ -299,6 +299,7 @@ impl ControlLoop {
                     Objective::Energy => policy::Mode::Energy,
                     Objective::Accuracy => policy::Mode::Accuracy,
                 },
+                tie_tolerance: config.control.tie_tolerance,
                 ..policy::OptimiserConfig::default()
             },
             reoptimise_every: policy::Nanos::from_millis(config.control.optimiser_period_ms),
