@@ -102,6 +102,22 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// A key whose value must be from 0 to 1 (`what` says of what): the key and why where not.
+fn fraction(
+    key: &'static str,
+    value: f64,
+    what: &str,
+) -> std::result::Result<(), (&'static str, String)> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err((
+            key,
+            format!("{key} is {value}; it must be from 0 to 1 ({what})"),
+        ))
+    }
+}
+
 impl Config {
     /// Parses `text`; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
@@ -147,24 +163,16 @@ impl Config {
                 ),
             ));
         }
-        if !(0.0..=1.0).contains(&control.gpu_floor) {
-            return Err((
-                "control.gpu_floor",
-                format!(
-                    "control.gpu_floor is {}; it must be from 0 to 1 (a fraction of the highest clock)",
-                    control.gpu_floor
-                ),
-            ));
-        }
-        if !(0.0..=1.0).contains(&control.tie_tolerance) {
-            return Err((
-                "control.tie_tolerance",
-                format!(
-                    "control.tie_tolerance is {}; it must be from 0 to 1 (a fraction of the least power)",
-                    control.tie_tolerance
-                ),
-            ));
-        }
+        fraction(
+            "control.gpu_floor",
+            control.gpu_floor,
+            "a fraction of the highest clock",
+        )?;
+        fraction(
+            "control.tie_tolerance",
+            control.tie_tolerance,
+            "a fraction of the least power",
+        )?;
         if let Some(addr) = self.metrics.listen {
             if !addr.ip().is_loopback() {
                 log::warn!(
