@@ -608,11 +608,13 @@ impl<'a> Prepared<'a> {
                 let j = ai * n + si;
                 out.lat[j] = lat;
                 out.share[j] = lat / period;
+                // Its device part: the GPU is busy for all of it, memory-bound stalls
+                // included, in the capacity test and in the power below alike.
+                let device = c.gpu_ms * rg + c.mem_ms * rm;
                 if self.gpu_user[ai] {
                     let split = c.latency_ms(r);
-                    let dev = c.gpu_ms * rg + c.mem_ms * rm;
                     let dev = if split > 1e-12 {
-                        dev * (lat / split).max(1.0)
+                        device * (lat / split).max(1.0)
                     } else {
                         0.0
                     };
@@ -628,10 +630,8 @@ impl<'a> Prepared<'a> {
                 } else {
                     c.cpu_ms * rc + c.fixed_ms
                 };
-                // The GPU is busy for the whole device part, memory-bound stalls included
-                // (the capacity test counts it so too): its dynamic power runs over both.
                 let gpu_busy = if self.gpu_user[ai] {
-                    c.gpu_ms * rg + c.mem_ms * rm
+                    device
                 } else {
                     c.gpu_ms * rg
                 };
