@@ -15,8 +15,8 @@
 //!   coordinates is skipped; points whose idle power alone exceeds the best found are
 //!   skipped too.
 //! - Energy mode takes the least-power point, then, among points within a tie tolerance of
-//!   it, upgrades sub-networks greedily (best accuracy gain per resource) inside that power
-//!   budget, so near-equal energy buys accuracy. Accuracy mode runs the same greedy upgrade
+//!   it (0 by default: exact ties), upgrades sub-networks greedily (best accuracy gain per
+//!   resource) inside that power budget, so near-equal energy buys accuracy. Accuracy mode runs the same greedy upgrade
 //!   at every point inside the power cap, with branch and bound: the accuracy upper bound
 //!   only falls as clocks fall, so a point whose bound is below the best prunes everything
 //!   under it.
@@ -46,7 +46,12 @@ pub struct OptimiserConfig {
     pub mode: Mode,
     /// Predicted latency must stay under `deadline * (1 - margin)`, against model error.
     pub margin: f64,
-    /// Energy mode: configurations within this fraction of the least power count as ties.
+    /// Energy mode: configurations within this fraction of the least power count as ties,
+    /// and the most accurate of them is taken. 0 by default: energy mode is the least
+    /// power that keeps every deadline and accuracy floor, and only an exact tie buys
+    /// accuracy. At 2 % (the default before), plans bought a fraction of a point of
+    /// accuracy for up to 2 % more power, and the upgrades so bought were most of the
+    /// sub-network changes taken back within seconds (docs/evaluation.md has the sweeps).
     pub tie_tolerance: f64,
 }
 
@@ -55,7 +60,7 @@ impl Default for OptimiserConfig {
         OptimiserConfig {
             mode: Mode::Energy,
             margin: 0.1,
-            tie_tolerance: 0.02,
+            tie_tolerance: 0.0,
         }
     }
 }
