@@ -65,8 +65,9 @@ pub struct ControlConfig {
     pub tick_ms: u64,
     pub optimiser_period_ms: u64,
     pub objective: Objective,
-    /// While an app uses the GPU and no power cap is in force, the GPU and memory clocks
-    /// are not planned below this fraction of their highest (`policy::Config::gpu_floor`).
+    /// While an app uses the GPU, the GPU and memory clocks are not planned below this
+    /// fraction of their highest unless a power cap leaves no other way to serve every app
+    /// (`policy::Config::gpu_floor`).
     pub gpu_floor: f64,
     /// With the energy objective, the fraction of power a plan may spend above the least
     /// to run more accurate sub-networks (`policy::OptimiserConfig::tie_tolerance`).

@@ -85,8 +85,8 @@ pub struct Config {
     #[serde(default = "default_upgrade_trial")]
     pub upgrade_trial: Nanos,
     /// While an app uses the GPU, no plan runs the GPU or the memory clock below this
-    /// fraction of its highest clock unless a power cap is in force (see `GPU_FLOOR`); 0
-    /// turns it off.
+    /// fraction of its highest clock, unless a power cap is in force that no plan above it
+    /// keeps with every app served (see `GPU_FLOOR`); 0 turns it off.
     #[serde(default = "default_gpu_floor")]
     pub gpu_floor: f64,
     /// Whether the power model takes each domain's shape from the platform description's
@@ -378,7 +378,8 @@ const CPU_WARM_UP: f64 = 0.5;
 /// those restless in steady phases from 24, 35 and 38 to 20, 26 and 31, and those slow
 /// to come back from 14, 14 and 17 to 13, 14 and 15, for median energy 1.059, 1.063 and
 /// 1.062 of the oracle's against 1.063, 1.063 and 1.064: the oracle itself seldom finds
-/// it worth going lower. A power cap comes first: under one, the bound is lifted.
+/// it worth going lower. A power cap comes first: under one, the bound is lifted where the
+/// plan made with it would serve fewer apps (see `Manager::problem_under_cap`).
 const GPU_FLOOR: f64 = 0.5;
 /// A planned CPU domain whose online CPUs were busy this fraction of the time for
 /// `Config::saturated_ticks` ticks in a row, while an app that runs there missed a
@@ -724,7 +725,7 @@ impl Manager {
         } else if event || due {
             optimised = true;
             self.last_optimised = Some(snap.now);
-            let problem = self.problem(snap, base);
+            let problem = self.problem_under_cap(snap, base);
             let least = self.plan_without_upgrades(snap.now, &problem);
             // Power an upgrade is weighed against: the sub-networks in force at their
             // least-power clocks, not at the clocks kept from the plan in force.
@@ -972,11 +973,12 @@ impl Manager {
     }
 
     /// The least GPU or memory clock a plan may set while an app uses the GPU (see
-    /// [`GPU_FLOOR`]).
-    fn gpu_floor(&self, snap: &Snapshot, d: &FreqDomain) -> Option<Hz> {
+    /// [`GPU_FLOOR`]); `floored` false lifts it (under a power cap, see
+    /// [`Manager::problem_under_cap`]).
+    fn gpu_floor(&self, d: &FreqDomain, floored: bool) -> Option<Hz> {
         let governed = matches!(d.kind, DomainKind::Gpu | DomainKind::Memory);
         let used = self.apps.values().any(|e| e.declared.devices.gpu);
-        if !governed || !used || snap.caps.power.is_some() || self.cfg.gpu_floor <= 0.0 {
+        if !governed || !used || !floored || self.cfg.gpu_floor <= 0.0 {
             return None;
         }
         Some(Hz((d.max_freq().as_f64() * self.cfg.gpu_floor) as u64))
@@ -1527,7 +1529,34 @@ impl Manager {
         }
     }
 
-    fn problem(&self, snap: &Snapshot, base: &[BaseChoice]) -> Problem {
+    /// The problem a re-plan solves. Under a power cap the cap comes first: the GPU floor
+    /// (see [`GPU_FLOOR`]) holds only where the plan made with it serves as many apps, and
+    /// leaves as few at best effort, as the plan made without it. Lifted under any cap, it
+    /// let a plan well under the cap take the GPU to 408 MHz on fits that had put one
+    /// app's GPU time in its memory term (generated seed 46, a cap of 8.2 W: the frames of
+    /// both apps missed for half a second, 30 s into the cap, while the plan at 803 MHz
+    /// had needed 5.5 W).
+    fn problem_under_cap(&self, snap: &Snapshot, base: &[BaseChoice]) -> Problem {
+        let floored = self.problem(snap, base, true);
+        if snap.caps.power.is_none() || self.cfg.gpu_floor <= 0.0 {
+            return floored;
+        }
+        let free = self.problem(snap, base, false);
+        if free.domains == floored.domains {
+            return floored;
+        }
+        let cfg = &self.cfg.optimiser;
+        let (with, without) = (optimise(&floored, cfg), optimise(&free, cfg));
+        if with.unserved.len() <= without.unserved.len()
+            && with.best_effort.len() <= without.best_effort.len()
+        {
+            floored
+        } else {
+            free
+        }
+    }
+
+    fn problem(&self, snap: &Snapshot, base: &[BaseChoice], floored: bool) -> Problem {
         let domains = snap
             .domains
             .iter()
@@ -1552,7 +1581,7 @@ impl Manager {
                     })
                     .fold(0.0, f64::max)
                     .max(self.warm_up_floor(snap.now, d).map_or(0.0, |f| f.as_f64()))
-                    .max(self.gpu_floor(snap, d).map_or(0.0, |f| f.as_f64()))
+                    .max(self.gpu_floor(d, floored).map_or(0.0, |f| f.as_f64()))
                     .max(self.shared_gpu_floor(d).map_or(0.0, |f| f.as_f64()))
                     .max(self.cpu_floor(snap.now, d).map_or(0.0, |f| f.as_f64()));
                 let mut freqs: Vec<Hz> = d
