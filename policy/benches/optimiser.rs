@@ -1,7 +1,8 @@
 //! Decision time of the system optimiser on Jetson Xavier NX-like tables (three CPU domains
 //! of 20 frequencies, GPU 15, EMC 10) for 1, 2, 4 and 8 apps, in both objective modes, of a
-//! whole manager tick that has to re-plan (an app joined), and of a steady-state tick (two
-//! apps with a plan in force, no optimiser run), the cost paid every 10 ms.
+//! whole manager tick that has to re-plan (an app joined; also under a power cap), and of a
+//! steady-state tick (two apps with a plan in force, no optimiser run), the cost paid every
+//! 10 ms.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use dnngov_policy::optimiser::{optimise, Mode, OptimiserConfig};
@@ -40,6 +41,31 @@ fn optimiser(c: &mut Criterion) {
         let apps = common::mixed_apps(n);
         warm.step(&common::snapshot(0, apps[..n as usize - 1].to_vec()));
         let snap = common::snapshot(10, apps);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, s| {
+            b.iter_batched(
+                || warm.clone(),
+                |mut m| m.step(black_box(s)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+
+    // The same under a power cap with room to spare: a re-plan also searches without the
+    // GPU floor, to see whether the cap needs it lifted (`Manager::problem_under_cap`).
+    let mut g = c.benchmark_group("manager_step_replan_capped");
+    for n in [1u32, 4] {
+        let capped = |mut s: Snapshot| {
+            s.caps.power = Some(Watts(20.0));
+            s
+        };
+        let mut warm = Manager::new(Config::default());
+        let apps = common::mixed_apps(n);
+        warm.step(&capped(common::snapshot(
+            0,
+            apps[..n as usize - 1].to_vec(),
+        )));
+        let snap = capped(common::snapshot(10, apps));
         g.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, s| {
             b.iter_batched(
                 || warm.clone(),
