@@ -35,46 +35,10 @@ fn optimiser(c: &mut Criterion) {
     }
     g.finish();
 
-    let mut g = c.benchmark_group("manager_step_replan");
-    for n in [1u32, 2, 4, 8] {
-        let mut warm = Manager::new(Config::default());
-        let apps = common::mixed_apps(n);
-        warm.step(&common::snapshot(0, apps[..n as usize - 1].to_vec()));
-        let snap = common::snapshot(10, apps);
-        g.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, s| {
-            b.iter_batched(
-                || warm.clone(),
-                |mut m| m.step(black_box(s)),
-                BatchSize::SmallInput,
-            )
-        });
-    }
-    g.finish();
-
+    replans(c, "manager_step_replan", &[1, 2, 4, 8], None);
     // The same under a power cap with room to spare: a re-plan also searches without the
     // GPU floor, to see whether the cap needs it lifted (`Manager::problem_under_cap`).
-    let mut g = c.benchmark_group("manager_step_replan_capped");
-    for n in [1u32, 4] {
-        let capped = |mut s: Snapshot| {
-            s.caps.power = Some(Watts(20.0));
-            s
-        };
-        let mut warm = Manager::new(Config::default());
-        let apps = common::mixed_apps(n);
-        warm.step(&capped(common::snapshot(
-            0,
-            apps[..n as usize - 1].to_vec(),
-        )));
-        let snap = capped(common::snapshot(10, apps));
-        g.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, s| {
-            b.iter_batched(
-                || warm.clone(),
-                |mut m| m.step(black_box(s)),
-                BatchSize::SmallInput,
-            )
-        });
-    }
-    g.finish();
+    replans(c, "manager_step_replan_capped", &[1, 4], Some(Watts(20.0)));
 
     let mut g = c.benchmark_group("manager_step_tick");
     let (mut m, mut tick) = steady_state(2);
@@ -90,6 +54,31 @@ fn optimiser(c: &mut Criterion) {
             d
         })
     });
+    g.finish();
+}
+
+/// One `Manager::step` that must re-plan because the last of `n` apps has just joined,
+/// under `cap` if given.
+fn replans(c: &mut Criterion, name: &str, sizes: &[u32], cap: Option<Watts>) {
+    let mut g = c.benchmark_group(name);
+    let snapshot = |ms: u64, apps: Vec<dnngov_policy::AppState>| {
+        let mut s = common::snapshot(ms, apps);
+        s.caps.power = cap;
+        s
+    };
+    for &n in sizes {
+        let mut warm = Manager::new(Config::default());
+        let apps = common::mixed_apps(n);
+        warm.step(&snapshot(0, apps[..n as usize - 1].to_vec()));
+        let snap = snapshot(10, apps);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, s| {
+            b.iter_batched(
+                || warm.clone(),
+                |mut m| m.step(black_box(s)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.finish();
 }
 
