@@ -4,9 +4,10 @@ Usage: protocol_client.py SOCKET INFERENCES
 
 It registers, checks the page's header, checks that the errors the document describes
 leave the connection open, runs INFERENCES inferences (each a short sleep, the second one
-longer than the deadline) and reports them through the page, replaces its target, and
-leaves when its stdin closes. One line on stdout per step:
-  registered APP_ID SUBNET / page ok / errors ok / done INFERENCES MISSES /
+longer than the deadline) on the sub-network the agent asks for before each, and reports
+them through the page, replaces its target, and leaves when its stdin closes. One line on
+stdout per step:
+  registered APP_ID SUBNET / page ok / errors ok / done INFERENCES MISSES LAST_SUBNET /
   target APP_ID / bye
 Any surprise ends it with a message on stderr and exit status 1.
 """
@@ -149,12 +150,17 @@ def main():
     connection.expect_error(register_message(), "already_registered")
     say("errors ok")
 
-    subnet = page.get32(AGENT_REQUESTED_SUBNET)
-    if subnet not in (20, 21):
-        fail("the agent asks for sub-network %d" % subnet)
-    page.set32(APP_ACTIVE_SUBNET, subnet)
+    subnet = None
     misses = 0
     for i in range(inferences):
+        # Before each inference: the sub-network the agent asks for, switched to and
+        # acknowledged when it changes.
+        requested = page.get32(AGENT_REQUESTED_SUBNET)
+        if requested not in (20, 21):
+            fail("the agent asks for sub-network %d" % requested)
+        if requested != subnet:
+            subnet = requested
+            page.set32(APP_ACTIVE_SUBNET, subnet)
         start = time.monotonic_ns()
         page.set64(APP_INFERENCE_BEGIN_NS, start)
         time.sleep(0.040 if i == 1 else 0.002)
@@ -168,7 +174,7 @@ def main():
         page.set64(APP_INFERENCE_BEGIN_NS, 0)
         page.set64(APP_HEARTBEAT_NS, now)
         page.set64(APP_INFERENCES_COMPLETED, page.get64(APP_INFERENCES_COMPLETED) + 1)
-    say("done %d %d" % (page.get64(APP_INFERENCES_COMPLETED), misses))
+    say("done %d %d %d" % (page.get64(APP_INFERENCES_COMPLETED), misses, subnet))
 
     # The new target replaces the old one: period, floor and priority go back to their
     # defaults.
