@@ -16,10 +16,10 @@
 //!   skipped too.
 //! - Energy mode takes the least-power point, then, among points within a tie tolerance of
 //!   it (0 by default: exact ties), upgrades sub-networks greedily (best accuracy gain per
-//!   resource) inside that power budget, so near-equal energy buys accuracy. Accuracy mode runs the same greedy upgrade
-//!   at every point inside the power cap, with branch and bound: the accuracy upper bound
-//!   only falls as clocks fall, so a point whose bound is below the best prunes everything
-//!   under it.
+//!   resource) inside that power budget, so near-equal energy buys accuracy. Accuracy mode
+//!   runs the same greedy upgrade at every point inside the power cap, with branch and
+//!   bound: the accuracy upper bound only falls as clocks fall, so a point whose bound is
+//!   below the best prunes everything under it.
 //! - Finally each planned CPU domain is lowered one table step at a time while the plan
 //!   stays feasible (coordinate descent), recovering what the shared CPU level gives away.
 //!
