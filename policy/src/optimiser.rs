@@ -1554,30 +1554,37 @@ pub fn optimise(p: &Problem, cfg: &OptimiserConfig) -> Plan {
 }
 
 /// A degraded app (`DegradedForPriority`, not at best effort) still runs, its cheapest
-/// sub-network at the clocks planned for the others. A CPU domain that its inference thread
-/// uses and no served app does is planned too: at the lowest clock at which each degraded
-/// app there is predicted to meet its deadline with its margin (without it where no clock
-/// does so with it). Left to the base governor, such a domain moved with every frame: an
-/// inference thread spinning while the GPU works keeps its CPU busy, schedutil climbs a
-/// table step per tick while it does, and waits to come down between frames (generated
-/// seeds 10, 171 and 190: 14-22 changes a minute on the cluster in phases where nothing
-/// changed). A domain where one of them is predicted to miss at every clock stays with the
-/// base governor, as the check that sends degraded apps to best effort assumes. The power
-/// cap is left out of the check: the base governor would run the domain at up to its
-/// highest clock.
+/// sub-network at the clocks planned for the others. A domain it uses that no served app
+/// does is planned too: at the lowest clock at which each degraded app there is predicted
+/// to meet its deadline with its margin (without it where no clock does so with it). The
+/// GPU and memory come first, then the CPU domains, each planned with those before it.
+/// - A CPU domain left to the base governor moved with every frame: an inference thread
+///   spinning while the GPU works keeps its CPU busy, schedutil climbs a table step per
+///   tick while it does, and waits to come down between frames (generated seeds 10, 171
+///   and 190: 14-22 changes a minute on the cluster in phases where nothing changed).
+/// - The GPU left to the base governor ran at its lowest clock: an app's frames keep it
+///   busy for a fraction of each period, which is all the base governor sees, while the
+///   check that sends degraded apps to best effort assumes the domains no plan sets at
+///   their highest clocks. Generated seed 419 (one app under a 5.9-W cap, beside bursts
+///   of other programs' tasks) was degraded with the GPU at 599 MHz, and missed every
+///   frame for 3 s: 3.30 % missed against the oracle's 0.17 %, never back.
+///
+/// A domain where one of them is predicted to miss at every clock stays with the base
+/// governor, as that check assumes. The power cap is left out of the check: the base
+/// governor would run the domain at up to its highest clock.
 fn plan_degraded_domains(p: &Problem, cfg: &OptimiserConfig, plan: &mut Plan) {
-    let degraded = |id: u32, cause: UnservedCause| {
-        cause == UnservedCause::DegradedForPriority && !plan.best_effort.iter().any(|b| b.0 == id)
-    };
-    if !plan
+    let degraded: Vec<usize> = plan
         .unserved
         .iter()
-        .any(|(id, cause)| degraded(*id, *cause))
-    {
+        .filter(|(id, cause)| {
+            *cause == UnservedCause::DegradedForPriority
+                && !plan.best_effort.iter().any(|b| b.0 == *id)
+        })
+        .filter_map(|(id, _)| p.apps.iter().position(|x| x.id == *id))
+        .collect();
+    if degraded.is_empty() {
         return;
     }
-    // (domain, the clock it needs; None where an app there misses at every clock)
-    let mut pins: Vec<(u32, Option<Hz>)> = Vec::new();
     // Deadlines only: the base governor would run the domain at up to its highest clock.
     let uncapped;
     let p = if p.power_cap.is_some() {
@@ -1589,40 +1596,45 @@ fn plan_degraded_domains(p: &Problem, cfg: &OptimiserConfig, plan: &mut Plan) {
     } else {
         p
     };
-    for (id, cause) in &plan.unserved {
-        if !degraded(*id, *cause) {
+    let uses = |a: usize, d: &DomainOption| match d.kind {
+        DomainKind::Gpu | DomainKind::Memory => p.apps[a].devices.gpu,
+        DomainKind::Cpu => p.apps[a].cpu_domains.contains(&d.id),
+    };
+    let order = |d: &&DomainOption| match d.kind {
+        DomainKind::Gpu => 0,
+        DomainKind::Memory => 1,
+        DomainKind::Cpu => 2,
+    };
+    let mut domains: Vec<&DomainOption> = p.domains.iter().collect();
+    domains.sort_by_key(order);
+    for dom in domains {
+        if plan.freqs.iter().any(|f| f.0 == dom.id) {
             continue;
         }
-        let Some(a) = p.apps.iter().position(|x| x.id == *id) else {
-            continue;
-        };
-        for d in &p.apps[a].cpu_domains {
-            if plan.freqs.iter().any(|f| f.0 == *d) {
-                continue;
-            }
-            let Some(dom) = p.domains.iter().find(|x| x.id == *d) else {
-                continue;
-            };
+        // The clock it needs; None where an app there misses at every clock.
+        let mut pin: Option<Option<Hz>> = None;
+        for &a in degraded.iter().filter(|a| uses(**a, dom)) {
             // Faster clocks never predict a slower inference: the first that meets, by
             // bisection.
             let at = |margin: f64| {
                 let i = dom.freqs.partition_point(|f| {
                     let mut freqs = plan.freqs.clone();
-                    freqs.push((*d, *f));
+                    freqs.push((dom.id, *f));
                     !meets_with(p, cfg, &freqs, a, margin)
                 });
                 dom.freqs.get(i).copied()
             };
             let need = at(p.apps[a].margin(cfg)).or_else(|| at(0.0));
-            match pins.iter_mut().find(|x| x.0 == *d) {
-                // Another degraded app there: the faster of the two.
-                Some(pin) => pin.1 = pin.1.zip(need).map(|(x, y)| x.max(y)),
-                None => pins.push((*d, need)),
-            }
+            // Another degraded app there: the faster of the two.
+            pin = Some(match pin {
+                Some(f) => f.zip(need).map(|(x, y)| x.max(y)),
+                None => need,
+            });
+        }
+        if let Some(Some(f)) = pin {
+            plan.freqs.push((dom.id, f));
         }
     }
-    plan.freqs
-        .extend(pins.into_iter().filter_map(|(d, f)| Some((d, f?))));
     plan.freqs.sort_unstable_by_key(|f| f.0);
 }
 

@@ -1407,6 +1407,73 @@ fn a_degraded_apps_own_cluster_is_planned_at_the_lowest_clock_that_meets_its_dea
     );
 }
 
+#[test]
+fn a_degraded_app_alone_on_the_gpu_gets_a_gpu_clock_that_meets_its_deadline() {
+    // One app under the highest power cap (in steps of 1 % of what it needs) that
+    // degrades it and leaves it predicted to meet its deadline at the highest clocks, so
+    // not at best effort. No served app sets the GPU, and the base governor runs it at
+    // its lowest clock: an app's frames keep it busy for a fraction of each period, which
+    // is all that governor sees (generated seed 419 missed every frame for 3 s so). The
+    // plan sets the GPU at the lowest clock at which the app meets its deadline, the other
+    // domains at their highest.
+    let cfg = OptimiserConfig::default();
+    let mut p = problem(&snapshot(
+        0,
+        vec![app(1, &NETS_6, 60.0, 100.0, 74.0, 0, true)],
+    ));
+    let uncapped = optimise(&p, &cfg);
+    assert!(uncapped.unserved.is_empty(), "{uncapped:?}");
+    let plan = (30..100)
+        .rev()
+        .find_map(|pct| {
+            p.power_cap = Some(Watts(uncapped.power.0 * pct as f64 / 100.0));
+            let plan = optimise(&p, &cfg);
+            (plan
+                .unserved
+                .contains(&(1, UnservedCause::DegradedForPriority))
+                && plan.best_effort.is_empty())
+            .then_some(plan)
+        })
+        .expect("a cap that degrades the app");
+    assert!(plan.subnets.is_empty(), "{plan:?}");
+    let f = plan
+        .freqs
+        .iter()
+        .find(|x| x.0 == GPU)
+        .unwrap_or_else(|| panic!("the GPU left to the base governor: {plan:?}"))
+        .1;
+    let free = Problem {
+        power_cap: None,
+        ..p.clone()
+    };
+    let meets = |f: Hz| {
+        let freqs: Vec<(u32, Hz)> = free
+            .domains
+            .iter()
+            .map(|d| {
+                (
+                    d.id,
+                    if d.id == GPU {
+                        f
+                    } else {
+                        *d.freqs.last().unwrap()
+                    },
+                )
+            })
+            .collect();
+        evaluate(&free, &cfg, &freqs, &[(1, 0)]).is_some()
+    };
+    assert!(meets(f), "{f:?}");
+    let gpu = &free.domains.iter().find(|d| d.id == GPU).unwrap().freqs;
+    let lower = gpu
+        .iter()
+        .rev()
+        .find(|x| **x < f)
+        .copied()
+        .expect("a GPU clock above the lowest: the deadline makes the GPU matter");
+    assert!(!meets(lower), "{lower:?} meets too");
+}
+
 /// The power model's shape comes from the board's voltage curves, where it used to take
 /// voltage as proportional to frequency (`speed^3`). On the Xavier NX's curves the GPU's
 /// voltage stops falling below 599 MHz (0.7 V there, 0.6 V at 115 MHz) and the memory's
