@@ -186,8 +186,9 @@ struct DomainState {
     /// What it chose at the previous tick: the clock a down rate limit holds, whatever the
     /// device reports (a device may report another clock than the one asked for).
     chosen: Option<Hz>,
-    /// Until when it is not lowered (see [`BaseGovernor::hold_lowering`]).
-    hold_lower_until: Option<Nanos>,
+    /// Until when it is not lowered below a floor, and the floor (see
+    /// [`BaseGovernor::hold_lowering`]).
+    hold_lower: Option<(Nanos, Hz)>,
 }
 
 /// Per-domain base governor state across ticks.
@@ -220,13 +221,16 @@ impl BaseGovernor {
         &self.cfg
     }
 
-    /// Keeps schedutil from lowering `domain` until `until` (a later hold than one in
-    /// force extends it); it still raises it. The manager holds the CPU clusters no app
-    /// runs on this way when other programs' tasks, arriving while they were slow,
-    /// spilled onto an app's CPUs.
-    pub fn hold_lowering(&mut self, domain: u32, until: Nanos) {
+    /// Keeps schedutil from lowering `domain` below `floor` (the lowest table entry at or
+    /// above it), or below its clock where that is lower, until `until`; it still raises
+    /// it, and lowers it as usual down to the floor. A later hold than one in force
+    /// extends it, and its floor replaces the one in force. The manager holds the CPU
+    /// clusters no app runs on this way when other programs' tasks, arriving while they
+    /// were slow, spilled onto an app's CPUs.
+    pub fn hold_lowering(&mut self, domain: u32, until: Nanos, floor: Hz) {
         let s = self.domains.entry(domain).or_default();
-        s.hold_lower_until = Some(s.hold_lower_until.map_or(until, |u| u.max(until)));
+        let until = s.hold_lower.map_or(until, |(u, _)| u.max(until));
+        s.hold_lower = Some((until, floor));
     }
 
     /// Advances utilisation with this snapshot's counters and chooses a frequency for every
@@ -353,18 +357,22 @@ impl BaseGovernor {
                 return choice;
             }
             (GovernorKind::Schedutil, Some(a)) => {
-                let f = schedutil_freq(a.util, &d.table, allowed, cfg.headroom);
+                let mut f = schedutil_freq(a.util, &d.table, allowed, cfg.headroom);
                 if a.never_idle_single_cpu && f < cur {
                     choice.freq = resolve_at_most(&d.table, cur);
                     choice.reason = FreqReason::HeldWhileBusy;
                     return choice;
                 }
                 let prev = state.chosen.map_or(cur, |c| c.min(allowed));
-                if f < prev && state.hold_lower_until.is_some_and(|u| snap.now < u) {
-                    state.lower_since = None;
-                    choice.freq = resolve_at_most(&d.table, prev);
-                    choice.reason = FreqReason::RateLimited(cfg.kind);
-                    return choice;
+                if let Some((_, floor)) = state.hold_lower.filter(|h| snap.now < h.0) {
+                    let floor = resolve_at_least(&d.table, floor).min(prev);
+                    if f < prev && floor >= prev {
+                        state.lower_since = None;
+                        choice.freq = resolve_at_most(&d.table, prev);
+                        choice.reason = FreqReason::RateLimited(cfg.kind);
+                        return choice;
+                    }
+                    f = f.max(floor);
                 }
                 if f >= prev || cfg.down_rate_limit.0 == 0 {
                     state.lower_since = None;
@@ -835,8 +843,9 @@ mod tests {
                 0
             }
         };
+        let top = Hz::from_mhz(2000);
         let mut held = BaseGovernor::new(cfg);
-        held.hold_lowering(0, Nanos::from_millis(4000));
+        held.hold_lowering(0, Nanos::from_millis(4000), top);
         let (_, lowered, ..) = run_load_with(held, 600, load);
         assert!(
             lowered.first().is_some_and(|t| (400..460).contains(t)),
@@ -844,5 +853,20 @@ mod tests {
         );
         let (_, free, ..) = run_load(cfg, 600, load);
         assert!(free.first().is_some_and(|t| *t < 400), "{free:?}");
+        // Held down to half its highest clock: lowered to that floor while the hold
+        // lasts, below it once the hold ends.
+        let floor = Hz::from_mhz(1000);
+        let floored = || {
+            let mut g = BaseGovernor::new(cfg);
+            g.hold_lowering(0, Nanos::from_millis(4000), floor);
+            g
+        };
+        let (_, lowered, during, _) = run_load_with(floored(), 400, load);
+        assert!(
+            lowered.first().is_some_and(|t| *t < 400) && during >= floor && during < top,
+            "at {during:?} when the hold ends, lowered at ticks {lowered:?}"
+        );
+        let (_, _, after, _) = run_load_with(floored(), 600, load);
+        assert!(after < floor, "{after:?} after the hold");
     }
 }
