@@ -1335,6 +1335,46 @@ fn no_plan_lowers_clocks_to_save_power_while_an_app_misses() {
     }
 }
 
+/// The plan under the highest power cap, in steps of 1 % of what `p` needs uncapped (down
+/// to `lowest_pct`), that degrades `app` (`DegradedForPriority`) and does not run it at best
+/// effort; `p` keeps that cap.
+fn degraded_under_a_cap(
+    p: &mut Problem,
+    cfg: &OptimiserConfig,
+    app: u32,
+    lowest_pct: u32,
+) -> dnngov_policy::Plan {
+    p.power_cap = None;
+    let uncapped = optimise(p, cfg);
+    assert!(uncapped.unserved.is_empty(), "{uncapped:?}");
+    (lowest_pct..100)
+        .rev()
+        .find_map(|pct| {
+            p.power_cap = Some(Watts(uncapped.power.0 * pct as f64 / 100.0));
+            let plan = optimise(p, cfg);
+            (plan
+                .unserved
+                .contains(&(app, UnservedCause::DegradedForPriority))
+                && plan.best_effort.is_empty())
+            .then_some(plan)
+        })
+        .unwrap_or_else(|| panic!("no cap degrades app {app}"))
+}
+
+/// `f` meets (`meets`), and the table entry of `domain` below it does not: it is the lowest
+/// clock that does, and there is one below it (the deadline makes the domain matter).
+fn assert_lowest_meeting(p: &Problem, domain: u32, f: Hz, meets: impl Fn(Hz) -> bool) {
+    assert!(meets(f), "{f:?}");
+    let table = &p.domains.iter().find(|d| d.id == domain).unwrap().freqs;
+    let lower = table
+        .iter()
+        .rev()
+        .find(|x| **x < f)
+        .copied()
+        .unwrap_or_else(|| panic!("{f:?} is the lowest clock of domain {domain}"));
+    assert!(!meets(lower), "{lower:?} meets too");
+}
+
 #[test]
 fn a_degraded_apps_own_cluster_is_planned_at_the_lowest_clock_that_meets_its_deadline() {
     // The three apps of `beside_two`, the least important with a 200 ms deadline and its
@@ -1350,20 +1390,7 @@ fn a_degraded_apps_own_cluster_is_planned_at_the_lowest_clock_that_meets_its_dea
     for a in &mut p.apps {
         a.cpu_domains = if a.id == 2 { vec![4] } else { vec![0] };
     }
-    let uncapped = optimise(&p, &cfg);
-    assert!(uncapped.unserved.is_empty(), "{uncapped:?}");
-    let plan = (50..100)
-        .rev()
-        .find_map(|pct| {
-            p.power_cap = Some(Watts(uncapped.power.0 * pct as f64 / 100.0));
-            let plan = optimise(&p, &cfg);
-            (plan
-                .unserved
-                .contains(&(2, UnservedCause::DegradedForPriority))
-                && plan.best_effort.is_empty())
-            .then_some(plan)
-        })
-        .expect("a cap that degrades the least important app");
+    let plan = degraded_under_a_cap(&mut p, &cfg, 2, 50);
     assert!(plan.subnets.iter().all(|s| s.0 != 2), "{plan:?}");
     let f = plan
         .freqs
@@ -1380,15 +1407,7 @@ fn a_degraded_apps_own_cluster_is_planned_at_the_lowest_clock_that_meets_its_dea
         };
         evaluate(&uncapped, &cfg, &freqs, &[(2, 0)]).is_some()
     };
-    assert!(meets(f), "{f:?}");
-    let table = &p.domains.iter().find(|d| d.id == 4).unwrap().freqs;
-    let lower = table
-        .iter()
-        .rev()
-        .find(|x| **x < f)
-        .copied()
-        .expect("a clock above the lowest: the deadline makes the CPU matter");
-    assert!(!meets(lower), "{lower:?} meets too");
+    assert_lowest_meeting(&p, 4, f, meets);
     // Where its thread shares the served apps' cluster, the plan is the same but for
     // that cluster.
     for a in &mut p.apps {
@@ -1421,20 +1440,7 @@ fn a_degraded_app_alone_on_the_gpu_gets_a_gpu_clock_that_meets_its_deadline() {
         0,
         vec![app(1, &NETS_6, 60.0, 100.0, 74.0, 0, true)],
     ));
-    let uncapped = optimise(&p, &cfg);
-    assert!(uncapped.unserved.is_empty(), "{uncapped:?}");
-    let plan = (30..100)
-        .rev()
-        .find_map(|pct| {
-            p.power_cap = Some(Watts(uncapped.power.0 * pct as f64 / 100.0));
-            let plan = optimise(&p, &cfg);
-            (plan
-                .unserved
-                .contains(&(1, UnservedCause::DegradedForPriority))
-                && plan.best_effort.is_empty())
-            .then_some(plan)
-        })
-        .expect("a cap that degrades the app");
+    let plan = degraded_under_a_cap(&mut p, &cfg, 1, 30);
     assert!(plan.subnets.is_empty(), "{plan:?}");
     let f = plan
         .freqs
@@ -1463,15 +1469,7 @@ fn a_degraded_app_alone_on_the_gpu_gets_a_gpu_clock_that_meets_its_deadline() {
             .collect();
         evaluate(&free, &cfg, &freqs, &[(1, 0)]).is_some()
     };
-    assert!(meets(f), "{f:?}");
-    let gpu = &free.domains.iter().find(|d| d.id == GPU).unwrap().freqs;
-    let lower = gpu
-        .iter()
-        .rev()
-        .find(|x| **x < f)
-        .copied()
-        .expect("a GPU clock above the lowest: the deadline makes the GPU matter");
-    assert!(!meets(lower), "{lower:?} meets too");
+    assert_lowest_meeting(&free, GPU, f, meets);
 }
 
 /// The power model's shape comes from the board's voltage curves, where it used to take

@@ -39,9 +39,7 @@ fn off_and_on(
     off: impl Fn(Config) -> Config,
     on: impl Fn(Config) -> Config,
 ) -> ([usize; 2], [f64; 2]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
-    let plat = Platform::load(&path).unwrap();
-    let board = Board::of(&plat, &path.to_string_lossy());
+    let (plat, board) = xavier_nx();
     let (mut changes, mut misses) = ([0usize; 2], [0.0f64; 2]);
     for &seed in seeds {
         let scn = generate(seed, duration_s, &board);
@@ -92,6 +90,14 @@ fn calmer_and_no_worse(what: &str, (changes, misses): ([usize; 2], [f64; 2])) {
         misses[1] <= misses[0] + 1.0,
         "{what} missed more: {misses:?}"
     );
+}
+
+/// The Xavier NX platform and the board the generator draws its scenarios for.
+fn xavier_nx() -> (Platform, Board) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
+    let plat = Platform::load(&path).unwrap();
+    let board = Board::of(&plat, &path.to_string_lossy());
+    (plat, board)
 }
 
 #[test]
@@ -186,9 +192,7 @@ fn saturation_halves_the_misses(seeds: &[u64], what: &str) {
 /// to 0.5 s after the decision at these frame rates, hence 9 s here.
 #[test]
 fn no_app_goes_back_to_a_sub_network_it_left_within_the_hold() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
-    let plat = Platform::load(&path).unwrap();
-    let board = Board::of(&plat, &path.to_string_lossy());
+    let (plat, board) = xavier_nx();
     let mut returns = Vec::new();
     for seed in [5, 10, 19, 28, 33, 134] {
         let scn = generate(seed, 120.0, &board);
@@ -341,9 +345,7 @@ fn the_apps_own_spinning_threads_do_not_hold_their_cluster_at_its_highest_clock(
 /// out between spills), 1.24 %.
 #[test]
 fn bursts_of_other_tasks_do_not_spill_onto_the_apps_cpus_at_every_burst() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
-    let plat = Platform::load(&path).unwrap();
-    let board = Board::of(&plat, &path.to_string_lossy());
+    let (plat, board) = xavier_nx();
     let scn = generate(36, 120.0, &board);
     let r = run(&scn, &plat, &mut Dnngov::new(manager_config(&plat)), 36).unwrap();
     println!(
@@ -370,9 +372,7 @@ fn bursts_of_other_tasks_do_not_spill_onto_the_apps_cpus_at_every_burst() {
 /// 628.5 J).
 #[test]
 fn a_spill_hold_lasts_while_the_bursts_come() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
-    let plat = Platform::load(&path).unwrap();
-    let board = Board::of(&plat, &path.to_string_lossy());
+    let (plat, board) = xavier_nx();
     let scn = generate(36, 120.0, &board);
     let c = Criteria::default();
     let row = judge(36, &scn, &plat, &c).unwrap();
@@ -414,9 +414,7 @@ fn a_spill_hold_lasts_while_the_bursts_come() {
 /// the test runs with 2 %, the default the seeds above were chosen with.
 #[test]
 fn an_upgrade_is_not_taken_back_at_the_next_re_plan_while_its_app_meets_its_deadline() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
-    let plat = Platform::load(&path).unwrap();
-    let board = Board::of(&plat, &path.to_string_lossy());
+    let (plat, board) = xavier_nx();
     let mut osc = [0u32; 2];
     for seed in [4, 94, 160, 200] {
         let scn = generate(seed, 120.0, &board);
@@ -528,9 +526,7 @@ fn a_cpu_cluster_saturated_while_frames_stall_is_raised_at_once() {
 /// is measured, no plan runs a domain below half its highest clock: none missed (0.67 %).
 #[test]
 fn the_first_plans_keep_half_the_clocks_until_the_demand_is_measured() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/jetson-xavier-nx.toml");
-    let plat = Platform::load(&path).unwrap();
-    let board = Board::of(&plat, &path.to_string_lossy());
+    let (plat, board) = xavier_nx();
     let scn = generate(124, 120.0, &board);
     let r = run(&scn, &plat, &mut Dnngov::new(manager_config(&plat)), 124).unwrap();
     let early = r
