@@ -420,7 +420,6 @@ const STALLED: f64 = 2.0;
 /// the mean miss from 3.31 to 3.29 %, for median energy 1.064 of the oracle's against
 /// 1.062.
 ///
-///
 /// While a hold runs, a tick in which a held cluster is saturated ([`CPU_SATURATED`] over
 /// its online CPUs) renews it for its length from then: the bursts that spilled still
 /// come, and fill the clusters held for them. A hold that ran out between bursts still
@@ -958,7 +957,8 @@ impl Manager {
         self.hold_free_clusters(snap, snap.now.saturating_add(length), length);
     }
 
-    /// Renews a spill hold that runs while a cluster it holds is busy (see [`SPILL_HOLD`]).
+    /// Renews a spill hold that runs while a cluster it holds is saturated (see
+    /// [`SPILL_HOLD`]).
     fn renew_spill(&mut self, snap: &Snapshot, base: &[BaseChoice]) {
         let Some((until, length)) = self.spill else {
             return;
@@ -977,7 +977,8 @@ impl Manager {
         }
     }
 
-    /// Holds the clusters no app runs on from lowering until `until` (see [`SPILL_HOLD`]).
+    /// Holds the clusters no app runs on from lowering below [`SPILL_FLOOR`] until `until`
+    /// (see [`SPILL_HOLD`]).
     fn hold_free_clusters(&mut self, snap: &Snapshot, until: Nanos, length: Nanos) {
         for c in &snap.domains {
             if free_cluster(snap, &self.apps, c) {
