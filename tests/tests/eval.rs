@@ -85,9 +85,19 @@ fn compares_dnngovd_with_the_boards_governor_from_what_the_apps_measured() {
             );
             assert!(s["latency_mean_ms"].as_f64().unwrap() > 0.0);
         }
+        let energy = &run["energy"];
+        assert!(energy["energy_j"].as_f64().unwrap() > 0.0, "{energy}");
+        assert!(
+            energy["source"]
+                .as_str()
+                .unwrap()
+                .contains("modelled, not measured"),
+            "a virtual board's energy is labelled as modelled: {energy}"
+        );
     }
-    // The latency figures lie where the side's own traces put them. (The mean may be above
-    // the p99: one slow frame in a hundred, such as the first, pulls the mean up alone.)
+    // Per side: the report's frames are the traces' lines, and its latency figures lie
+    // where the traces put them. (The mean may be above the p99: one slow frame in a
+    // hundred, such as the first, pulls the mean up alone.)
     for (side, governor) in [("dnngovd", 0), ("board", 1)] {
         let traces = dnngov_agent::eval::read_traces(&out.join(side).join("trace")).unwrap();
         for app in ["mlp", "fast"] {
@@ -105,20 +115,6 @@ fn compares_dnngovd_with_the_boards_governor_from_what_the_apps_measured() {
                 "{app} under {side}: mean {mean} ms, p99 {p99} ms; traced {min}-{max} ms, median {median} ms"
             );
         }
-    }
-    for run in runs {
-        let energy = &run["energy"];
-        assert!(energy["energy_j"].as_f64().unwrap() > 0.0, "{energy}");
-        assert!(
-            energy["source"]
-                .as_str()
-                .unwrap()
-                .contains("modelled, not measured"),
-            "a virtual board's energy is labelled as modelled: {energy}"
-        );
-    }
-    // The report's frames are the traces' lines, per side.
-    for (side, governor) in [("dnngovd", 0), ("board", 1)] {
         let traced: usize = std::fs::read_dir(out.join(side).join("trace"))
             .unwrap()
             .flatten()
