@@ -688,6 +688,12 @@ impl Control {
         };
         let snapshot = self.snapshot(&sample, &slow, fresh_power.as_ref());
         let decision = self.manager.step(&snapshot);
+        if let Some(why) = decision.trigger {
+            match decision.predicted_power {
+                Some(w) => log::debug!("new plan ({why}): {:.2} W predicted", w.0),
+                None => log::debug!("new plan ({why})"),
+            }
+        }
         self.act(&snapshot, &decision);
         if self
             .last_status

@@ -129,6 +129,78 @@ impl fmt::Display for UnservedCause {
     }
 }
 
+/// What made the policy adopt a new plan at a tick: an event that calls for one at once,
+/// or the rule of a periodic run that let the new plan replace the one in force.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PlanTrigger {
+    /// The first plan.
+    First,
+    /// An app registered, left or changed its targets.
+    AppsChanged,
+    /// The hardware changed: CPUs offline or back, a frequency or power cap.
+    HardwareChanged,
+    /// An app's inferences ran slower than its latency fits by more than the margin (a
+    /// lasting slow-down): its fits were scaled by `ratio`.
+    SlowDown { app: u32, ratio: f64 },
+    /// An app's controller missed deadlines with no sub-network left to step down to.
+    ControllerExhausted { app: u32 },
+    /// The shared GPU is busier than the plan in force allows for.
+    GpuBelowDemand,
+    /// A CPU cluster's CPUs are all busy while an app there misses.
+    CpuSaturated,
+    /// A periodic run: the plan in force is predicted to break under the latest fits.
+    PredictedBreak,
+    /// A periodic run: an app's margin widened (measured misses or spread) since the plan
+    /// in force was made.
+    MarginWidened,
+    /// A periodic run: an app the plan in force serves measurably misses.
+    AppMissing,
+    /// A periodic run: the new plan serves more apps.
+    ServesMore,
+    /// A periodic run: the plan in force runs a CPU cluster under its measured demand.
+    BelowCpuDemand,
+    /// A periodic run: the new plan is predicted to save power.
+    SavesPower,
+    /// A periodic run: the new plan buys accuracy.
+    GainsAccuracy,
+    /// An app taken up a sub-network on its own (an upgrade or a floor given back).
+    Upgrade,
+}
+
+impl fmt::Display for PlanTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanTrigger::First => f.write_str("first plan"),
+            PlanTrigger::AppsChanged => f.write_str("the apps or their targets changed"),
+            PlanTrigger::HardwareChanged => f.write_str("the hardware or its caps changed"),
+            PlanTrigger::SlowDown { app, ratio } => write!(
+                f,
+                "app {app} ran slower than its latency fits: scaled by {ratio:.2}"
+            ),
+            PlanTrigger::ControllerExhausted { app } => {
+                write!(
+                    f,
+                    "app {app} missed with no sub-network left to step down to"
+                )
+            }
+            PlanTrigger::GpuBelowDemand => f.write_str("the GPU is busier than planned for"),
+            PlanTrigger::CpuSaturated => {
+                f.write_str("a CPU cluster is saturated while an app there misses")
+            }
+            PlanTrigger::PredictedBreak => f.write_str("the plan in force is predicted to break"),
+            PlanTrigger::MarginWidened => f.write_str("an app's margin widened"),
+            PlanTrigger::AppMissing => f.write_str("an app of the plan in force misses"),
+            PlanTrigger::ServesMore => f.write_str("the new plan serves more apps"),
+            PlanTrigger::BelowCpuDemand => {
+                f.write_str("the plan in force runs a CPU cluster under its demand")
+            }
+            PlanTrigger::SavesPower => f.write_str("the new plan saves power"),
+            PlanTrigger::GainsAccuracy => f.write_str("the new plan buys accuracy"),
+            PlanTrigger::Upgrade => f.write_str("an app goes up a sub-network"),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DomainDecision {
     pub domain: u32,
@@ -155,6 +227,9 @@ pub struct Decision {
     pub optimised: bool,
     /// Whether a new optimiser plan was adopted at this tick.
     pub adopted_plan: bool,
+    /// What made it adopt one, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<PlanTrigger>,
     /// Predicted board power of the plan in force, when there is one.
     pub predicted_power: Option<Watts>,
 }

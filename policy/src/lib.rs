@@ -54,7 +54,7 @@ pub mod units;
 
 pub use controller::ControllerConfig;
 pub use decision::{
-    AppDecision, Decision, DomainDecision, FreqReason, SubnetReason, UnservedCause,
+    AppDecision, Decision, DomainDecision, FreqReason, PlanTrigger, SubnetReason, UnservedCause,
 };
 pub use governor::{BaseGovernor, GovernorConfig, GovernorKind};
 pub use manager::{Config, Manager};

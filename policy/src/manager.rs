@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::controller::{AppController, ControllerAction, ControllerConfig};
 use crate::decision::{
-    AppDecision, Decision, DomainDecision, FreqReason, SubnetReason, UnservedCause,
+    AppDecision, Decision, DomainDecision, FreqReason, PlanTrigger, SubnetReason, UnservedCause,
 };
 use crate::governor::{BaseChoice, BaseGovernor, GovernorConfig};
 use crate::model::{
@@ -716,8 +716,11 @@ impl Manager {
         self.started.get_or_insert(snap.now);
         let last_tick = self.previous_tick;
         self.track_clocks(snap);
-        let changed = self.track_hardware(snap) | self.track_apps(snap);
-        let mut event = changed | self.learn(snap, base);
+        let hardware_changed = self.track_hardware(snap);
+        let apps_changed = self.track_apps(snap);
+        let changed = hardware_changed | apps_changed;
+        let learned = self.learn(snap, base);
+        let mut event = changed | learned.is_some();
         if changed {
             // What made an upgrade or a lowering fail, or an app leave a sub-network, may
             // be gone (see `UPGRADE_TRIAL`, `LOWER_TRIAL`, `RETURN_HOLD`).
@@ -737,9 +740,25 @@ impl Manager {
         let (gpu_under, cpu_under, cpu_saturated) = self.track_demand(snap, base, last_tick);
         event |= gpu_under | cpu_saturated;
         self.under_cpu_floor = cpu_under;
+        // What calls for a plan at once, the first cause in this order.
+        let cause = if self.plan.is_none() {
+            Some(PlanTrigger::First)
+        } else if hardware_changed {
+            Some(PlanTrigger::HardwareChanged)
+        } else if apps_changed {
+            Some(PlanTrigger::AppsChanged)
+        } else if learned.is_some() {
+            learned
+        } else if gpu_under {
+            Some(PlanTrigger::GpuBelowDemand)
+        } else if cpu_saturated {
+            Some(PlanTrigger::CpuSaturated)
+        } else {
+            None
+        };
 
         let mut optimised = false;
-        let mut adopted = false;
+        let mut trigger = None;
         let due = self
             .last_optimised
             .is_none_or(|t| snap.now.saturating_sub(t) >= self.cfg.reoptimise_every);
@@ -760,20 +779,23 @@ impl Manager {
             } else {
                 self.keep_clocks(snap.now, &problem, least)
             };
-            if event || self.should_replace(snap, &problem, &new) {
+            if let Some(why) = cause
+                .filter(|_| event)
+                .or_else(|| self.should_replace(snap, &problem, &new))
+            {
                 self.adopt(snap, new);
-                adopted = true;
+                trigger = Some(why);
             } else if let Some(up) = self
                 .upgrade(snap.now, &problem)
                 .filter(|up| self.upgrade_affordable(up, least_power))
                 .map(|up| self.keep_clocks(snap.now, &problem, up))
-                .filter(|up| self.should_replace(snap, &problem, up))
+                .filter(|up| self.should_replace(snap, &problem, up).is_some())
             {
                 self.adopt(snap, up);
-                adopted = true;
+                trigger = Some(PlanTrigger::Upgrade);
             }
         }
-        let decision = self.assemble(snap, base, optimised, adopted);
+        let decision = self.assemble(snap, base, optimised, trigger);
         let boosting = decision
             .domains
             .iter()
@@ -1278,8 +1300,8 @@ impl Manager {
     /// measured interval (its device fraction by the split model, times its predicted
     /// latency alone over what it measured); `f_self`, this one's device fraction, is the
     /// chance it was on the device itself.
-    fn learn(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> bool {
-        let mut escalate = false;
+    fn learn(&mut self, snap: &Snapshot, base: &[BaseChoice]) -> Option<PlanTrigger> {
+        let mut escalate = None;
         for app in &snap.apps {
             let Some(e) = self.apps.get_mut(&app.id) else {
                 continue;
@@ -1413,7 +1435,9 @@ impl Manager {
                     e.left = Some((inf.subnet, snap.now.saturating_add(RETURN_HOLD)));
                 }
                 // An app the plan already does not serve has nothing more to ask for.
-                escalate |= action == ControllerAction::Exhausted && !unserved(app.id);
+                if action == ControllerAction::Exhausted && !unserved(app.id) {
+                    escalate.get_or_insert(PlanTrigger::ControllerExhausted { app: app.id });
+                }
             }
         }
         let mut ids = std::mem::take(&mut self.ids);
@@ -1499,8 +1523,8 @@ impl Manager {
             let band = self.cfg.optimiser.margin;
             let sudden = e.slow_run >= 2 && e.slow_ratio > 1.0 + 2.0 * band;
             if e.slow_run >= BIAS_SAMPLES || sudden {
-                rescale(e, self.cfg.latency_forgetting);
-                escalate = true;
+                let ratio = rescale(e, self.cfg.latency_forgetting);
+                escalate.get_or_insert(PlanTrigger::SlowDown { app: id, ratio });
             }
         }
         self.ids = ids;
@@ -1734,8 +1758,17 @@ impl Manager {
     /// stay under `deadline * (1 - keep_margin)`. Energy-optimal plans sit right at the
     /// adoption bound, so without the band every small model update would tip the plan in
     /// force over it and force a re-plan, past the dwell time.
-    fn should_replace(&self, snap: &Snapshot, problem: &Problem, new: &Plan) -> bool {
-        let Some(cur) = &self.plan else { return true };
+    ///
+    /// Returns the rule that lets `new` replace the plan in force, or `None` to keep it.
+    fn should_replace(
+        &self,
+        snap: &Snapshot,
+        problem: &Problem,
+        new: &Plan,
+    ) -> Option<PlanTrigger> {
+        let Some(cur) = &self.plan else {
+            return Some(PlanTrigger::First);
+        };
         let missing = cur
             .subnets
             .iter()
@@ -1771,7 +1804,8 @@ impl Manager {
                             evaluate_plan(problem, &self.cfg.optimiser, cur, f64::INFINITY)
                                 .is_some()
                         };
-                        return !(new.unserved.len() > cur.unserved.len() && holds());
+                        let wait = new.unserved.len() > cur.unserved.len() && holds();
+                        return (!wait).then_some(PlanTrigger::PredictedBreak);
                     }
                 }
             }
@@ -1788,7 +1822,7 @@ impl Manager {
         if problem.apps.iter().any(|a| widened(a) && served(a.id))
             && new.unserved.len() <= cur.unserved.len()
         {
-            return true;
+            return Some(PlanTrigger::MarginWidened);
         }
         // Where such an app measurably misses under the plan in force, that plan holds only
         // on paper, and a plan made with the wider margin replaces it even if it serves
@@ -1810,20 +1844,20 @@ impl Manager {
             })
         };
         if fails && kept() {
-            return true;
+            return Some(PlanTrigger::AppMissing);
         }
         if snap.now.saturating_sub(self.plan_since) < self.cfg.dwell {
-            return false;
+            return None;
         }
         if new.unserved.len() < cur.unserved.len() {
-            return true;
+            return Some(PlanTrigger::ServesMore);
         }
         if self.under_cpu_floor && new.unserved.len() == cur.unserved.len() {
-            return true;
+            return Some(PlanTrigger::BelowCpuDemand);
         }
         if new.unserved.len() > cur.unserved.len() {
             // The plan in force still serves more apps and still holds.
-            return false;
+            return None;
         }
         // No saving while an app of the plan in force misses: a saving lowers clocks, and
         // came every dwell time, each a little lower, while an app missed half its frames
@@ -1838,13 +1872,15 @@ impl Manager {
         });
         let saves = !missed && new.power.0 <= cur_power.0 * (1.0 - self.cfg.gain_threshold);
         let gains = new.score >= cur_score + self.cfg.accuracy_gain_points;
+        let gains_within_tie =
+            || gains && new.power.0 <= cur_power.0 * (1.0 + self.cfg.optimiser.tie_tolerance);
+        let tied = || (new.score - cur_score).abs() < 1e-9;
         match self.cfg.optimiser.mode {
-            Mode::Energy => {
-                saves
-                    || (gains
-                        && new.power.0 <= cur_power.0 * (1.0 + self.cfg.optimiser.tie_tolerance))
-            }
-            Mode::Accuracy => gains || ((new.score - cur_score).abs() < 1e-9 && saves),
+            Mode::Energy if saves => Some(PlanTrigger::SavesPower),
+            Mode::Energy if gains_within_tie() => Some(PlanTrigger::GainsAccuracy),
+            Mode::Accuracy if gains => Some(PlanTrigger::GainsAccuracy),
+            Mode::Accuracy if tied() && saves => Some(PlanTrigger::SavesPower),
+            _ => None,
         }
     }
 
@@ -2347,7 +2383,7 @@ impl Manager {
         snap: &Snapshot,
         base: &[BaseChoice],
         optimised: bool,
-        adopted: bool,
+        trigger: Option<PlanTrigger>,
     ) -> Decision {
         let mut domains: Vec<DomainDecision> = snap
             .domains
@@ -2433,7 +2469,8 @@ impl Manager {
             domains,
             apps,
             optimised,
-            adopted_plan: adopted,
+            adopted_plan: trigger.is_some(),
+            trigger,
             predicted_power: self.plan.as_ref().map(|p| p.power),
         }
     }
@@ -2666,8 +2703,8 @@ fn track_slow_down(
 /// samples started, times the least ratio of those samples to their predictions: a
 /// lasting slow-down (see [`BIAS_SAMPLES`]). The split between clocks learned before it is
 /// kept as the prior, the cautious fit is anchored at its scaled full-clock latency, and
-/// the samples that made the old fits are dropped.
-fn rescale(e: &mut AppEntry, forgetting: f64) {
+/// the samples that made the old fits are dropped. Returns the factor.
+fn rescale(e: &mut AppEntry, forgetting: f64) -> f64 {
     let k = e.slow_ratio.max(1.0);
     for (s, (split, cautious)) in e.before_slow.iter().enumerate() {
         // Sub-networks not observed yet keep borrowing from an observed sibling.
@@ -2685,6 +2722,7 @@ fn rescale(e: &mut AppEntry, forgetting: f64) {
     e.slow_run = 0;
     e.slow_ratio = f64::INFINITY;
     e.rejected_last.iter_mut().for_each(|r| *r = false);
+    k
 }
 
 /// The share of a sub-network's latency that is device time (GPU and memory-bound parts)

@@ -9,8 +9,8 @@ use dnngov_policy::optimiser::{
     evaluate, evaluate_resources, optimise, Mode, OptimiserConfig, Problem,
 };
 use dnngov_policy::{
-    Config, CpuSample, DomainCap, DomainKind, FreqDomain, FreqReason, Hz, Manager, Nanos, Snapshot,
-    SubnetReason, UnservedCause, Watts,
+    Config, CpuSample, DomainCap, DomainKind, FreqDomain, FreqReason, Hz, Manager, Nanos,
+    PlanTrigger, Snapshot, SubnetReason, UnservedCause, Watts,
 };
 
 fn accuracy_mode() -> OptimiserConfig {
@@ -68,6 +68,7 @@ fn manager_serves_two_sharing_apps_with_subnets_from_their_libraries() {
     ];
     let d = m.step(&snapshot(0, apps.clone()));
     assert!(d.optimised && d.adopted_plan);
+    assert_eq!(d.trigger, Some(PlanTrigger::First));
     let plan = m.plan().expect("a plan").clone();
     assert!(plan.unserved.is_empty(), "{plan:?}");
     for (a, lib) in [(1, NETS_6.len()), (2, NETS_7.len())] {
@@ -823,18 +824,22 @@ fn a_lasting_slow_down_re_plans_at_once_and_keeps_the_split() {
     let before = m.plan().unwrap().clone();
     let (_, snap) = run(&mut m, 45, 1.0);
     let predicted = m.predict_latency_ms(&snap, 1, s).unwrap();
-    // From now on 40 % slower: re-planned within two inferences.
+    // From now on 40 % slower: re-planned within two inferences, and said why.
     let mut replanned = None;
     for t in 46..50 {
         let (d, _) = run(&mut m, t, 1.4);
         if d.adopted_plan {
-            replanned = Some(t);
+            replanned = Some((t, d.trigger));
             break;
         }
     }
+    let Some((t, trigger)) = replanned else {
+        panic!("never re-planned");
+    };
+    assert!(matches!(t, 46 | 47), "re-planned at {t}");
     assert!(
-        matches!(replanned, Some(46 | 47)),
-        "re-planned at {replanned:?}"
+        matches!(trigger, Some(PlanTrigger::SlowDown { app: 1, ratio }) if ratio >= 1.3),
+        "{trigger:?}"
     );
     assert_ne!(m.plan(), Some(&before));
     let scaled = m.predict_latency_ms(&snap, 1, s).unwrap();
@@ -1036,6 +1041,17 @@ fn plans_change_no_faster_than_the_dwell_time() {
         replans += d.optimised as u32;
         if d.adopted_plan {
             assert!(s.now.saturating_sub(last) >= dwell, "re-planned at {s:?}");
+            // Nothing but noise changed: the rule of a periodic run let it in.
+            assert!(
+                matches!(
+                    d.trigger,
+                    Some(
+                        PlanTrigger::SavesPower | PlanTrigger::GainsAccuracy | PlanTrigger::Upgrade
+                    )
+                ),
+                "{:?}",
+                d.trigger
+            );
             last = s.now;
             adoptions += 1;
         }
@@ -1313,8 +1329,9 @@ fn no_plan_lowers_clocks_to_save_power_while_an_app_misses() {
             let before = d.predicted_power;
             d = m.step(&snap);
             if let (true, Some(b), Some(p)) = (d.adopted_plan, before, d.predicted_power) {
-                // The same sub-network for less power: lower clocks.
+                // The same sub-network for less power: lower clocks, adopted as a saving.
                 if k > 100 && d.subnet_of(1) == Some(s) && p.0 < b.0 * 0.97 {
+                    assert_eq!(d.trigger, Some(PlanTrigger::SavesPower), "at {k}");
                     savings.push(k);
                 }
             }

@@ -18,8 +18,8 @@ use std::collections::VecDeque;
 
 use anyhow::{bail, Result};
 use dnngov_policy::{
-    AppState, Caps, CpuSample, Devices, FreqDomain, Hz, Inference, Nanos, Snapshot, SubNetwork,
-    Targets, Watts,
+    AppState, Caps, CpuSample, Devices, FreqDomain, Hz, Inference, Nanos, PlanTrigger, Snapshot,
+    SubNetwork, Targets, Watts,
 };
 
 use crate::platform::{DomainSpec, Kind, Platform};
@@ -42,6 +42,8 @@ pub struct Control {
     pub freqs: Vec<(u32, Hz)>,
     /// (app id, sub-network index); apps left out keep theirs.
     pub subnets: Vec<(u32, u32)>,
+    /// What made the policy adopt a new plan at this tick, for a governor that plans.
+    pub plan: Option<PlanTrigger>,
 }
 
 /// A governor under test: sees one snapshot per tick, nothing else.
@@ -108,6 +110,8 @@ pub struct Trace {
     /// (arrival in ms, app index, missed) of every frame judged: completed, dropped, or
     /// still waiting past its deadline at the end.
     pub frames: Vec<(f64, usize, bool)>,
+    /// (time in ms, what made it) of every plan a planning governor adopted.
+    pub plans: Vec<(f64, PlanTrigger)>,
 }
 
 #[derive(Clone, Debug)]
@@ -605,6 +609,9 @@ impl<'a> Sim<'a> {
     }
 
     fn apply(&mut self, t: f64, c: &Control) {
+        if let Some(why) = c.plan {
+            self.trace.plans.push((t, why));
+        }
         for (id, f) in &c.freqs {
             if !self.domains.iter().any(|d| d.spec.id == *id) {
                 continue;

@@ -135,6 +135,7 @@ impl Strategy for Kernel {
         Control {
             freqs: base_control(snap, &self.base.update(snap)),
             subnets: static_subnets(snap, &self.statics),
+            plan: None,
         }
     }
 }
@@ -193,6 +194,7 @@ impl Strategy for SubnetOnly {
         Control {
             freqs: base_control(snap, &self.base.update(snap)),
             subnets,
+            plan: None,
         }
     }
 }
@@ -227,6 +229,7 @@ impl Strategy for DvfsOnly {
         Control {
             freqs: d.domains.iter().map(|x| (x.domain, x.freq)).collect(),
             subnets: static_subnets(snap, &self.statics),
+            plan: d.trigger,
         }
     }
 }
@@ -256,6 +259,7 @@ impl Strategy for Dnngov {
         Control {
             freqs: d.domains.iter().map(|x| (x.domain, x.freq)).collect(),
             subnets: d.apps.iter().map(|x| (x.app, x.subnet)).collect(),
+            plan: d.trigger,
         }
     }
 }

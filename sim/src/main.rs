@@ -99,6 +99,9 @@ enum Cmd {
         /// Also print the sampled time series as CSV.
         #[arg(long)]
         series: bool,
+        /// Also print every plan the governor adopted (dnngov, dvfs-only), when and why.
+        #[arg(long)]
+        plans: bool,
     },
 }
 
@@ -292,6 +295,7 @@ fn main() -> Result<()> {
             seed,
             platform,
             series,
+            plans,
         } => {
             let (scn, plat) = load(&scenario, platform.as_deref())?;
             let mut g = which_by_name(&governor)?.build(&scn, &plat)?;
@@ -300,6 +304,12 @@ fn main() -> Result<()> {
             let wall = start.elapsed().as_secs_f64();
             if series {
                 print_series(&r.series);
+            }
+            if plans {
+                println!("plans adopted: {}", r.trace.plans.len());
+                for (t, why) in &r.trace.plans {
+                    println!("{:9.3} s  {why}", t / 1000.0);
+                }
             }
             println!("{:#?}", r.metrics);
             println!(

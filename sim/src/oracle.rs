@@ -370,6 +370,7 @@ fn screen(s: &Scenario, plat: &Platform, margin: f64, floors: bool) -> Vec<Candi
                                 .zip(&present)
                                 .map(|(p, a)| (*a as u32, *p as u32))
                                 .collect(),
+                            plan: None,
                         },
                         power,
                         violation: violation.max(0.0),

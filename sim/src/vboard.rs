@@ -684,6 +684,7 @@ impl Strategy for VirtualBoard {
         Control {
             freqs,
             subnets: Vec::new(),
+            plan: None,
         }
     }
 }

@@ -134,3 +134,22 @@ fn unknown_scenario_key_fails_with_its_name() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("tick_sm"), "{stderr}");
 }
+
+#[test]
+fn run_lists_the_plans_dnngov_adopted_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let scn = short_s1(dir.path(), "");
+    let o = Command::new(env!("CARGO_BIN_EXE_dnngov-sim"))
+        .args(["run", scn.to_str().unwrap(), "--plans"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let listed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("plans adopted: "))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no count of plans: {stdout}"));
+    assert!(listed >= 1, "{stdout}");
+    assert!(stdout.contains("    0.000 s  first plan"), "{stdout}");
+}

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dnngov_policy::GovernorKind;
+use dnngov_policy::{GovernorKind, PlanTrigger};
 use dnngov_sim::governors::{Kernel, Which};
 use dnngov_sim::report::{compare, table, write_plots};
 use dnngov_sim::{run, Platform, Scenario};
@@ -116,6 +116,35 @@ fn same_seed_same_run_other_seed_other_noise() {
     assert_eq!(a.series, b.series);
     assert_ne!(a.metrics.energy_j, c.metrics.energy_j);
     assert_ne!(a.metrics.latency_mean_ms, c.metrics.latency_mean_ms);
+}
+
+/// S3 changes its app's deadline twice: dnngov's trace has a plan for each change, said to
+/// be for the app's new targets, after the first plan at the start; the kernel's governor
+/// makes no plan.
+#[test]
+fn dnngov_says_why_it_adopted_each_plan() {
+    let (scn, plat) = shortened("s3-deadline-changes.toml", 30.0);
+    let mut g = Which::Dnngov.build(&scn, &plat).unwrap();
+    let r = run(&scn, &plat, g.as_mut(), 1).unwrap();
+    let plans = &r.trace.plans;
+    assert_eq!(plans.first(), Some(&(0.0, PlanTrigger::First)), "{plans:?}");
+    for e in &scn.events {
+        let at = e.at_s * 1000.0;
+        assert!(
+            plans
+                .iter()
+                .any(|(t, why)| *why == PlanTrigger::AppsChanged && (*t - at).abs() < 20.0),
+            "no plan for the change at {at} ms: {plans:?}"
+        );
+    }
+    let mut k = Which::Kernel(GovernorKind::Schedutil)
+        .build(&scn, &plat)
+        .unwrap();
+    assert!(run(&scn, &plat, k.as_mut(), 1)
+        .unwrap()
+        .trace
+        .plans
+        .is_empty());
 }
 
 #[test]
