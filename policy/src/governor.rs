@@ -64,6 +64,14 @@ pub struct GovernorConfig {
     /// `down_rate_limit`: `down_rate_limit` for every step down.
     #[serde(default)]
     pub dip_rate_limit: Nanos,
+    /// schedutil with a `down_rate_limit` only: a CPU domain's step down to half its clock
+    /// or more goes no lower than the peak schedutil wanted within this long before (a
+    /// peak is kept this long, or until it is wanted again). A steady but noisy load, such
+    /// as other programs' short tasks, reaches its peaks again every few seconds: lowered
+    /// to the most of one dip wait, it was raised back at the next peak, a table entry or
+    /// two at a time, and lowered again two seconds later. Zero: only the wait's own peak.
+    #[serde(default)]
+    pub peak_hold: Nanos,
     /// ondemand: load percentage above which it goes straight to the maximum.
     pub ondemand_up_threshold: u32,
     /// conservative: load percentages that trigger a step up or down.
@@ -81,6 +89,7 @@ impl Default for GovernorConfig {
             rate_limit: Nanos::from_millis(2),
             down_rate_limit: Nanos(0),
             dip_rate_limit: Nanos(0),
+            peak_hold: Nanos(0),
             ondemand_up_threshold: 80,
             conservative_up_threshold: 80,
             conservative_down_threshold: 20,
@@ -189,6 +198,8 @@ struct DomainState {
     /// Until when it is not lowered below a floor, and the floor (see
     /// [`BaseGovernor::hold_lowering`]).
     hold_lower: Option<(Nanos, Hz)>,
+    /// The peak schedutil wanted and since when (see [`GovernorConfig::peak_hold`]).
+    peak: Option<(Nanos, Hz)>,
 }
 
 /// Per-domain base governor state across ticks.
@@ -358,6 +369,14 @@ impl BaseGovernor {
             }
             (GovernorKind::Schedutil, Some(a)) => {
                 let mut f = schedutil_freq(a.util, &d.table, allowed, cfg.headroom);
+                if cfg.peak_hold.0 > 0 {
+                    state.peak = match state.peak {
+                        Some((t, p)) if f < p && snap.now.saturating_sub(t) < cfg.peak_hold => {
+                            Some((t, p))
+                        }
+                        _ => Some((snap.now, f)),
+                    };
+                }
                 if a.never_idle_single_cpu && f < cur {
                     choice.freq = resolve_at_most(&d.table, cur);
                     choice.reason = FreqReason::HeldWhileBusy;
@@ -409,14 +428,21 @@ impl BaseGovernor {
                             deep_since: deep.then_some(snap.now),
                         },
                     };
+                    let gone = wait
+                        .deep_since
+                        .is_some_and(|t| snap.now.saturating_sub(t) >= cfg.down_rate_limit);
                     let target = if wait.varied {
                         wait.most_roomy
                     } else {
                         wait.most
                     };
-                    let gone = wait
-                        .deep_since
-                        .is_some_and(|t| snap.now.saturating_sub(t) >= cfg.down_rate_limit);
+                    // A dip of a load that is still there stays at its recent peak.
+                    let target = match state.peak {
+                        Some((_, peak)) if !gone && d.kind == DomainKind::Cpu => {
+                            target.max(peak.min(prev))
+                        }
+                        _ => target,
+                    };
                     let limit = if gone {
                         cfg.down_rate_limit
                     } else {
@@ -826,6 +852,38 @@ mod tests {
             first.is_some_and(|t| (350..300 + 150).contains(&t)),
             "lowered at ticks {lowered:?}"
         );
+    }
+
+    #[test]
+    fn a_steady_load_whose_peaks_come_back_keeps_the_clock_of_its_peaks() {
+        let dip = GovernorConfig {
+            down_rate_limit: Nanos::from_millis(500),
+            dip_rate_limit: Nanos::from_millis(2000),
+            ..GovernorConfig::default()
+        };
+        let held = GovernorConfig {
+            peak_hold: Nanos::from_millis(5000),
+            ..dip
+        };
+        // 3 ms of work in every 10 ms, and 0.2 s of 5 ms every 4.5 s, for 60 s: each
+        // peak is over before the dip limit has passed, and the next comes after it.
+        let peaky = |t: u64| if t % 450 < 20 { 5000 } else { 3000 };
+        let (followed, ..) = run_load(dip, 6000, peaky);
+        let (kept, ..) = run_load(held, 6000, peaky);
+        assert!(
+            followed >= 20 && kept * 4 <= followed,
+            "{kept} changes with the peak held, {followed} without"
+        );
+        // A load that stops is still followed down after the down rate limit: under half
+        // the clock is a load gone, not a dip.
+        let stops = |t: u64| if t < 300 { 8000 } else { 0 };
+        let (_, lowered, last, _) = run_load(held, 600, stops);
+        let first = lowered.iter().copied().find(|t| *t >= 300);
+        assert!(
+            first.is_some_and(|t| (350..450).contains(&t)),
+            "lowered at ticks {lowered:?}"
+        );
+        assert!(last < Hz::from_mhz(1000), "{last:?} once the load stopped");
     }
 
     #[test]
