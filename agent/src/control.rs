@@ -17,7 +17,9 @@
 //! Units: the platform layer, the telemetry and the policy each keep their own newtypes;
 //! the conversions between them live in this file only.
 
-use crate::admin::{DomainStatus, EnergyStatus, Holds, RailStatus, SourceStatus, StatusReport};
+use crate::admin::{
+    DomainStatus, EnergyStatus, Holds, PlanStatus, RailStatus, SourceStatus, StatusReport,
+};
 use crate::config::{Config, Objective};
 use crate::metrics::{app_labels, label, Metrics};
 use crate::platform::{
@@ -325,6 +327,7 @@ impl ControlLoop {
             notes,
             bpf_source,
             last_status: None,
+            plan: None,
             slow: None,
             metrics,
             exported: BTreeMap::new(),
@@ -556,6 +559,9 @@ struct Control {
     holds: Holds,
     /// When the energy meter last counted (`CLOCK_MONOTONIC` ns).
     energy_at: u64,
+    /// The plan in force: when it was adopted (the sample's monotonic ns), what made it,
+    /// and its predicted power.
+    plan: Option<(u64, policy::PlanTrigger, Option<f64>)>,
 }
 
 impl Control {
@@ -693,6 +699,10 @@ impl Control {
                 Some(w) => log::debug!("new plan ({why}): {:.2} W predicted", w.0),
                 None => log::debug!("new plan ({why})"),
             }
+            self.plan = Some((sample.at.0, why, decision.predicted_power.map(|w| w.0)));
+        }
+        if snapshot.apps.is_empty() {
+            self.plan = None;
         }
         self.act(&snapshot, &decision);
         if self
@@ -1075,10 +1085,16 @@ impl Control {
             at_monotonic_ns: self.energy_at,
             estimated: reading.is_estimated() || self.energy.includes_estimates(),
         });
+        let plan = self.plan.map(|(at, why, predicted_w)| PlanStatus {
+            why: why.to_string(),
+            age_s: sample.at.0.saturating_sub(at) as f64 / 1e9,
+            predicted_w,
+        });
         let mut status = lock(&self.status);
         status.domains = domains;
         status.power = power;
         status.energy = energy;
+        status.plan = plan;
         status.telemetry = telemetry;
         status.notes = self.notes.clone();
     }

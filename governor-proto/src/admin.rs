@@ -171,6 +171,9 @@ pub struct StatusReport {
     /// The frequency hold in force, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldStatus>,
+    /// The policy's plan in force: what made it and when, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanStatus>,
     pub apps: Vec<AppStatus>,
     /// Where each kind of telemetry comes from (eBPF, procfs, shared memory, ...).
     pub telemetry: Vec<SourceStatus>,
@@ -277,6 +280,19 @@ pub struct AppStatus {
     /// time stamp that cannot be); the figures above are then clamped to what can be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_problem: Option<String>,
+}
+
+/// The plan in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanStatus {
+    /// What made the policy adopt it, a sentence (an event, such as an app's lasting
+    /// slow-down, or the rule of a periodic run, such as a saving).
+    pub why: String,
+    /// Seconds since it was adopted.
+    pub age_s: f64,
+    /// The board power the policy predicted for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_w: Option<f64>,
 }
 
 /// A frequency hold in force.

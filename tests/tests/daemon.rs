@@ -92,6 +92,13 @@ fn governs_an_app_obeys_the_operator_and_restores_on_sigterm() {
 
     let status = daemon.ctl(&["status"]).unwrap();
     assert_eq!(status["domains"].as_array().unwrap().len(), 5, "{status}");
+    // The plan in force says what made it.
+    let why = status["plan"]["why"].as_str().unwrap_or_default();
+    assert!(!why.is_empty(), "{status}");
+    assert!(
+        status["plan"]["age_s"].as_f64().is_some_and(|s| s >= 0.0),
+        "{status}"
+    );
     assert!(status["power"]
         .as_array()
         .unwrap()

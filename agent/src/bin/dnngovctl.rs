@@ -317,6 +317,16 @@ fn print_status(status: &StatusReport) {
             );
         }
     }
+    if let Some(plan) = &status.plan {
+        let power = plan
+            .predicted_w
+            .map_or(String::new(), |w| format!(", {w:.2} W predicted"));
+        println!();
+        println!(
+            "plan: adopted {:.1} s ago ({}){power}",
+            plan.age_s, plan.why
+        );
+    }
     if !status.power.is_empty() {
         println!();
         for rail in &status.power {
