@@ -700,6 +700,10 @@ impl Control {
                 None => log::debug!("new plan ({why})"),
             }
             self.plan = Some((sample.at.0, why, decision.predicted_power.map(|w| w.0)));
+            self.metrics
+                .plans
+                .get_or_create(&label("cause", why.name()))
+                .inc();
         }
         if snapshot.apps.is_empty() {
             self.plan = None;

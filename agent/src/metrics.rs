@@ -37,6 +37,7 @@ pub struct Metrics {
     pub accuracy_percent: Family<Labels, FloatGauge>,
     pub deadline_seconds: Family<Labels, FloatGauge>,
     pub decisions: Family<Labels, Counter>,
+    pub plans: Family<Labels, Counter>,
     pub apps: Gauge,
 }
 
@@ -65,6 +66,7 @@ impl Metrics {
             accuracy_percent: Family::default(),
             deadline_seconds: Family::default(),
             decisions: Family::default(),
+            plans: Family::default(),
             apps: Gauge::default(),
             registry: Registry::default(),
         };
@@ -117,6 +119,14 @@ impl Metrics {
             "decisions",
             "Changes the agent made: kind=frequency or kind=subnet",
             metrics.decisions.clone(),
+        );
+        registry.register(
+            "plans",
+            "Plans the policy adopted, by what made them (cause=first, apps_changed, \
+             hardware_changed, slow_down, controller_exhausted, gpu_below_demand, \
+             cpu_saturated, predicted_break, margin_widened, app_missing, serves_more, \
+             below_cpu_demand, saves_power, gains_accuracy, upgrade)",
+            metrics.plans.clone(),
         );
         registry.register("apps", "Apps registered", metrics.apps.clone());
         Metrics {

@@ -167,6 +167,32 @@ pub enum PlanTrigger {
     Upgrade,
 }
 
+impl PlanTrigger {
+    /// A short name of the cause, for metrics labels: `first`, `apps_changed`,
+    /// `hardware_changed`, `slow_down`, `controller_exhausted`, `gpu_below_demand`,
+    /// `cpu_saturated`, `predicted_break`, `margin_widened`, `app_missing`, `serves_more`,
+    /// `below_cpu_demand`, `saves_power`, `gains_accuracy`, `upgrade`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PlanTrigger::First => "first",
+            PlanTrigger::AppsChanged => "apps_changed",
+            PlanTrigger::HardwareChanged => "hardware_changed",
+            PlanTrigger::SlowDown { .. } => "slow_down",
+            PlanTrigger::ControllerExhausted { .. } => "controller_exhausted",
+            PlanTrigger::GpuBelowDemand => "gpu_below_demand",
+            PlanTrigger::CpuSaturated => "cpu_saturated",
+            PlanTrigger::PredictedBreak => "predicted_break",
+            PlanTrigger::MarginWidened => "margin_widened",
+            PlanTrigger::AppMissing => "app_missing",
+            PlanTrigger::ServesMore => "serves_more",
+            PlanTrigger::BelowCpuDemand => "below_cpu_demand",
+            PlanTrigger::SavesPower => "saves_power",
+            PlanTrigger::GainsAccuracy => "gains_accuracy",
+            PlanTrigger::Upgrade => "upgrade",
+        }
+    }
+}
+
 impl fmt::Display for PlanTrigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

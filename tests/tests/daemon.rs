@@ -88,6 +88,7 @@ fn governs_an_app_obeys_the_operator_and_restores_on_sigterm() {
         text.contains("dnngov_inferences_total{app=\"detector\"")
             && text.contains("dnngov_domain_frequency_hertz{domain=\"cpufreq policy0\"}")
             && text.contains("dnngov_subnet{app=\"detector\",app_id=\"1\"} 3")
+            && text.contains("dnngov_plans_total{cause=\"first\"} 1")
     });
 
     let status = daemon.ctl(&["status"]).unwrap();
