@@ -369,7 +369,8 @@ impl BaseGovernor {
             }
             (GovernorKind::Schedutil, Some(a)) => {
                 let mut f = schedutil_freq(a.util, &d.table, allowed, cfg.headroom);
-                if cfg.peak_hold.0 > 0 {
+                // Only CPU domains are held at their peak (see the step down below).
+                if cfg.peak_hold.0 > 0 && d.kind == DomainKind::Cpu {
                     state.peak = match state.peak {
                         Some((t, p)) if f < p && snap.now.saturating_sub(t) < cfg.peak_hold => {
                             Some((t, p))
@@ -438,9 +439,7 @@ impl BaseGovernor {
                     };
                     // A dip of a load that is still there stays at its recent peak.
                     let target = match state.peak {
-                        Some((_, peak)) if !gone && d.kind == DomainKind::Cpu => {
-                            target.max(peak.min(prev))
-                        }
+                        Some((_, peak)) if !gone => target.max(peak.min(prev)),
                         _ => target,
                     };
                     let limit = if gone {
