@@ -1685,3 +1685,113 @@ fn a_power_cap_lifts_the_gpu_floor_only_where_the_cap_needs_it() {
     assert!(gpu(&tight) < half, "{tight:?}");
     assert!(tight.power.0 <= (free.power.0 + floored.power.0) / 2.0 + 1e-9);
 }
+
+/// `f_max / f` of a domain's clock.
+fn slowness(snap: &Snapshot, id: u32, f: Hz) -> f64 {
+    let d = snap.domains.iter().find(|d| d.id == id).unwrap();
+    d.max_freq().as_f64() / f.as_f64()
+}
+
+/// The slowest CPU clock of a snapshot's, or a plan's, CPU domains (in `f_max / f`).
+fn slowest_cpu(snap: &Snapshot, freqs: impl Iterator<Item = (u32, Hz)>) -> f64 {
+    freqs
+        .filter(|f| matches!(f.0, 0 | 2 | 4))
+        .map(|f| slowness(snap, f.0, f.1))
+        .fold(0.0, f64::max)
+}
+
+/// A CPU-only app with time to spare (its declared latencies, scaled by the slowest
+/// cluster's `f_max / f`, a quarter of its 400-ms deadline at the highest clocks), run
+/// `secs` at the clocks each tick decides, under `cap` (watts, from which second on).
+/// Savings of any size are taken, so
+/// that every step down the plans may take shows. Returns each adopted plan's slowest CPU
+/// clock beside the slowest CPU clock an inference had met its deadline at before it, and
+/// its predicted power.
+fn explore_run(cap: Option<(f64, u64)>, secs: u64) -> Vec<(f64, f64, f64)> {
+    let a = app(1, &NETS_6, 400.0, 400.0, 74.0, 1, false);
+    let mut m = Manager::new(Config {
+        gain_threshold: 0.001,
+        ..Config::default()
+    });
+    let tick = |t: u64, apps: Vec<dnngov_policy::AppState>| {
+        let mut s = quiet_snapshot(t * 50, apps);
+        s.caps.power = cap.filter(|c| t >= c.1 * 20).map(|c| Watts(c.0));
+        s
+    };
+    let mut snap = tick(0, vec![]);
+    let d = m.step(&snap);
+    at_decided_clocks(&mut snap, &d);
+    let mut explored: Option<f64> = None;
+    let mut plans = Vec::new();
+    for t in 1..=(secs * 20) {
+        let mut next = tick(t, if t >= 20 { vec![a.clone()] } else { vec![] });
+        for (n, d) in next.domains.iter_mut().zip(&snap.domains) {
+            n.cur = d.cur;
+        }
+        let ran = slowest_cpu(&next, next.domains.iter().map(|d| (d.id, d.cur)));
+        if t >= 22 && t % 2 == 0 {
+            let s = m.plan().and_then(|p| p.subnets.first()).map_or(0, |s| s.1);
+            let ms = NETS_6[s as usize].1 * ran;
+            next.apps[0].finished = vec![inference(t * 50, ms, s)];
+            if ms <= 400.0 {
+                explored = Some(explored.map_or(ran, |x: f64| x.max(ran)));
+            }
+        }
+        let d = m.step(&next);
+        if let (true, Some(x)) = (d.adopted_plan, explored) {
+            let p = m.plan().unwrap();
+            assert!(p.unserved.is_empty(), "{p:?}");
+            plans.push((slowest_cpu(&next, p.freqs.iter().copied()), x, p.power.0));
+        }
+        at_decided_clocks(&mut next, &d);
+        snap = next;
+    }
+    plans
+}
+
+/// Plans lower an app's clocks a step at a time: never more than 1.5 times (in
+/// `f_max / f`) below the slowest clocks its inferences met their deadline at, so each
+/// lowering is learned before the next; and they still get down to where the app's time to
+/// spare puts them.
+#[test]
+fn plans_lower_the_clocks_a_step_at_a_time_below_where_the_deadline_was_met() {
+    let plans = explore_run(None, 30);
+    assert!(plans.len() >= 3, "{plans:?}");
+    for (planned, explored, _) in &plans {
+        assert!(
+            *planned <= explored * 1.5 + 1e-9,
+            "a plan {planned:.2} times below the top, explored down to {explored:.2}: {plans:?}"
+        );
+    }
+    let (first, last) = (plans[0].1, plans.last().unwrap().0);
+    assert!(
+        last > first * 1.5 * 1.5,
+        "the plans stayed near where the app started: {plans:?}"
+    );
+}
+
+/// Under a power cap that no plan within the explore step keeps with the app served, the
+/// step gives way (as the GPU floor does): the app is served under the cap.
+#[test]
+fn a_power_cap_widens_the_explore_step_only_where_the_cap_needs_it() {
+    // Where the plans get to, a step at a time, with no cap: the last two plans.
+    let plans = explore_run(None, 30);
+    let [.., (_, _, above), (bottom, _, low)] = plans[..] else {
+        panic!("{plans:?}");
+    };
+    assert!(above > low, "{plans:?}");
+    // From 4 s on (two plans down), a cap that only the last plan keeps.
+    let cap = (above + low) / 2.0;
+    let capped = explore_run(Some((cap, 4)), 6);
+    let &(planned, explored, power) = capped.last().unwrap();
+    assert!(power <= cap + 1e-9, "{capped:?} under {cap} W");
+    assert!(
+        planned > explored * 1.5 + 1e-9,
+        "the cap needed a plan past the step: {capped:?} (down to {bottom:.2} without it)"
+    );
+    // A cap the plans within the step keep leaves the step as it is.
+    let roomy = explore_run(Some((plans[0].2 * 2.0, 4)), 6);
+    for (planned, explored, _) in &roomy {
+        assert!(*planned <= explored * 1.5 + 1e-9, "{roomy:?}");
+    }
+}
