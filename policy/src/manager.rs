@@ -530,7 +530,7 @@ const SPREAD_CLIP: f64 = 0.5;
 /// sets of 200 generated scenarios (seeds 1-600), the GPUs over 10 changes a minute in
 /// steady phases went from 8 scenarios to 3, those within the oracle's misses + 1 point
 /// from 584 to 586, and the median energy from 1.0495, 1.0495 and 1.049 times the
-/// oracle's to 1.047, 1.047 and 1.049. A step of 1.3 or 1.4 did as well on the sweeps but
+/// oracle's to 1.0465, 1.047 and 1.0485. A step of 1.3 or 1.4 did as well on the sweeps but
 /// spent more on S3 and R3 (docs/evaluation.md).
 const EXPLORE_STEP: f64 = 1.5;
 /// Under a power cap that no plan within [`EXPLORE_STEP`] keeps with as many apps served,
