@@ -412,8 +412,9 @@ fn a_spill_hold_lasts_while_the_bursts_come() {
 /// 2.21 % missed). Since plans lower the clocks at most 1.5 times below where the apps met
 /// their deadlines (`EXPLORE_STEP` in the manager, 2 before), it runs seeds 90, 61, 58 and
 /// 160 (off 6, on 0; 1.18 and 1.27 % missed, summed). Over generated seeds 1-200 the trial
-/// takes the oscillations from 19 to 8, for summed misses of 636.5 and 641.0 %. The upgrades kept can cost some
-/// frames, bounded per scenario by the sweep's own tolerance, one point. Upgrades that
+/// takes the oscillations from 19 to 8, for summed misses of 636.5 and 641.0 %. The
+/// upgrades kept can cost some frames, bounded per scenario by the sweep's own tolerance,
+/// one point. Upgrades that
 /// cost power are bought only within the optimiser's tie tolerance, 0 by default since
 /// (energy mode takes the least power): the trial matters where an operator sets one, and
 /// the test runs with 2 %, the default the seeds above were chosen with.
