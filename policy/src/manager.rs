@@ -314,6 +314,17 @@ const CONTENDED_RUN: u32 = 20;
 /// error plans are made to absorb), or two in a row by more than twice the margin, every
 /// observed fit of the app is scaled by the least of those ratios, its split between
 /// clocks kept and its history dropped as out of date, and the optimiser runs at once.
+///
+/// Where the app's own latencies spread wider than that margin, the margin is the app's
+/// spread level instead (the margin its plans get for it, `AppEntry::spread_level`),
+/// unless the measured demand of a domain the app runs on has just risen (see
+/// [`DEMAND_RISE`]). Jitter of 10 % puts three samples in a row 10 % over their prediction
+/// every few seconds: each such run scaled every fit up by 10-35 %, a plan raised the
+/// clocks, and the next samples took them back down (generated seed 147: 10.7 GPU changes
+/// a minute, 6.1 with the spread level). Another program's job on the GPU is a slow-down
+/// the busy counters show: with them the margin stays the optimiser's, so a moderate one is
+/// still caught in three samples (generated seed 170, a third of the GPU taken: back within
+/// 5 s, where the spread level alone took 12 s).
 const BIAS_SAMPLES: u32 = 3;
 /// An inference in flight overruns once it has run past its deadline bound
 /// (`min(deadline, period)` less `keep_margin`, the bound plans are held to) and past its
@@ -467,6 +478,16 @@ const DEMAND_WINDOW: Nanos = Nanos::from_millis(1000);
 /// 1.072 of the oracle's.
 const CPU_DEMAND_FALL: Nanos = Nanos::from_millis(5000);
 
+/// The time constant of a domain's demand baseline (see [`Demand::baseline`]).
+const DEMAND_BASELINE: Nanos = Nanos::from_millis(10_000);
+/// A domain whose averaged demand is this much over its baseline (a share of the domain at
+/// its highest clock) has more work than before: another program's job on the GPU, a CPU
+/// load starting, or an app given a heavier sub-network. The apps that run on it are
+/// judged for a slow-down by the optimiser's margin alone (see [`BIAS_SAMPLES`]). The rise
+/// shows within a second or two of the new work and fades as the baseline follows it, in
+/// 10-20 s.
+const DEMAND_RISE: f64 = 0.1;
+
 /// A GPU or CPU domain's averaged demand (see [`SHARED_GPU_UTIL`], [`CPU_BUSY_UTIL`]).
 #[derive(Clone, Copy, Debug)]
 struct Demand {
@@ -478,6 +499,8 @@ struct Demand {
     at: Nanos,
     /// When it was first measured.
     since: Nanos,
+    /// `demand` averaged over [`DEMAND_BASELINE`]: what it was before a rise.
+    baseline: f64,
     /// Consecutive ticks its CPUs were all busy (see [`CPU_SATURATED`]).
     saturated: u32,
 }
@@ -884,6 +907,8 @@ impl Manager {
                     };
                     let weight = (tick.0 as f64 / window.0 as f64).clamp(0.0, 1.0);
                     x.demand += weight * (demand - x.demand);
+                    let slow = (tick.0 as f64 / DEMAND_BASELINE.0 as f64).clamp(0.0, 1.0);
+                    x.baseline += slow * (demand - x.baseline);
                     x.at = snap.now;
                 }
                 None => self.demand.push(Demand {
@@ -892,6 +917,7 @@ impl Manager {
                     demand,
                     at: snap.now,
                     since: snap.now,
+                    baseline: demand,
                     saturated: 0,
                 }),
             }
@@ -1076,6 +1102,18 @@ impl Manager {
             return None;
         }
         Some(Hz((d.max_freq().as_f64() * self.cfg.gpu_floor) as u64))
+    }
+
+    /// Whether the demand of a domain the app runs on has risen over its baseline (see
+    /// [`DEMAND_RISE`]).
+    fn demand_rose(&self, snap: &Snapshot, app: &AppState) -> bool {
+        self.demand.iter().any(|x| {
+            x.demand - x.baseline >= DEMAND_RISE
+                && snap
+                    .domains
+                    .iter()
+                    .any(|d| d.id == x.domain && uses_domain(snap, app, d))
+        })
     }
 
     /// The least GPU or memory clock a plan may set while the GPU is shared (see
@@ -1475,8 +1513,17 @@ impl Manager {
         let mut settled = std::mem::take(&mut self.settled);
         for id in ids.iter().copied() {
             self.settled_samples(id, snap.now, &mut settled);
+            let rose = self
+                .apps
+                .get(&id)
+                .is_some_and(|e| self.demand_rose(snap, &e.declared));
             let Some(e) = self.apps.get_mut(&id) else {
                 continue;
+            };
+            let band = if !rose {
+                self.cfg.optimiser.margin.max(e.spread_level)
+            } else {
+                self.cfg.optimiser.margin
             };
             let t = &e.declared.targets;
             let met_ms = t
@@ -1494,7 +1541,6 @@ impl Manager {
                 if waited <= CLEAN_WAIT {
                     e.contended = 0;
                 }
-                let band = self.cfg.optimiser.margin;
                 track_slow_down(e, subnet, r, ms, band, use_ != Use::LearnBoosted);
                 if !matches!(use_, Use::Learn | Use::LearnBoosted) {
                     continue;
@@ -1544,7 +1590,6 @@ impl Manager {
                 e.models[subnet].observe(r, ms);
                 e.cautious[subnet].observe(r, ms);
             }
-            let band = self.cfg.optimiser.margin;
             let sudden = e.slow_run >= 2 && e.slow_ratio > 1.0 + 2.0 * band;
             if e.slow_run >= BIAS_SAMPLES || sudden {
                 let ratio = rescale(e, self.cfg.latency_forgetting);
