@@ -1520,10 +1520,11 @@ impl Manager {
             let Some(e) = self.apps.get_mut(&id) else {
                 continue;
             };
-            let band = if !rose {
-                self.cfg.optimiser.margin.max(e.spread_level)
-            } else {
+            // The band of the lasting slow-down check (see `BIAS_SAMPLES`).
+            let band = if rose {
                 self.cfg.optimiser.margin
+            } else {
+                self.cfg.optimiser.margin.max(e.spread_level)
             };
             let t = &e.declared.targets;
             let met_ms = t
