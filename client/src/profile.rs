@@ -72,6 +72,10 @@ pub const MAX_LIBRARY_ENTRIES: usize = 8;
 /// Pause between the agent showing a held setting and the first inference there.
 const SETTLE_AFTER_APPLIED: Duration = Duration::from_millis(50);
 
+/// Rounds the timed inferences of a setting are split into (fewer when there are fewer
+/// inferences); see [`sweep`].
+const SWEEP_ROUNDS: usize = 4;
+
 /// A DVFS setting: the frequency held for each kind of domain. `None`: that kind of domain
 /// is not held (the governor sets it as it would anyway).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -449,13 +453,13 @@ pub struct SweepOptions {
     pub admin_socket: PathBuf,
     /// Untimed inferences of each candidate before timing it at a setting.
     pub warmup: u32,
-    /// Timed inferences of each candidate at each setting (at least 1).
+    /// Timed inferences of each candidate at each setting (at least 1), for its latency.
     pub inferences: u32,
-    /// Keep timing (beyond `inferences`) until the agent's energy counter has covered this
+    /// After timing, run each candidate until the agent's energy counter has covered this
     /// long, for the energy per inference. Zero: no energy.
     pub energy_window: Duration,
-    /// Stop extending a candidate's timing for energy after this long (its energy is then
-    /// left out unless the counter covered some time).
+    /// Stop a candidate's energy run after this long (its energy is then left out unless
+    /// the counter covered some time).
     pub max_time_per_candidate: Duration,
     /// The lease each hold asks for; the sweep renews it long before it runs out, and a
     /// sweep that dies leaves the clocks held for at most this long.
@@ -529,10 +533,14 @@ impl Drop for HoldGuard<'_> {
 /// For each setting in turn the agent is asked to hold it (the setting recorded is what
 /// the agent set, after snapping to the frequencies the domains offer) and the sweep waits
 /// until the agent shows it applied; then each candidate runs `warmup` untimed
-/// inferences and at least `inferences` timed ones (`run_one(index)`, `index` into
-/// `candidates`). When the agent reports an energy counter, timing goes on until the
-/// counter has covered `energy_window` within the timed inferences, and the energy per
-/// inference is the average power over that window times the mean latency. The hold is
+/// inferences and `inferences` timed ones (`run_one(index)`, `index` into `candidates`).
+/// The timed ones run in up to 4 rounds, every candidate its share in each round and one
+/// more untimed inference before it (none when `warmup` is 0), so that a load which comes
+/// or goes during the setting shifts every candidate alike: on a machine where something
+/// else runs, the order of the candidates' latencies holds. When the agent reports an
+/// energy counter, each candidate then runs on its own until the counter has covered
+/// `energy_window`, and the energy per inference is the average power over that window
+/// times those inferences' mean latency. The hold is
 /// renewed before its lease runs out and released at the end, on error too. A setting
 /// with no frequency (`Setting::default()`) is measured without a hold.
 ///
@@ -575,16 +583,13 @@ pub fn sweep(
         },
     };
     let governed = status.as_ref().is_some_and(|s| !s.domains.is_empty());
-    let mut measurements = Vec::new();
     if !governed || settings.is_empty() {
         if status.is_some() && settings.iter().any(|s| !s.is_current_clocks()) {
             log::warn!("dnngov: the agent governs no frequency domain; profiling at the current clocks only");
         }
-        for (index, candidate) in candidates.iter().enumerate() {
-            measurements.push(measurer.candidate(index, candidate, Setting::default(), run_one)?);
-        }
-        return Ok(measurements);
+        return measurer.setting(candidates, Setting::default(), run_one);
     }
+    let mut measurements = Vec::new();
     for setting in settings {
         let applied = if setting.is_current_clocks() {
             measurer.guard.release()?;
@@ -597,9 +602,7 @@ pub fn sweep(
             measurer.wait_applied(&held);
             Setting::held(&held)
         };
-        for (index, candidate) in candidates.iter().enumerate() {
-            measurements.push(measurer.candidate(index, candidate, applied, run_one)?);
-        }
+        measurements.extend(measurer.setting(candidates, applied, run_one)?);
     }
     measurer
         .guard
@@ -639,32 +642,101 @@ impl Measurer<'_> {
         }
     }
 
-    fn candidate(
+    /// Measures every candidate at `setting` (already in force).
+    ///
+    /// The timed inferences run in rounds, every candidate its share in each round, so
+    /// that a load which comes or goes while the setting is measured (another program, a
+    /// sibling hyperthread) shifts every candidate alike rather than the one timed then.
+    /// Each candidate starts the first round with `warmup` untimed inferences, and later
+    /// rounds with one (none when `warmup` is 0): the first inference after a switch runs
+    /// on cold caches. With an energy counter each candidate then runs on its own until the
+    /// counter has covered `energy_window` (or `max_time_per_candidate` passed).
+    fn setting(
         &mut self,
-        index: usize,
-        candidate: &CandidateInfo,
+        candidates: &[CandidateInfo],
         setting: Setting,
         run_one: &mut dyn FnMut(usize) -> anyhow::Result<()>,
-    ) -> anyhow::Result<Measurement> {
-        let context = || format!("candidate {} ({:?}) at {setting}", index, candidate.name);
-        for _ in 0..self.opts.warmup {
-            run_one(index).with_context(context)?;
-            self.guard.renew_if_due()?;
+    ) -> anyhow::Result<Vec<Measurement>> {
+        let context = |index: usize| {
+            format!(
+                "candidate {} ({:?}) at {setting}",
+                index, candidates[index].name
+            )
+        };
+        let inferences = self.opts.inferences as usize;
+        let rounds = inferences.min(SWEEP_ROUNDS);
+        let mut latencies: Vec<Vec<f64>> = vec![Vec::with_capacity(inferences); candidates.len()];
+        for round in 0..rounds {
+            // This round's share of the timed inferences: the first `inferences % rounds`
+            // rounds take one more.
+            let share = inferences / rounds + usize::from(round < inferences % rounds);
+            let untimed = if round == 0 {
+                self.opts.warmup
+            } else {
+                self.opts.warmup.min(1)
+            };
+            for (index, samples) in latencies.iter_mut().enumerate() {
+                for _ in 0..untimed {
+                    run_one(index).with_context(|| context(index))?;
+                    self.guard.renew_if_due()?;
+                }
+                for _ in 0..share {
+                    let begin = Instant::now();
+                    run_one(index).with_context(|| context(index))?;
+                    samples.push(begin.elapsed().as_secs_f64() * 1e3);
+                    self.guard.renew_if_due()?;
+                }
+            }
         }
+        let mut measurements = Vec::with_capacity(candidates.len());
+        for (index, (candidate, mut samples)) in candidates.iter().zip(latencies).enumerate() {
+            let energy = if self.energy {
+                self.energy_per_inference(index, run_one)
+                    .with_context(|| context(index))?
+            } else {
+                None
+            };
+            samples.sort_by(f64::total_cmp);
+            measurements.push(Measurement {
+                candidate: candidate.name.clone(),
+                accuracy_pct: candidate.accuracy_pct,
+                relative_cost: candidate.relative_cost,
+                setting,
+                latency_ms: micro(percentile(&samples, 0.5)),
+                latency_p90_ms: micro(percentile(&samples, 0.9)),
+                energy_mj: energy.map(|(e, _)| micro(e)),
+                energy_estimated: energy.is_some_and(|(_, estimated)| estimated),
+                modelled: false,
+                samples: samples.len() as u32,
+            });
+        }
+        Ok(measurements)
+    }
+
+    /// Runs candidate `index` on its own until the agent's energy counter has covered
+    /// `energy_window` (or `max_time_per_candidate` passed): the energy of one inference is
+    /// the average power over the covered time times the mean latency of those inferences,
+    /// and whether it is estimated. `None` when the counter covered no time.
+    fn energy_per_inference(
+        &mut self,
+        index: usize,
+        run_one: &mut dyn FnMut(usize) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Option<(f64, bool)>> {
         let started = Instant::now();
         let started_ns = monotonic_ns();
-        let mut latencies: Vec<f64> = Vec::with_capacity(self.opts.inferences as usize);
+        let (mut total_ms, mut count) = (0.0, 0u32);
         let mut first: Option<EnergyStatus> = None;
         let mut last: Option<EnergyStatus> = None;
         let mut next_read = Instant::now();
         loop {
             let begin = Instant::now();
-            run_one(index).with_context(context)?;
-            latencies.push(begin.elapsed().as_secs_f64() * 1e3);
+            run_one(index)?;
+            total_ms += begin.elapsed().as_secs_f64() * 1e3;
+            count += 1;
             self.guard.renew_if_due()?;
-            if self.energy && Instant::now() >= next_read {
+            if Instant::now() >= next_read {
                 next_read = Instant::now() + Duration::from_millis(100);
-                // Only readings taken after timing started count.
+                // Only readings taken after this block started count.
                 if let Some(reading) = admin::status(self.socket)
                     .ok()
                     .and_then(|s| s.energy)
@@ -683,17 +755,14 @@ impl Measurer<'_> {
                 (Some(f), Some(l)) => Duration::from_nanos(l.at_monotonic_ns - f.at_monotonic_ns),
                 _ => Duration::ZERO,
             };
-            let enough = latencies.len() >= self.opts.inferences as usize;
-            if enough
-                && (!self.energy
-                    || covered >= self.opts.energy_window
-                    || started.elapsed() >= self.opts.max_time_per_candidate)
+            if covered >= self.opts.energy_window
+                || started.elapsed() >= self.opts.max_time_per_candidate
             {
                 break;
             }
         }
-        let mean_ms = latencies.iter().sum::<f64>() / latencies.len() as f64;
-        let energy = match (&first, &last) {
+        let mean_ms = total_ms / f64::from(count);
+        Ok(match (&first, &last) {
             (Some(f), Some(l)) if l.at_monotonic_ns > f.at_monotonic_ns => {
                 let watts =
                     (l.joules - f.joules) / ((l.at_monotonic_ns - f.at_monotonic_ns) as f64 / 1e9);
@@ -701,19 +770,6 @@ impl Measurer<'_> {
                 Some((watts * mean_ms, f.estimated || l.estimated))
             }
             _ => None,
-        };
-        latencies.sort_by(f64::total_cmp);
-        Ok(Measurement {
-            candidate: candidate.name.clone(),
-            accuracy_pct: candidate.accuracy_pct,
-            relative_cost: candidate.relative_cost,
-            setting,
-            latency_ms: micro(percentile(&latencies, 0.5)),
-            latency_p90_ms: micro(percentile(&latencies, 0.9)),
-            energy_mj: energy.map(|(e, _)| micro(e)),
-            energy_estimated: energy.is_some_and(|(_, estimated)| estimated),
-            modelled: false,
-            samples: latencies.len() as u32,
         })
     }
 }

@@ -56,8 +56,9 @@ fn profiled_supernet_registers_and_switches_when_the_agent_asks() {
         .args([
             "--cpu-fractions",
             "1.0,0.5",
+            // The tiny candidates differ by microseconds: enough samples for a median.
             "--inferences",
-            "5",
+            "20",
             "--warmup",
             "1",
         ])

@@ -274,7 +274,8 @@ fn sweep_without_an_agent_measures_the_current_clocks_once() {
         Ok(())
     };
     let measured = sweep(&opts, &candidates, &settings, &mut run_one).unwrap();
-    assert_eq!(runs, [4, 4]);
+    // Three rounds of one timed inference, each after an untimed one.
+    assert_eq!(runs, [6, 6]);
     assert_eq!(measured.len(), 2);
     for (m, c) in measured.iter().zip(&candidates) {
         assert_eq!(m.candidate, c.name);
@@ -293,6 +294,56 @@ fn sweep_without_an_agent_measures_the_current_clocks_once() {
         text.contains("\"fast\"") && text.contains("the model is not loaded"),
         "{text}"
     );
+}
+
+#[test]
+fn a_load_that_stops_during_a_sweep_shifts_every_candidate_alike() {
+    // Two candidates: the more accurate takes 12 ms, the other 8 ms. Another program slows
+    // every inference by 20 ms for the first third of the sweep's inferences. Timed one
+    // candidate after the other, the first would take all of it and look the slower (and
+    // the library would keep only the more accurate); in rounds both take their part and
+    // the order holds.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SweepOptions {
+        admin_socket: dir.path().join("admin.sock"),
+        warmup: 1,
+        inferences: 8,
+        ..SweepOptions::default()
+    };
+    let candidates = vec![
+        CandidateInfo {
+            name: "small".into(),
+            accuracy_pct: 70.0,
+            relative_cost: Some(0.5),
+        },
+        CandidateInfo {
+            name: "large".into(),
+            accuracy_pct: 75.0,
+            relative_cost: Some(1.0),
+        },
+    ];
+    // warmup 1 + 8 timed + 3 more untimed, for each of the two.
+    let total = 2 * (1 + 8 + 3);
+    let mut calls = 0;
+    let mut run_one = |index: usize| -> anyhow::Result<()> {
+        let loaded = calls * 3 < total;
+        calls += 1;
+        let ms = [8, 12][index] + if loaded { 20 } else { 0 };
+        std::thread::sleep(Duration::from_millis(ms));
+        Ok(())
+    };
+    let measured = sweep(&opts, &candidates, &[], &mut run_one).unwrap();
+    assert_eq!(calls, total);
+    assert!(
+        measured[0].latency_ms < measured[1].latency_ms,
+        "{measured:#?}"
+    );
+    // Both stay in the library: the less accurate one is the cheaper.
+    let names: Vec<String> = pareto_library(&measured, 8)
+        .into_iter()
+        .map(|e| e.subnet.name)
+        .collect();
+    assert_eq!(names, ["small", "large"]);
 }
 
 /// Candidates with one accuracy each and random measurements at a few settings.
