@@ -7,9 +7,11 @@ use dnngov_tests::{built_binary, Daemon, TestApp};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// A tmux server of its own (its socket in the test's folder), killed when dropped.
+/// A tmux server of its own (its socket in the test's folder, a new one for each server),
+/// killed when dropped.
 struct Tmux {
     socket: PathBuf,
 }
@@ -21,8 +23,12 @@ impl Tmux {
             println!("SKIPPED: tmux is not installed (scripts/install-deps.sh installs it)");
             return None;
         }
+        // A server that was just killed may still be exiting on its socket: a client that
+        // reached it there was told "server exited unexpectedly".
+        static SERVERS: AtomicUsize = AtomicUsize::new(0);
+        let n = SERVERS.fetch_add(1, Ordering::Relaxed);
         let tmux = Tmux {
-            socket: dir.join("tmux.sock"),
+            socket: dir.join(format!("tmux-{n}.sock")),
         };
         // remain-on-exit keeps the pane after the program ends, so the screen it left
         // can be read back.
