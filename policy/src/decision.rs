@@ -161,6 +161,9 @@ pub enum PlanTrigger {
     BelowCpuDemand,
     /// A periodic run: the new plan is predicted to save power.
     SavesPower,
+    /// An app the plan that saved power serves missed a deadline within
+    /// [`SAVING_TRIAL`](crate::manager::SAVING_TRIAL) of it: the plan it replaced is back.
+    SavingFailed { app: u32 },
     /// A periodic run: the new plan buys accuracy.
     GainsAccuracy,
     /// An app taken up a sub-network on its own (an upgrade or a floor given back).
@@ -171,7 +174,7 @@ impl PlanTrigger {
     /// A short name of the cause, for metrics labels: `first`, `apps_changed`,
     /// `hardware_changed`, `slow_down`, `controller_exhausted`, `gpu_below_demand`,
     /// `cpu_saturated`, `predicted_break`, `margin_widened`, `app_missing`, `serves_more`,
-    /// `below_cpu_demand`, `saves_power`, `gains_accuracy`, `upgrade`.
+    /// `below_cpu_demand`, `saves_power`, `saving_failed`, `gains_accuracy`, `upgrade`.
     pub fn name(&self) -> &'static str {
         match self {
             PlanTrigger::First => "first",
@@ -187,6 +190,7 @@ impl PlanTrigger {
             PlanTrigger::ServesMore => "serves_more",
             PlanTrigger::BelowCpuDemand => "below_cpu_demand",
             PlanTrigger::SavesPower => "saves_power",
+            PlanTrigger::SavingFailed { .. } => "saving_failed",
             PlanTrigger::GainsAccuracy => "gains_accuracy",
             PlanTrigger::Upgrade => "upgrade",
         }
@@ -221,6 +225,10 @@ impl fmt::Display for PlanTrigger {
                 f.write_str("the plan in force runs a CPU cluster under its demand")
             }
             PlanTrigger::SavesPower => f.write_str("the new plan saves power"),
+            PlanTrigger::SavingFailed { app } => write!(
+                f,
+                "app {app} missed a deadline under the plan that saved power: the plan before it is back"
+            ),
             PlanTrigger::GainsAccuracy => f.write_str("the new plan buys accuracy"),
             PlanTrigger::Upgrade => f.write_str("an app goes up a sub-network"),
         }

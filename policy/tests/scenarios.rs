@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use dnngov_policy::governor::{schedutil_freq, BaseGovernor, GovernorConfig};
+use dnngov_policy::manager::SAVING_MISSES;
 use dnngov_policy::model::{ClockRatios, LatencyCoefs};
 use dnngov_policy::optimiser::{
     evaluate, evaluate_resources, optimise, Mode, OptimiserConfig, Problem,
@@ -1350,6 +1351,83 @@ fn no_plan_lowers_clocks_to_save_power_while_an_app_misses() {
         let since = k % 60;
         assert!(since >= 30, "saved at {k}, {since} inferences after a miss");
     }
+}
+
+/// A plan adopted because it saves power is a trial: the second inference that begins
+/// under it and misses its deadline brings back the plan it replaced, at once and with
+/// its clocks.
+#[test]
+fn a_saving_that_makes_an_app_miss_is_undone_at_once() {
+    let mut m = Manager::new(Config::default());
+    let a = app(1, &NETS_6, 100.0, 66.0, 74.0, 1, true);
+    let mut d = m.step(&snapshot(0, vec![a.clone()]));
+    let mut fast = 0.0;
+    // The decision before the saving, when the saving was adopted, and when it was undone.
+    let mut saving: Option<(dnngov_policy::Decision, u64)> = None;
+    let mut undone: Option<u64> = None;
+    let mut missed = 0;
+    for k in 1..400u64 {
+        let t = k * 66;
+        let mut snap = snapshot(t, vec![a.clone()]);
+        at_decided_clocks(&mut snap, &d);
+        let s = d.subnet_of(1).unwrap();
+        // As predicted for 6.6 s, then 30 % faster (a saving to be had); over the deadline
+        // when it began under the saving.
+        let mut ms = if k <= 100 {
+            fast = 0.7 * m.predict_latency_ms(&snap, 1, s).unwrap();
+            fast / 0.7
+        } else {
+            fast
+        };
+        if let (Some((_, at)), None) = (&saving, undone) {
+            if t as f64 - 101.0 >= (*at * 66) as f64 {
+                ms = 101.0;
+            }
+        }
+        snap.apps[0].finished = vec![inference(t, ms, s)];
+        let before = d.clone();
+        d = m.step(&snap);
+        match (&saving, undone) {
+            (None, _) if k > 100 && d.trigger == Some(PlanTrigger::SavesPower) => {
+                assert!(
+                    [GPU, EMC].iter().any(|&x| d.freq_of(x) < before.freq_of(x)),
+                    "the saving lowers the GPU or the memory clock: {:?} from {:?}",
+                    d.domains,
+                    before.domains
+                );
+                saving = Some((before, k));
+            }
+            (Some((_, at)), None) if ms > 100.0 || d.adopted_plan => {
+                missed += u32::from(ms > 100.0);
+                if missed < SAVING_MISSES {
+                    assert!(!d.adopted_plan, "{:?} at {k}, {missed} missed", d.trigger);
+                    continue;
+                }
+                assert_eq!(
+                    d.trigger,
+                    Some(PlanTrigger::SavingFailed { app: 1 }),
+                    "the second miss under the saving (adopted at {at}) undoes it, at {k}"
+                );
+                undone = Some(k);
+            }
+            _ => {}
+        }
+        if let (Some((prior, at)), Some(u)) = (&saving, undone) {
+            // Back at the clocks before the saving.
+            for dom in [GPU, EMC] {
+                let (now, then) = (d.freq_of(dom).unwrap(), prior.freq_of(dom).unwrap());
+                assert_eq!(
+                    now, then,
+                    "domain {dom} at {k} (saving at {at}, undone at {u})"
+                );
+            }
+            return;
+        }
+    }
+    panic!(
+        "no saving undone: saving {:?}, undone {undone:?}",
+        saving.map(|s| s.1)
+    );
 }
 
 /// The plan under the highest power cap, in steps of 1 % of what `p` needs uncapped (down
