@@ -859,6 +859,55 @@ fn a_lasting_slow_down_re_plans_at_once_and_keeps_the_split() {
     assert!(at_min > scaled * 1.5, "{at_min} ms at the lowest CPU clock");
 }
 
+/// Two apps on the GPU, half a period apart: as declared their inferences never overlap.
+/// Another job then makes both three times slower, and now each inference overlaps the
+/// other app's, so every sample waited for the other app (contended) and is kept out of
+/// the fits. The slow-down must still be caught within two inferences of the first app:
+/// a wait cannot make a sample twice its prediction. Before, contended samples were kept
+/// out of the slow-down check too, and the plan stayed until an app missed.
+#[test]
+fn a_slow_down_that_makes_two_apps_overlap_is_caught_at_once() {
+    let mut m = Manager::new(Config::default());
+    let apps = || {
+        vec![
+            app(1, &NETS_6, 80.0, 200.0, 74.0, 1, true),
+            app(2, &NETS_6, 80.0, 200.0, 74.0, 1, true),
+        ]
+    };
+    let mut d = m.step(&quiet_snapshot(0, apps()));
+    let mut caught = None;
+    let mut seen = Vec::new();
+    for k in 1..50u64 {
+        let slow = if k >= 40 { 3.0 } else { 1.0 };
+        for (i, offset) in [(0usize, 0u64), (1, 100)] {
+            let id = i as u32 + 1;
+            let s = d.subnet_of(id).unwrap();
+            let mut at_start = quiet_snapshot(k * 200 + offset, apps());
+            at_decided_clocks(&mut at_start, &d);
+            let latency = slow * model_truth(&at_start, s) / 1.6;
+            let end = k * 200 + offset + latency.round() as u64;
+            let mut snap = quiet_snapshot(end, apps());
+            at_decided_clocks(&mut snap, &d);
+            snap.apps[i].finished = vec![inference(end, latency, s)];
+            d = m.step(&snap);
+            if k < 40 {
+                // As declared, nothing overlaps: the clocks leave room to spare.
+                assert!(latency < 100.0, "{latency} ms before the job");
+                continue;
+            }
+            seen.push(format!("{k}: app {id} {latency:.1} ms, {:?}", d.trigger));
+            if caught.is_none() && matches!(d.trigger, Some(PlanTrigger::SlowDown { .. })) {
+                caught = Some(k);
+            }
+        }
+    }
+    assert!(
+        caught.is_some_and(|k| k <= 41),
+        "slow-down caught at period {caught:?}:\n{}",
+        seen.join("\n")
+    );
+}
+
 /// The "real" board of `latency_model_learns_a_slower_board_and_replans`: 1.6x the seeded
 /// latency at every clock.
 fn model_truth(snap: &Snapshot, s: u32) -> f64 {
