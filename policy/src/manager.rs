@@ -308,9 +308,9 @@ const OUTLIER_RATIO: f64 = 2.0;
 /// over [`OUTLIER_RATIO`] times its prediction once its estimated wait is taken out: the
 /// estimate can be off by tens of per cent, not by that much. A GPU job that slows every
 /// app makes their inferences overlap, so every sample after it is contended: skipped
-/// until 20 came in a row, the slow-down went unseen while five apps missed every frame
-/// for 5 s (generated seed 473: a job taking 48 % of the GPU, 7.36 % of frames missed
-/// against 4.02 %). Counted from twice the margin, or from the margin, the estimate's
+/// until 20 came in a row, the slow-down went unseen while four of five apps missed
+/// every frame for 5 s (generated seed 473: a job taking 48 % of the GPU, 7.36 % of
+/// frames missed against 4.02 %). Counted from twice the margin, or from the margin, the estimate's
 /// errors made slow-downs of their own: in the generated scenarios of seeds 1-200, 13 and
 /// 14 restless against 4, and median energy over 1.05 times the oracle's.
 const CLEAN_WAIT: f64 = 0.1;
