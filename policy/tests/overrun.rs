@@ -136,8 +136,10 @@ fn a_one_off_overrun_ends_at_the_next_inference_within_its_prediction_and_is_not
     );
 }
 
-#[test]
-fn a_lasting_slow_down_keeps_the_boost_until_a_plan_made_for_it() {
+/// A settled plan, an inference that overruns it (boosted) and ends slow, and the next one
+/// `ratio` times slower than predicted at the boosted clocks; the plan before, and the
+/// decision at the second one.
+fn overrun_then_slow(ratio: f64) -> (Decision, Decision) {
     let (mut m, plan, t) = settled(Config::default(), None);
     let p = predicted(&m, &plan, t);
     let late = (p * 1.4).max(DEADLINE_MS * 0.96);
@@ -147,12 +149,18 @@ fn a_lasting_slow_down_keeps_the_boost_until_a_plan_made_for_it() {
     a.finished = vec![inference(t + 30, late + 10.0, s)];
     let d = m.step(&at(t + 30, vec![a], &boosted));
     assert_eq!(freq(&d, GPU).1, FreqReason::Overrun { app: 1 });
-    // The next one is 40 % slower than predicted at the boosted clocks too: a lasting
-    // slow-down. A plan for it is adopted at once and replaces the boost.
-    let slow = 1.4 * predicted(&m, &boosted, t + 90);
+    let slow = ratio * predicted(&m, &boosted, t + 90);
     let mut a = s1_app();
     a.finished = vec![inference(t + 90, slow, s)];
     let d = m.step(&at(t + 90, vec![a], &boosted));
+    (plan, d)
+}
+
+#[test]
+fn a_lasting_slow_down_keeps_the_boost_until_a_plan_made_for_it() {
+    // The next one is 40 % slower than predicted at the boosted clocks too: a lasting
+    // slow-down. A plan for it is adopted at once and replaces the boost.
+    let (plan, d) = overrun_then_slow(1.4);
     assert!(d.adopted_plan, "no re-plan after two slow inferences");
     assert!(
         d.domains
@@ -170,21 +178,9 @@ fn a_lasting_slow_down_keeps_the_boost_until_a_plan_made_for_it() {
 /// break 0.5 s later, 17 frames missed in a row).
 #[test]
 fn the_plan_for_a_lasting_slow_down_keeps_the_boosted_clocks() {
-    let (mut m, plan, t) = settled(Config::default(), None);
-    let p = predicted(&m, &plan, t);
-    let late = (p * 1.4).max(DEADLINE_MS * 0.96);
-    let boosted = running(&mut m, &plan, t + 20, late);
-    let s = plan.subnet_of(1).unwrap();
-    let mut a = s1_app();
-    a.finished = vec![inference(t + 30, late + 10.0, s)];
-    let d = m.step(&at(t + 30, vec![a], &boosted));
-    assert_eq!(freq(&d, GPU).1, FreqReason::Overrun { app: 1 });
     // 25 % slower than predicted at the boosted clocks too: a plan for it at once, which
     // without the hold put the CPU clusters at 1728 MHz and the GPU at 1058.
-    let slow = 1.25 * predicted(&m, &boosted, t + 90);
-    let mut a = s1_app();
-    a.finished = vec![inference(t + 90, slow, s)];
-    let d = m.step(&at(t + 90, vec![a], &boosted));
+    let (_, d) = overrun_then_slow(1.25);
     assert!(
         matches!(d.trigger, Some(PlanTrigger::SlowDown { app: 1, .. })),
         "{:?}",
