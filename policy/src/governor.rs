@@ -75,8 +75,9 @@ pub struct GovernorConfig {
     #[serde(default)]
     pub dip_rate_limit: Nanos,
     /// schedutil with a `down_rate_limit` only: a CPU domain's step down to half its clock
-    /// or more (any step down, from low in the table) goes no lower than the peak schedutil wanted within this long before (a
-    /// peak is kept this long, or until it is wanted again). A steady but noisy load, such
+    /// or more (any step down, from low in the table) goes no lower than the peak
+    /// schedutil wanted within this long before (a peak is kept this long, or until it is
+    /// wanted again). A steady but noisy load, such
     /// as other programs' short tasks, reaches its peaks again every few seconds: lowered
     /// to the most of one dip wait, it was raised back at the next peak, a table entry or
     /// two at a time, and lowered again two seconds later. Zero: only the wait's own peak.

@@ -711,9 +711,6 @@ pub struct Manager {
     /// Whether the plan in force runs a CPU domain under its bound (see [`CPU_BUSY_UTIL`]):
     /// it is replaced at the next periodic run after the dwell time.
     under_cpu_floor: bool,
-    /// While the plan for an app's lasting slow-down is made, the app (see
-    /// [`Manager::slow_down_floor`]).
-    slowed: Option<u32>,
     /// When the last upgrade was looked for (see [`Manager::upgrade`]).
     upgrade_checked: Option<Nanos>,
     /// Per planned domain, its last lowering and the hold after a failed one.
@@ -755,7 +752,6 @@ impl Manager {
             demand: Vec::new(),
             own: Vec::new(),
             under_cpu_floor: false,
-            slowed: None,
             upgrade_checked: None,
             clock_trials: BTreeMap::new(),
             saving: None,
@@ -865,15 +861,11 @@ impl Manager {
         } else if event || due {
             optimised = true;
             self.last_optimised = Some(snap.now);
-            // Under a power cap the cap comes first: its plans may lower what is in force.
-            self.slowed = match cause {
-                Some(PlanTrigger::SlowDown { app, .. }) if event && snap.caps.power.is_none() => {
-                    Some(app)
-                }
+            let slowed = match cause {
+                Some(PlanTrigger::SlowDown { app, .. }) if event => Some(app),
                 _ => None,
             };
-            let problem = self.problem_under_cap(snap, base);
-            self.slowed = None;
+            let problem = self.problem_under_cap(snap, base, slowed);
             let least = self.plan_without_upgrades(snap.now, &problem);
             // Power an upgrade is weighed against: the sub-networks in force at their
             // least-power clocks, not at the clocks kept from the plan in force.
@@ -1145,8 +1137,8 @@ impl Manager {
     /// which comes first: in generated seed 90 (five apps under a 6.8-W cap) plans held at
     /// the clocks in force were predicted to break every half second, and 4.35 % of frames
     /// missed against 0.61 %.
-    fn slow_down_floor(&self, snap: &Snapshot, d: &FreqDomain) -> Option<Hz> {
-        let e = self.apps.get(&self.slowed?)?;
+    fn slow_down_floor(&self, snap: &Snapshot, slowed: Option<u32>, d: &FreqDomain) -> Option<Hz> {
+        let e = self.apps.get(&slowed?)?;
         let gpu = e.declared.devices.gpu && d.kind == DomainKind::Memory;
         (gpu || uses_domain(snap, &e.declared, d)).then_some(d.cur)
     }
@@ -1767,12 +1759,19 @@ impl Manager {
     /// at 803 MHz had needed 5.5 W). Held under every cap, an explore step of 1.3 (tried)
     /// left an app unserved at clocks that missed every frame for 8 s, where a plan a
     /// little further down kept the cap (generated seed 419, a cap of 5.9 W).
-    fn problem_under_cap(&self, snap: &Snapshot, base: &[BaseChoice]) -> Problem {
-        let floored = self.problem(snap, base, true);
+    /// `slowed`: the app whose lasting slow-down the plan answers, if any (see
+    /// [`Manager::slow_down_floor`]; not under a cap, which comes first).
+    fn problem_under_cap(
+        &self,
+        snap: &Snapshot,
+        base: &[BaseChoice],
+        slowed: Option<u32>,
+    ) -> Problem {
         if snap.caps.power.is_none() {
-            return floored;
+            return self.problem(snap, base, true, slowed);
         }
-        let free = self.problem(snap, base, false);
+        let floored = self.problem(snap, base, true, None);
+        let free = self.problem(snap, base, false, None);
         if free.domains == floored.domains {
             return floored;
         }
@@ -1788,8 +1787,15 @@ impl Manager {
     }
 
     /// `floored` false: the GPU floor lifted and the wider explore step, for a plan under a
-    /// power cap (see [`Manager::problem_under_cap`]).
-    fn problem(&self, snap: &Snapshot, base: &[BaseChoice], floored: bool) -> Problem {
+    /// power cap (see [`Manager::problem_under_cap`]). `slowed`: the app whose slow-down
+    /// the plan answers (see [`Manager::slow_down_floor`]).
+    fn problem(
+        &self,
+        snap: &Snapshot,
+        base: &[BaseChoice],
+        floored: bool,
+        slowed: Option<u32>,
+    ) -> Problem {
         let domains = snap
             .domains
             .iter()
@@ -1822,7 +1828,10 @@ impl Manager {
                     .max(self.gpu_floor(d, floored).map_or(0.0, |f| f.as_f64()))
                     .max(self.shared_gpu_floor(d).map_or(0.0, |f| f.as_f64()))
                     .max(self.cpu_floor(snap.now, d).map_or(0.0, |f| f.as_f64()))
-                    .max(self.slow_down_floor(snap, d).map_or(0.0, |f| f.as_f64()));
+                    .max(
+                        self.slow_down_floor(snap, slowed, d)
+                            .map_or(0.0, |f| f.as_f64()),
+                    );
                 let mut freqs: Vec<Hz> = d
                     .table
                     .iter()
