@@ -31,7 +31,13 @@ pub const PELT_HALF_LIFE_PERIODS: f64 = 32.0;
 const DOWN_BAND: f64 = 0.10;
 const PEAK_ROOM: f64 = 0.10;
 /// With a [`GovernorConfig::dip_rate_limit`], a step down to under this share of the
-/// current frequency is a load that went away, and waits only `down_rate_limit`.
+/// current frequency is a load that went away, and waits only `down_rate_limit`. A load so
+/// lowered that wants over this share of the clock it left again within `down_rate_limit`
+/// of the lowering was a lull: it gets that clock back at once, not an entry per tick as
+/// its utilisation climbs. Measured in the simulator: the cluster no app ran on in
+/// generated seed 187, lowered from 1344 to 653 MHz at a lull and climbing back in nine
+/// changes over 9.5 s, changed clock 12.5 times a minute in steady phases, 8.4 with this.
+/// A load back later than that, as S5's bursts after 1.5 s off, climbs as before.
 const DEEP_DROP: f64 = 0.5;
 /// ... but only from a clock over this share of the domain's highest. Lower in a table one
 /// entry is 30-70 % of the clock, and a light load's lulls take what schedutil wants under
@@ -211,6 +217,9 @@ struct DomainState {
     hold_lower: Option<(Nanos, Hz)>,
     /// The peak schedutil wanted and since when (see [`GovernorConfig::peak_hold`]).
     peak: Option<(Nanos, Hz)>,
+    /// When schedutil last lowered it as a load gone, and the clock it left (see
+    /// [`DEEP_DROP`]).
+    gone: Option<(Nanos, Hz)>,
 }
 
 /// Per-domain base governor state across ticks.
@@ -407,7 +416,20 @@ impl BaseGovernor {
                 }
                 if f >= prev || cfg.down_rate_limit.0 == 0 {
                     state.lower_since = None;
-                    f
+                    // A load lowered as gone that wants over half the clock it left
+                    // within the time that called it gone was a lull: back to that clock
+                    // at once, not an entry per tick as its utilisation climbs.
+                    match state.gone {
+                        Some((at, _)) if snap.now.saturating_sub(at) >= cfg.down_rate_limit => {
+                            state.gone = None;
+                            f
+                        }
+                        Some((_, left)) if f > prev && f.as_f64() >= left.as_f64() * DEEP_DROP => {
+                            state.gone = None;
+                            left.min(allowed).max(f)
+                        }
+                        _ => f,
+                    }
                 } else {
                     // The most it wanted; where that varied (a noisy load), with room
                     // above it for the next peak, which would otherwise raise the clock
@@ -479,6 +501,7 @@ impl BaseGovernor {
                         return choice;
                     }
                     state.lower_since = None;
+                    state.gone = gone.then_some((snap.now, prev));
                     target
                 }
             }
@@ -917,6 +940,36 @@ mod tests {
             "{changes} changes, lowered at ticks {lowered:?}"
         );
         assert!(last <= Hz::from_mhz(600), "{last:?}");
+    }
+
+    #[test]
+    fn a_load_back_within_the_time_that_called_it_gone_gets_its_clock_back() {
+        let held = GovernorConfig {
+            down_rate_limit: Nanos::from_millis(500),
+            dip_rate_limit: Nanos::from_millis(2000),
+            peak_hold: Nanos::from_millis(5000),
+            ..GovernorConfig::default()
+        };
+        let top = Hz::from_mhz(2000);
+        // A heavy load with a lull from 3 s to 4.3 s: lowered as a load gone at 4.05 s,
+        // and back 0.25 s later. Climbing an entry per tick as PELT follows, it took
+        // 10 changes in all and was at 1.6 GHz 0.3 s after the load came back.
+        let lull = |t: u64| if (300..430).contains(&t) { 0 } else { 8000 };
+        let (changes, lowered, last, _) = run_load(held, 600, lull);
+        assert!(
+            lowered.len() == 1 && changes <= 5 && last == top,
+            "{changes} changes, lowered at ticks {lowered:?}, {last:?} at the end"
+        );
+        let (_, _, back, _) = run_load(held, 460, lull);
+        assert_eq!(back, top, "0.3 s after the load came back");
+        // Bursts off for 2.5 s: each is back long after it was lowered as gone, and the
+        // clock climbs with it.
+        let bursts = |t: u64| if t % 300 < 50 { 8000 } else { 0 };
+        let (_, lowered, climbing, _) = run_load(held, 330, bursts);
+        assert!(
+            lowered.len() == 1 && climbing < top,
+            "lowered at ticks {lowered:?}, {climbing:?} 0.3 s into the second burst"
+        );
     }
 
     #[test]

@@ -397,11 +397,16 @@ fn a_single_app_converges_and_stays() {
 /// The same runs on a board whose latency does follow the clocks: the models' seeded split
 /// is right, and measurements at lowered clocks are slower than declared. Guards against
 /// a cure for the flat board that would make a real board look unable to meet deadlines.
-/// The pair, which only just fits, takes one more saving on the daemon's board at 35 s
-/// (the GPU a table entry down, the sub-networks as they were), once the power model has
+/// The pair, which only just fits, settles last. The classifier gives its floor up at
+/// first, and its way back there is held to the upgrade margin
+/// (`Manager::raise_with_margin`): the first raise, at 17 s, is predicted to break a
+/// second later (its floor's fit, borrowed from a sibling, was short by more than the
+/// margin), the next, at 20 s, holds. On the daemon's board a last saving takes the GPU a
+/// table entry down at 54 s (the sub-networks as they were), once the power model has
 /// learned from the board's readings that the plan in force costs less than seeded and
-/// the cheaper point clears the gain threshold: as for the other pairs, its run is 10 s
-/// longer, and the last 30 s must be as calm.
+/// the cheaper point clears the gain threshold. Its run is 30 s longer than the others
+/// (10 s, with its saving at 35 s, while the floor came back with the plain margin at
+/// 9.5 s), and the last 30 s must be as calm.
 #[test]
 fn apps_whose_latency_follows_the_clocks_converge_and_stay() {
     for board in [DAEMON, FULL_TELEMETRY] {
@@ -415,7 +420,7 @@ fn apps_whose_latency_follows_the_clocks_converge_and_stay() {
                 .iter()
                 .map(|a| (a.decl.id, a.decl.targets.deadline.as_millis_f64()))
                 .collect();
-            let extra = if ids.len() == 2 { 10 } else { 0 };
+            let extra = if ids.len() == 2 { 30 } else { 0 };
             let settled = SETTLED_TICK + (extra * 1000 / TICK_MS) as usize;
             let r = run(board, apps, SECONDS + extra);
             let late = changes(&r, settled);
