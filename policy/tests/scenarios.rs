@@ -10,8 +10,8 @@ use dnngov_policy::optimiser::{
     evaluate, evaluate_resources, optimise, Mode, OptimiserConfig, Problem,
 };
 use dnngov_policy::{
-    Config, CpuSample, DomainCap, DomainKind, FreqDomain, FreqReason, Hz, Manager, Nanos,
-    PlanTrigger, Snapshot, SubnetReason, UnservedCause, Watts,
+    AppState, Config, CpuSample, Decision, DomainCap, DomainKind, FreqDomain, FreqReason, Hz,
+    Manager, Nanos, PlanTrigger, Snapshot, SubnetReason, UnservedCause, Watts,
 };
 
 fn accuracy_mode() -> OptimiserConfig {
@@ -1269,6 +1269,23 @@ fn a_plan_held_in_the_band_is_replaced_once_it_misses() {
     );
 }
 
+/// App 1 relaxes its deadline to `relaxed_ms` after `d`: a new plan at once, then the
+/// periodic runs of the next 4 s, at the clocks each decision set. The sub-network it runs
+/// after each step.
+fn subnets_after_relaxing(m: &mut Manager, a: AppState, d: Decision, relaxed_ms: f64) -> Vec<u32> {
+    let mut relaxed = a;
+    relaxed.targets.deadline = Nanos::from_millis_f64(relaxed_ms);
+    let mut d = d;
+    let mut subnets = Vec::new();
+    for t in (100..4100).step_by(50) {
+        let mut s = quiet_snapshot(t, vec![relaxed.clone()]);
+        at_decided_clocks(&mut s, &d);
+        d = m.step(&s);
+        subnets.push(d.subnet_of(1).unwrap());
+    }
+    subnets
+}
+
 /// Hysteresis on sub-networks: a plan that raises an app above the sub-network it runs now
 /// needs `upgrade_margin` more margin than the plan's own, so that an upgrade sitting at
 /// its bound does not come straight back down (A->B->A). In accuracy mode the most
@@ -1286,18 +1303,7 @@ fn an_upgrade_to_the_edge_of_its_bound_waits_for_the_upgrade_margin() {
         let a = app(1, &NETS_6, 65.0, 100.0, 74.0, 1, true);
         let d = m.step(&quiet_snapshot(0, vec![a.clone()]));
         assert_eq!(d.subnet_of(1), Some(4), "{d:?}");
-        // The app relaxes its deadline: a new plan at once, then the periodic runs of the
-        // next 4 s.
-        let mut relaxed = a;
-        relaxed.targets.deadline = Nanos::from_millis_f64(relaxed_ms);
-        let mut d = d;
-        let mut subnets = Vec::new();
-        for t in (100..4100).step_by(50) {
-            let mut s = quiet_snapshot(t, vec![relaxed.clone()]);
-            at_decided_clocks(&mut s, &d);
-            d = m.step(&s);
-            subnets.push(d.subnet_of(1).unwrap());
-        }
+        let subnets = subnets_after_relaxing(&mut m, a, d, relaxed_ms);
         (subnets[0], *subnets.last().unwrap())
     };
     let default = Config::default().upgrade_margin;
@@ -1338,16 +1344,7 @@ fn an_app_back_to_its_floor_at_the_edge_of_its_bound_waits_for_the_upgrade_margi
         let a = app(1, &NETS_6, 60.0, 100.0, 79.0, 1, true);
         let d = m.step(&quiet_snapshot(0, vec![a.clone()]));
         let first = d.subnet_of(1);
-        let mut relaxed = a;
-        relaxed.targets.deadline = Nanos::from_millis_f64(relaxed_ms);
-        let mut d = d;
-        let mut subnets = Vec::new();
-        for t in (100..4100).step_by(50) {
-            let mut s = quiet_snapshot(t, vec![relaxed.clone()]);
-            at_decided_clocks(&mut s, &d);
-            d = m.step(&s);
-            subnets.push(d.subnet_of(1).unwrap());
-        }
+        let subnets = subnets_after_relaxing(&mut m, a, d, relaxed_ms);
         (first, *subnets.last().unwrap())
     };
     let default = Config::default().upgrade_margin;
