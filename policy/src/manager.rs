@@ -866,7 +866,7 @@ impl Manager {
                 _ => None,
             };
             let problem = self.problem_under_cap(snap, base, slowed);
-            let least = self.plan_without_upgrades(snap.now, &problem);
+            let least = self.plan_without_upgrades(snap.now, &problem, apps_changed);
             // Power an upgrade is weighed against: the sub-networks in force at their
             // least-power clocks, not at the clocks kept from the plan in force.
             let least_power = least.power;
@@ -2140,7 +2140,7 @@ impl Manager {
     /// moved other apps on the shared GPU up to the edge of their bounds; their first
     /// samples, slower or more spread than the fits said, tipped them over, and they went
     /// back down within seconds (A->B->A), a switch each way.
-    fn plan_without_upgrades(&self, now: Nanos, problem: &Problem) -> Plan {
+    fn plan_without_upgrades(&self, now: Nanos, problem: &Problem, apps_changed: bool) -> Plan {
         if self.cfg.upgrade_margin <= 0.0 || self.plan.is_none() {
             return optimise(problem, &self.cfg.optimiser);
         }
@@ -2152,15 +2152,15 @@ impl Manager {
         }
         let held = self.keep_upgrades(now, &capped, optimise(&capped, &self.cfg.optimiser));
         if held.unserved.is_empty() && held.best_effort.is_empty() {
-            return self.raise_with_margin(&capped, held);
+            return self.raise_with_margin(&capped, held, apps_changed);
         }
         let free = optimise(problem, &self.cfg.optimiser);
         if held.unserved.len() <= free.unserved.len()
             && held.best_effort.len() <= free.best_effort.len()
         {
-            self.raise_with_margin(&capped, held)
+            self.raise_with_margin(&capped, held, apps_changed)
         } else {
-            self.raise_with_margin(problem, free)
+            self.raise_with_margin(problem, free, apps_changed)
         }
     }
 
@@ -2169,14 +2169,22 @@ impl Manager {
     /// raise is planned as an upgrade is (see [`Manager::upgrade`]), with `upgrade_margin`
     /// more margin for the apps it raises, none above where `plan` puts them. That plan
     /// replaces `plan` when it serves as many apps and keeps the wider margin for each app
-    /// it raises. Otherwise no app is raised: each stays on the sub-network it runs until
-    /// a later re-plan finds the room. Raised with the plain margin, an app came back to
-    /// its floor at the edge of its bound, and its first samples there, slower than the
-    /// fits said, took it back down within seconds (generated seeds 52, 84 and 88: an
-    /// A->B->A each, docs/evaluation.md). Not under a power cap, which comes first: held on
-    /// its cheapest sub-network at the clocks a plan under the cap lowered, the one app of
-    /// generated seed 419 missed every frame for 4 s (3.82 % of the run against 0.87 %).
-    fn raise_with_margin(&self, problem: &Problem, plan: Plan) -> Plan {
+    /// it raises. Otherwise no app is raised: each stays on the sub-network it runs (one
+    /// below its floor with the floor still given up) until a later re-plan finds the
+    /// room. Raised with the plain margin, an app came back to its floor at the edge of its
+    /// bound, and its first samples there, slower than the fits said, took it back down
+    /// within seconds (generated seeds 52, 84 and 88: an A->B->A each,
+    /// docs/evaluation.md).
+    ///
+    /// Not when the apps changed (`apps_changed`: one arrived or left, or its targets
+    /// changed), which is planned for as it comes: an operator who raised an app's floor
+    /// must see it served at once, not the app held on the sub-network the old floor
+    /// allowed. Hardware that comes back (a cap lifted, CPUs online again) raises apps as
+    /// any re-plan does, with the margin. Not under a power cap, which comes
+    /// first: held on its cheapest sub-network at the clocks a plan under the cap lowered,
+    /// the one app of generated seed 419 missed every frame for 4 s (3.82 % of the run
+    /// against 0.87 %).
+    fn raise_with_margin(&self, problem: &Problem, plan: Plan, apps_changed: bool) -> Plan {
         let raised: Vec<u32> = plan
             .subnets
             .iter()
@@ -2188,7 +2196,11 @@ impl Manager {
             })
             .map(|(id, _)| *id)
             .collect();
-        if self.cfg.upgrade_margin <= 0.0 || problem.power_cap.is_some() || raised.is_empty() {
+        if apps_changed
+            || self.cfg.upgrade_margin <= 0.0
+            || problem.power_cap.is_some()
+            || raised.is_empty()
+        {
             return plan;
         }
         let wider = self.widen(problem, &raised, &plan);
@@ -2207,15 +2219,15 @@ impl Manager {
         {
             return up;
         }
-        // Each app on the sub-network it runs or below; one below its floor keeps it given
-        // up, as the plan in force has it.
+        // Each app on the sub-network it runs or below; one below its floor on the one it
+        // runs, its floor still given up.
         let mut stay = problem.clone();
         let mut given_up = Vec::new();
         for a in &mut stay.apps {
             if let Some(e) = self.apps.get(&a.id) {
                 a.subnets.truncate(e.controller.subnet() as usize + 1);
                 if a.subnets.iter().all(|s| s.accuracy < a.accuracy_floor) {
-                    a.accuracy_floor = f64::NEG_INFINITY;
+                    a.accuracy_floor = a.subnets.last().map_or(f64::NEG_INFINITY, |s| s.accuracy);
                     given_up.push(a.id);
                 }
             }
