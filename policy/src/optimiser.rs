@@ -131,6 +131,15 @@ pub struct AppProblem {
     /// Whether it measurably misses its deadline now (the manager's miss feedback has
     /// widened its margin). Degraded for priority, such an app runs at best effort.
     pub missing: bool,
+    /// Whether its collisions on a shared GPU (see [`COLLISION_SHARE`]) are judged with
+    /// each inference holding the GPU for at least the device share its declared
+    /// full-clock latency has under the seed split ([`LatencyCoefs::seed`]: 80 % for a
+    /// GPU app, scaled by the GPU and memory clocks, never more than its latency). Split
+    /// fits learned from a few noisy samples with waits in them can put nearly all of a
+    /// GPU app's latency on the CPU, and a collision test that trusts them sees an
+    /// inference that hardly holds the GPU. The manager sets it for the apps a re-plan
+    /// raises (`Manager::raise_with_margin`); plans are otherwise made with the fits.
+    pub cautious_device: bool,
 }
 
 impl AppProblem {
@@ -312,6 +321,9 @@ struct PointEval {
     gshare: Vec<f64>,
     tol: Vec<f64>,
     lat: Vec<f64>,
+    /// Device time per inference for the collision test: `gshare` times the period, or
+    /// more for an app planned with [`AppProblem::cautious_device`].
+    cdev: Vec<f64>,
     /// The GPU share of the apps that run beside the planned ones.
     background: f64,
     /// Their device time per inference.
@@ -527,6 +539,7 @@ impl<'a> Prepared<'a> {
             &mut out.gshare,
             &mut out.tol,
             &mut out.lat,
+            &mut out.cdev,
         ] {
             v.clear();
             v.resize(len, 0.0);
@@ -607,6 +620,7 @@ impl<'a> Prepared<'a> {
             let period = app.period_ms.max(1e-6);
             let floor = self.terms[ai].floor;
             let mut lightest = f64::INFINITY;
+            let mut lightest_c = f64::INFINITY;
             for (si, s) in app.subnets.iter().enumerate() {
                 let c = &s.coefs;
                 let lat = s.latency_ms(r);
@@ -624,8 +638,15 @@ impl<'a> Prepared<'a> {
                         0.0
                     };
                     out.gshare[j] = dev / period;
+                    out.cdev[j] = out.gshare[j] * period;
+                    if app.cautious_device && s.declared_ms > 0.0 {
+                        let d = LatencyCoefs::seed(s.declared_ms, app.devices);
+                        let declared = d.gpu_ms * rg + d.mem_ms * rm;
+                        out.cdev[j] = out.cdev[j].max(declared.min(lat));
+                    }
                     if s.accuracy >= floor {
                         lightest = lightest.min(out.gshare[j]);
+                        lightest_c = lightest_c.min(out.cdev[j]);
                     }
                 }
                 // Its thread holds a CPU for the whole inference (as the capacity test
@@ -643,7 +664,11 @@ impl<'a> Prepared<'a> {
                 out.dp[j] = (bg * dg * gpu_busy + wc * cpu_busy + bm * dm * c.mem_ms * rm) / period;
             }
             least[ai] = if lightest.is_finite() { lightest } else { 0.0 };
-            least_dev[ai] = least[ai] * period;
+            least_dev[ai] = if app.cautious_device && lightest_c.is_finite() {
+                lightest_c
+            } else {
+                least[ai] * period
+            };
             least_total += least[ai];
         }
         out.background = 0.0;
@@ -680,6 +705,7 @@ impl<'a> Prepared<'a> {
                     continue;
                 }
                 let dev = out.gshare[j] * period;
+                let cdev = out.cdev[j];
                 let slack = bound_ms - out.lat[j];
                 out.tol[j] = if slack < 0.0 {
                     -1.0
@@ -689,7 +715,7 @@ impl<'a> Prepared<'a> {
                     f64::INFINITY
                 };
                 let collision = if others > COLLISION_SHARE {
-                    self.collision(ai, dev, |o| least_dev[o], &out.background_dev)
+                    self.collision(ai, cdev, |o| least_dev[o], &out.background_dev)
                 } else {
                     0.0
                 };
@@ -732,9 +758,7 @@ impl<'a> Prepared<'a> {
             if others <= COLLISION_SHARE || self.terms[ai].best_effort {
                 return true;
             }
-            let device = |a: usize| {
-                e.gshare[a * n + pick(a)] * self.p.apps[self.apps[a]].period_ms.max(1e-6)
-            };
+            let device = |a: usize| e.cdev[a * n + pick(a)];
             let collision = self.collision(ai, device(ai), device, &e.background_dev);
             e.lat[j] + collision <= self.collision_bound(ai) + 1e-9
         })

@@ -434,6 +434,7 @@ fn small_problem() -> impl Strategy<Value = (dnngov_policy::optimiser::Problem, 
                     subnets,
                     spread_margin: 0.0,
                     missing: false,
+                    cautious_device: false,
                 };
                 (
                     Problem {

@@ -2049,3 +2049,60 @@ fn jitter_alone_is_no_slow_down_but_a_slow_down_the_gpu_counters_show_is() {
     let unseen = jitter_run(warm + 40, warm, 1.15, (0.3, 0.3));
     assert!(unseen.iter().all(|t| *t < warm), "{unseen:?}");
 }
+
+/// A raise judged with the device time the app's declared latencies imply. The split fits
+/// of an app that shares the GPU can put almost all of its latency on the CPU (learned
+/// from few, noisy samples with waits in them), and a collision test that trusts them
+/// sees an inference that hardly holds the GPU and cannot wait for the others'. Here app
+/// 1's fits give the GPU 5 % of its latency: planned as they say, its floor is kept with
+/// the full margin; with `cautious_device`, each inference holds the GPU for at least the
+/// share the declared latency implies (`LatencyCoefs::seed`: 80 %, GPU and memory), it
+/// waits longer behind one of each other app's, and the same plan keeps only a thinner
+/// margin, which a raise does not take (`Manager::raise_with_margin`).
+#[test]
+fn a_raise_is_judged_with_the_device_time_the_declared_latencies_imply() {
+    let cfg = OptimiserConfig::default();
+    let plan = |cpu_heavy: bool, cautious: bool| {
+        let mut p = problem(&snapshot(
+            0,
+            vec![
+                app(1, &NETS_6, 100.0, 200.0, 79.0, 1, true),
+                app(2, &NETS_7, 150.0, 150.0, 0.0, 1, true),
+                app(3, &NETS_6, 150.0, 150.0, 0.0, 1, true),
+            ],
+        ));
+        let a1 = p.apps.iter_mut().find(|a| a.id == 1).unwrap();
+        a1.cautious_device = cautious;
+        if cpu_heavy {
+            for s in &mut a1.subnets {
+                let l = s.declared_ms;
+                s.coefs = LatencyCoefs {
+                    gpu_ms: 0.05 * l,
+                    cpu_ms: 0.85 * l,
+                    mem_ms: 0.05 * l,
+                    fixed_ms: 0.05 * l,
+                };
+            }
+        }
+        optimise(&p, &cfg)
+    };
+    let trusted = plan(true, false);
+    assert_eq!(
+        trusted.subnets.iter().find(|s| s.0 == 1),
+        Some(&(1, 5)),
+        "{trusted:?}"
+    );
+    assert_eq!(trusted.margin_of(1), Some(cfg.margin), "{trusted:?}");
+    let cautious = plan(true, true);
+    assert_eq!(
+        cautious.subnets.iter().find(|s| s.0 == 1),
+        Some(&(1, 5)),
+        "{cautious:?}"
+    );
+    assert!(
+        cautious.margin_of(1).unwrap() < cfg.margin - 1e-9,
+        "{cautious:?}"
+    );
+    // Fits that already give the GPU its share: the same plan either way.
+    assert_eq!(plan(false, true), plan(false, false));
+}

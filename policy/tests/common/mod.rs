@@ -247,6 +247,7 @@ pub fn problem(snap: &Snapshot) -> dnngov_policy::optimiser::Problem {
                 cpu_domains: a.cpu_domains.clone(),
                 spread_margin: 0.0,
                 missing: false,
+                cautious_device: false,
                 subnets: a
                     .library
                     .iter()
