@@ -109,8 +109,8 @@ pub struct Config {
     #[serde(default)]
     pub voltage_curves: bool,
     /// Under a power cap, a plan's predicted power counts the domains it does not set at
-    /// their busy share and clock averaged over about this long (see `CAP_LOAD_WINDOW`);
-    /// 0 takes them as measured at the tick.
+    /// their busy share averaged over about this long (see `CAP_LOAD_WINDOW`); 0 takes it
+    /// as measured at the tick.
     #[serde(default = "default_cap_load_window")]
     pub cap_load_window: Nanos,
 }
@@ -525,27 +525,28 @@ struct Demand {
     saturated: u32,
 }
 
-/// Under a power cap, the time constant of the busy share and clock that a plan's
-/// predicted power counts for the domains it does not set (see [`DomainOption::util`]),
-/// which the base governor runs at what the moment asks (`Config::cap_load_window`). A
-/// bursty CPU load moves them from one tick to the next: taken as they were at the tick of
-/// each search, they moved a plan's predicted power by up to 5 W from one re-plan to the
-/// next, and a plan at the cap's edge was predicted to break half a second after it was
-/// adopted, again and again. Generated seed 530 (one app under a 7.6-W cap beside a 46 %
-/// GPU background share and a bursty CPU load): a re-plan every 0.5 s for 22 s, the GPU
-/// clock moved at each between 701 and 1109 MHz (13 changes in the 6.7 s judged steady);
-/// averaged over 2 s, the plans hold (0 changes). With 1 s, 530 is calm but 454 (a 6.1-W
-/// cap) still is not. Without a cap the level of that power matters little (plans are
-/// compared with each other) and it is taken as measured: averaged there too, 20 of
-/// seeds 1-200 moved, one (38) to 2.58 % missed against the oracle's 0.79 %.
+/// Under a power cap, the time constant of the busy share that a plan's predicted power
+/// counts for the domains it does not set (see [`DomainOption::util`]), which the base
+/// governor runs at what the moment asks (`Config::cap_load_window`); their clock is taken
+/// as it is (averaged too, it lagged a clock the base governor had just lowered, and a
+/// cap that the plan in force kept looked broken). A bursty CPU load moves the busy share
+/// from one tick to the next: taken as it was at the tick of each search, it moved a
+/// plan's predicted power by up to 5 W from one re-plan to the next, and a plan at the
+/// cap's edge was predicted to break half a second after it was adopted, again and again.
+/// Generated seed 530 (one app under a 7.6-W cap beside a 46 % GPU background share and a
+/// bursty CPU load): a re-plan every 0.5 s for 22 s, the GPU clock moved at each between
+/// 701 and 1109 MHz (13 changes in the 6.7 s judged steady); averaged over 2 s, the plans
+/// hold. Averaged over 1 s (and everywhere), 454 (a 6.1-W cap) stayed restless. Without a
+/// cap the level of that power matters little (plans are compared with each other) and
+/// it is taken as measured: averaged there too, 20 of seeds 1-200 moved, one (38) to
+/// 2.58 % missed against the oracle's 0.79 %.
 const CAP_LOAD_WINDOW: Nanos = Nanos::from_millis(2000);
 
-/// A domain's busy share and speed, averaged (see [`CAP_LOAD_WINDOW`]).
+/// A domain's busy share, averaged (see [`CAP_LOAD_WINDOW`]).
 #[derive(Clone, Copy, Debug)]
 struct AveragedLoad {
     domain: u32,
     util: f64,
-    speed: f64,
     at: Nanos,
 }
 
@@ -758,7 +759,7 @@ pub struct Manager {
     /// the inferences under the saving that finished over their deadline.
     saving: Option<Plan>,
     saving_missed: u32,
-    /// Each domain's busy share and speed, averaged (see [`CAP_LOAD_WINDOW`]).
+    /// Each domain's busy share, averaged (see [`CAP_LOAD_WINDOW`]).
     averaged_loads: Vec<AveragedLoad>,
 }
 
@@ -952,24 +953,21 @@ impl Manager {
     /// in force runs the GPU, and whether it runs a CPU domain, more than a table step
     /// below the bound that demand sets (see [`SHARED_GPU_UTIL`], [`CPU_BUSY_UTIL`]).
     /// `last_tick`: the previous tick's time, the start of the window the loads measure.
-    /// Averages each domain's busy share and speed over about `cap_load_window` (see
+    /// Averages each domain's busy share over about `cap_load_window` (see
     /// [`CAP_LOAD_WINDOW`]).
     fn average_loads(&mut self, snap: &Snapshot, base: &[BaseChoice]) {
         let window = self.cfg.cap_load_window.max(Nanos(1));
         for (d, b) in snap.domains.iter().zip(base) {
-            let speed = b.freq.as_f64() / d.max_freq().as_f64().max(1.0);
             match self.averaged_loads.iter_mut().find(|l| l.domain == d.id) {
                 Some(l) => {
                     let tick = snap.now.saturating_sub(l.at);
                     let w = (tick.0 as f64 / window.0 as f64).clamp(0.0, 1.0);
                     l.util += w * (b.mean_load - l.util);
-                    l.speed += w * (speed - l.speed);
                     l.at = snap.now;
                 }
                 None => self.averaged_loads.push(AveragedLoad {
                     domain: d.id,
                     util: b.mean_load,
-                    speed,
                     at: snap.now,
                 }),
             }
@@ -1918,9 +1916,7 @@ impl Manager {
                     cpu_count: d.cpus.len(),
                     online_cpus: snap.online_cpus(d),
                     util: averaged.map_or(b.mean_load, |l| l.util),
-                    speed: averaged.map_or(b.freq.as_f64() / d.max_freq().as_f64().max(1.0), |l| {
-                        l.speed
-                    }),
+                    speed: b.freq.as_f64() / d.max_freq().as_f64().max(1.0),
                 }
             })
             .collect();
