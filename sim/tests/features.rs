@@ -450,9 +450,12 @@ fn a_spill_hold_lasts_while_the_bursts_come() {
 /// 0.23 % without (an upgrade kept that misses): it ran seeds 160, 165, 187 and 103 (off
 /// 4, on 0; 2.22 and 1.79 % missed, summed). Since the plan for a slow-down keeps the
 /// clocks in force (`slow_down_floor` in the manager), 160 and 187 no longer oscillate
-/// either way: it runs seeds 165, 103, 9 and 99 (off 4, on 0; 2.17 and 1.68 % missed,
+/// either way: it ran seeds 165, 103, 9 and 99 (off 4, on 0; 2.17 and 1.68 % missed,
 /// summed). Over generated seeds 1-200 the trial takes the oscillations from 13 to 8, for
-/// summed misses of 629.6 and 630.4 %. The
+/// summed misses of 629.6 and 630.4 %. Since a re-plan's raise is judged with the device
+/// time the declared latencies imply (`AppProblem::cautious_device` in the optimiser), 165
+/// and 9 no longer oscillate either way: it runs seeds 103, 99, 164 and 150 (off 4, on 0;
+/// 0.52 and 0.47 % missed, summed; a temporary scan of seeds 1-200, not kept). The
 /// upgrades kept can cost some frames, bounded per scenario by the sweep's own tolerance,
 /// one point (seed 61 is the one scenario over it). Upgrades that
 /// cost power are bought only within the optimiser's tie tolerance, 0 by default since
@@ -462,7 +465,7 @@ fn a_spill_hold_lasts_while_the_bursts_come() {
 fn an_upgrade_is_not_taken_back_at_the_next_re_plan_while_its_app_meets_its_deadline() {
     let (plat, board) = xavier_nx();
     let mut osc = [0u32; 2];
-    for seed in [165, 103, 9, 99] {
+    for seed in [103, 99, 164, 150] {
         let scn = generate(seed, 120.0, &board);
         let mut missed = [0.0f64; 2];
         for (i, trial) in [Nanos(0), manager_config(&plat).upgrade_trial]
