@@ -949,10 +949,6 @@ impl Manager {
         decision
     }
 
-    /// Averages the GPU's and each CPU domain's measured demand, and says whether the plan
-    /// in force runs the GPU, and whether it runs a CPU domain, more than a table step
-    /// below the bound that demand sets (see [`SHARED_GPU_UTIL`], [`CPU_BUSY_UTIL`]).
-    /// `last_tick`: the previous tick's time, the start of the window the loads measure.
     /// Averages each domain's busy share over about `cap_load_window` (see
     /// [`CAP_LOAD_WINDOW`]).
     fn average_loads(&mut self, snap: &Snapshot, base: &[BaseChoice]) {
@@ -974,6 +970,10 @@ impl Manager {
         }
     }
 
+    /// Averages the GPU's and each CPU domain's measured demand, and says whether the plan
+    /// in force runs the GPU, and whether it runs a CPU domain, more than a table step
+    /// below the bound that demand sets (see [`SHARED_GPU_UTIL`], [`CPU_BUSY_UTIL`]).
+    /// `last_tick`: the previous tick's time, the start of the window the loads measure.
     fn track_demand(
         &mut self,
         snap: &Snapshot,
