@@ -664,10 +664,10 @@ impl<'a> Prepared<'a> {
                 out.dp[j] = (bg * dg * gpu_busy + wc * cpu_busy + bm * dm * c.mem_ms * rm) / period;
             }
             least[ai] = if lightest.is_finite() { lightest } else { 0.0 };
-            least_dev[ai] = if app.cautious_device && lightest_c.is_finite() {
+            least_dev[ai] = if lightest_c.is_finite() {
                 lightest_c
             } else {
-                least[ai] * period
+                0.0
             };
             least_total += least[ai];
         }
