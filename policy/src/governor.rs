@@ -232,8 +232,9 @@ struct DomainState {
     /// When schedutil last lowered it as a load gone, and the clock it left (see
     /// [`DEEP_DROP`]).
     gone: Option<(Nanos, Hz)>,
-    /// When schedutil last lowered a CPU domain at a dip of a load still there, and the
-    /// clock it left (see [`DIP_TAKEN_BACK`]).
+    /// When schedutil last lowered a CPU domain while its load was still there (a dip, or
+    /// a load called gone to half the clock or more), and the clock it left (see
+    /// [`DIP_TAKEN_BACK`]).
     dipped: Option<(Nanos, Hz)>,
     /// How many times the dip wait is doubled (see [`DIP_TAKEN_BACK`]).
     dip_doublings: u32,
@@ -536,8 +537,8 @@ impl BaseGovernor {
                     }
                     state.lower_since = None;
                     state.gone = gone.then_some((snap.now, prev));
-                    let deep = target.as_f64() < prev.as_f64() * DEEP_DROP;
-                    if !(gone && deep) && cfg.peak_hold.0 > 0 && d.kind == DomainKind::Cpu {
+                    let deep_target = target.as_f64() < prev.as_f64() * DEEP_DROP;
+                    if !(gone && deep_target) && cfg.peak_hold.0 > 0 && d.kind == DomainKind::Cpu {
                         state.dipped = Some((snap.now, prev));
                     }
                     target

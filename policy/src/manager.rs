@@ -2104,7 +2104,8 @@ impl Manager {
         // best effort) that measurably misses, and that a plan serving as many apps now
         // runs at best effort or serves: deadlines before energy. Otherwise the plan in
         // force, cheaper and still predicted to hold for the apps it serves, stayed while
-        // two such apps missed one frame in six for 36 s (generated seed 84).
+        // two such apps missed one frame in four to seven for 36 s (generated seed 84,
+        // with an earlier version of the base governor; docs/policy.md).
         let left_missing = cur.unserved.iter().any(|&(id, _)| {
             !cur.subnets.iter().any(|s| s.0 == id)
                 && cur.best_effort_of(id).is_none()
