@@ -15,8 +15,8 @@ use crate::model::{
     ClockRatios, DomainLoad, LatencyCoefs, LatencyModel, PlatformPower, PowerModel,
 };
 use crate::optimiser::{
-    evaluate_plan, evaluate_plan_resources, optimise, AppProblem, DomainOption, Mode,
-    OptimiserConfig, Plan, Problem, SubnetOption, MAX_SPREAD_MARGIN,
+    evaluate_plan, evaluate_plan_resources, optimise, pinned_for_misses, AppProblem, DomainOption,
+    Mode, OptimiserConfig, Plan, Problem, SubnetOption, MAX_SPREAD_MARGIN,
 };
 use crate::snapshot::{AppState, DomainKind, FreqDomain, Snapshot};
 use crate::units::{Hz, Nanos, Watts};
@@ -678,6 +678,22 @@ struct ClockTrial {
     /// Until when the domain is not lowered from the clock in force.
     hold_until: Option<Nanos>,
     backoff: Nanos,
+}
+
+impl ClockTrial {
+    /// The last lowering failed at `now`: the domain is held for `first` (`Config::lower_hold`),
+    /// or twice the last hold when one was set since the apps or the hardware last changed
+    /// (they clear it; the domain is lowered only once a hold is over, so this failure is a
+    /// repeat), up to [`LOWER_HOLD_GROWTH`] times `first`.
+    fn failed(&mut self, now: Nanos, first: Nanos) {
+        self.backoff = if self.hold_until.is_some() {
+            Nanos(self.backoff.0.saturating_mul(2))
+                .min(Nanos(first.0.saturating_mul(LOWER_HOLD_GROWTH)))
+        } else {
+            first
+        };
+        self.hold_until = Some(now.saturating_add(self.backoff));
+    }
 }
 
 /// The margin's feedback from measured misses: once an app has missed (or fallen behind
@@ -2053,12 +2069,21 @@ impl Manager {
                     Some(held) => held,
                     None => {
                         // A replacement that serves fewer apps also waits while the plan
-                        // in force still holds with no margin at all.
+                        // in force still holds with no margin at all; one that serves no
+                        // more and is predicted to break as well (a power cap that the
+                        // domains no plan sets already exceed) changes nothing it could
+                        // keep. Re-made every half second, such plans moved the GPU between
+                        // 752 and 1109 MHz and an app in and out of best effort each time
+                        // (generated seed 330: three degraded apps under an 8.2-W cap, the
+                        // rest of the board drawing 8.8-9.7 W).
                         let holds = || {
                             evaluate_plan(problem, &self.cfg.optimiser, cur, f64::INFINITY)
                                 .is_some()
                         };
-                        let wait = new.unserved.len() > cur.unserved.len() && holds();
+                        let breaks_too =
+                            || evaluate_plan(problem, &self.cfg.optimiser, new, 0.0).is_none();
+                        let wait = (new.unserved.len() > cur.unserved.len() && holds())
+                            || (new.unserved.len() >= cur.unserved.len() && breaks_too());
                         return (!wait).then_some(PlanTrigger::PredictedBreak);
                     }
                 }
@@ -2199,6 +2224,12 @@ impl Manager {
                 continue;
             }
             let before = kept.freqs[slot].1;
+            // A clock the new plan raised to the top for an app that misses below its
+            // margin is not taken back down to the clock it misses at.
+            let missing_now = |app: u32| self.apps.get(&app).is_some_and(AppEntry::missing);
+            if f < before && pinned_for_misses(problem, cfg, &kept, id, missing_now) {
+                continue;
+            }
             // After a failed lowering, the clock in force is kept whatever lowering saves.
             let held = before < f
                 && self
@@ -2662,16 +2693,7 @@ impl Manager {
                 .take()
                 .is_some_and(|at| now.saturating_sub(at) < LOWER_TRIAL)
             {
-                // A hold since the apps or the hardware last changed (they clear it): the
-                // domain is lowered only once a hold is over, so this failure is a repeat.
-                let again = t.hold_until.is_some();
-                t.backoff = if again {
-                    Nanos(t.backoff.0.saturating_mul(2))
-                        .min(Nanos(first.0.saturating_mul(LOWER_HOLD_GROWTH)))
-                } else {
-                    first
-                };
-                t.hold_until = Some(now.saturating_add(t.backoff));
+                t.failed(now, first);
             }
         }
     }

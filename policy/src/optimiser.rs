@@ -1370,32 +1370,60 @@ fn pin_thin_and_missing(
     apps: &[usize],
     terms: &[Terms],
 ) -> Option<Problem> {
-    let thin = |(a, t): &(&usize, &Terms)| {
-        let app = &p.apps[**a];
-        app.missing && t.margin < app.margin(cfg) - 1e-9
-    };
+    let thin = |(a, t): &(&usize, &Terms)| thin_and_missing(&p.apps[**a], cfg, t.margin);
     if p.power_cap.is_some() || !apps.iter().zip(terms).any(|x| thin(&x)) {
         return None;
     }
     let mut pinned = p.clone();
     for (a, _) in apps.iter().zip(terms).filter(thin) {
-        let app = &p.apps[*a];
         for d in pinned.domains.iter_mut() {
-            let used = match d.kind {
-                DomainKind::Gpu => app.devices.gpu,
-                DomainKind::Memory => true,
-                DomainKind::Cpu => {
-                    app.devices.cpu
-                        && (app.cpu_domains.is_empty() || app.cpu_domains.contains(&d.id))
-                }
-            };
-            if used {
+            if uses_domain(&p.apps[*a], d) {
                 let top = d.freqs.len().saturating_sub(1);
                 d.freqs.drain(..top);
             }
         }
     }
     Some(pinned)
+}
+
+/// An app planned with `margin`, thinner than its own, that measurably misses: the domains
+/// it uses are pinned at their highest clocks (see [`pin_thin_and_missing`]).
+fn thin_and_missing(app: &AppProblem, cfg: &OptimiserConfig, margin: f64) -> bool {
+    app.missing && margin < app.margin(cfg) - 1e-9
+}
+
+/// Whether `app`'s inferences run on domain `d`.
+fn uses_domain(app: &AppProblem, d: &DomainOption) -> bool {
+    match d.kind {
+        DomainKind::Gpu => app.devices.gpu,
+        DomainKind::Memory => true,
+        DomainKind::Cpu => {
+            app.devices.cpu && (app.cpu_domains.is_empty() || app.cpu_domains.contains(&d.id))
+        }
+    }
+}
+
+/// Whether `plan` has domain `domain` pinned at its highest clock for an app planned below
+/// its margin that measurably misses (see [`pin_thin_and_missing`]) and of which
+/// `still_missing` says so too.
+pub fn pinned_for_misses(
+    p: &Problem,
+    cfg: &OptimiserConfig,
+    plan: &Plan,
+    domain: u32,
+    still_missing: impl Fn(u32) -> bool,
+) -> bool {
+    if p.power_cap.is_some() {
+        return false;
+    }
+    let Some(d) = p.domains.iter().find(|d| d.id == domain) else {
+        return false;
+    };
+    plan.margins.iter().any(|&(id, margin)| {
+        p.apps.iter().find(|a| a.id == id).is_some_and(|a| {
+            thin_and_missing(a, cfg, margin) && uses_domain(a, d) && still_missing(id)
+        })
+    })
 }
 
 /// The largest margin in `[lo, hi)` for which `fits` holds, `fits(lo)` being known to
