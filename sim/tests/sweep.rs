@@ -58,20 +58,22 @@ fn a_sweep_of_generated_scenarios_is_judged_against_the_oracle() {
             );
         }
     }
-    // What holds at every seed tried (run seeds 1-12), as a guard against regressions; the
-    // criteria are printed above and do not all hold yet (docs/evaluation.md, "Generated
-    // scenarios"):
-    // - the median energy within 15 % of the oracle's (1.03 to 1.07 seen; the full sweep's
-    //   criterion is 5 %);
-    // - dnngov missing no more frames than schedutil in at least 27 of 30 (30 seen);
-    // - within the oracle's misses + 1 point in at least two thirds (23 to 29 of 30 seen;
-    //   95 % asked);
-    // - over 5 % where the oracle misses under 1 % in at most 3 (0 or 1 seen; none asked);
-    // - not back within 5 s of some change in at most 5 (0 to 2 seen; none asked);
+    // What holds in every group of 30 tried, as a guard against regressions; the criteria
+    // are printed above and do not all hold yet (docs/evaluation.md, "Generated
+    // scenarios"). Seen: `dnngov-sim sweep --duration 60 --count 150` from seeds 1001 and
+    // 1151, taken as ten groups of 30 (each bound below is passed by every group, and a
+    // group that a binomial draw at the rates seen would fail is rarer than 1 in 200):
+    // - the median energy within 12 % of the oracle's (1.034 to 1.075 seen; the full
+    //   sweep's criterion is 5 %);
+    // - dnngov missing no more frames than schedutil in at least 28 of 30 (30 seen);
+    // - within the oracle's misses + 1 point in at least 24 (27 to 30 seen; 25 to 30 at
+    //   run seeds 1-12; 95 % asked);
+    // - over 5 % where the oracle misses under 1 % in at most 1 (none seen; none asked);
+    // - not back within 5 s of some change in at most 2 (0 or 1 seen; none asked);
     // - restless steady phases (too many frequency changes, or a sub-network A->B->A) in
-    //   at most 6 (0 to 2 seen; none asked).
+    //   at most 2 (0 or 1 seen; none asked).
     assert!(
-        summary.median_energy_vs_oracle <= 1.15,
+        summary.median_energy_vs_oracle <= 1.12,
         "median energy / oracle {:.3}",
         summary.median_energy_vs_oracle
     );
@@ -84,28 +86,28 @@ fn a_sweep_of_generated_scenarios_is_judged_against_the_oracle() {
         rows.len()
     );
     assert!(
-        fewer * 10 >= rows.len() * 9,
+        fewer * 15 >= rows.len() * 14,
         "dnngov missed no more than schedutil in only {fewer} of {} scenarios",
         rows.len()
     );
     assert!(
-        summary.misses_ok * 3 >= rows.len() * 2,
+        summary.misses_ok * 5 >= rows.len() * 4,
         "within the oracle's misses + 1 point in only {} of {} scenarios",
         summary.misses_ok,
         rows.len()
     );
     assert!(
-        summary.over_cap.len() * 30 <= rows.len() * 3,
+        summary.over_cap.len() * 30 <= rows.len(),
         "over 5 % where the oracle misses under 1 %: {:?}",
         summary.over_cap
     );
     assert!(
-        summary.slow_recovery.len() * 30 <= rows.len() * 5,
+        summary.slow_recovery.len() * 15 <= rows.len(),
         "not back within 5 s of some change: {:?}",
         summary.slow_recovery
     );
     assert!(
-        summary.restless.len() * 30 <= rows.len() * 6,
+        summary.restless.len() * 15 <= rows.len(),
         "restless steady phases: {:?}",
         summary.restless
     );
