@@ -226,11 +226,16 @@ fn a_batch_is_one_inference_of_several_images_and_its_profile_keeps_it() {
     let accuracy = batched["accuracy_pct"].as_f64().unwrap();
     assert!((accuracy - correct as f64 / 8.0).abs() < 1e-9, "{batched}");
 
+    // Eight images in one inference take several times one image's latency, where one
+    // image per inference would take about the same. The bound sits between the two, away
+    // from the machine's noise: at three times, a CI run failed at 2.98 times (0.575 ms
+    // against 0.193 ms, the other test of this file training its network beside it on a
+    // 2-core machine).
     let one = single["latency_mean_ms"].as_f64().unwrap();
     let eight = batched["latency_mean_ms"].as_f64().unwrap();
     assert!(
-        eight > 3.0 * one,
-        "eight images per inference take at least three times one image's latency: {eight} ms against {one} ms"
+        eight > 2.0 * one,
+        "eight images per inference take at least twice one image's latency: {eight} ms against {one} ms"
     );
 
     // The profile records its batch, and a run at another batch refuses it.
