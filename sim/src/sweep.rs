@@ -96,6 +96,10 @@ pub struct Row {
     /// Highest per-domain rate of frequency changes in steady time (per minute), and the
     /// domain's name; `None` when no domain had 30 s of steady time.
     pub changes_per_min: Option<(f64, String)>,
+    /// schedutil's rate of frequency changes on that domain in the same steady time, for
+    /// scale: a cluster no app runs on is left to the base governor, which follows the
+    /// other programs' load as schedutil does, with a damping of its own.
+    pub schedutil_changes_per_min: Option<f64>,
     pub oscillations: u32,
 }
 
@@ -265,6 +269,39 @@ pub fn steady(s: &Scenario) -> Vec<(f64, f64, bool)> {
     out
 }
 
+/// A domain's frequency changes per minute in a run's steady time (for a CPU domain, less
+/// the phases with a bursty CPU load); `None` with under 30 s of it.
+fn steady_rate(
+    steady: &[(f64, f64, bool)],
+    cpu: bool,
+    r: &RunResult,
+    domain: usize,
+) -> Option<f64> {
+    let judged: Vec<&(f64, f64, bool)> = steady.iter().filter(|w| !(cpu && w.2)).collect();
+    let minutes: f64 = judged.iter().map(|w| w.1 - w.0).sum::<f64>() / 60.0;
+    if minutes < 0.5 {
+        return None;
+    }
+    let n = r
+        .trace
+        .freq_changes
+        .iter()
+        .filter(|(t, dom)| {
+            *dom == domain
+                && judged
+                    .iter()
+                    .any(|w| *t >= w.0 * 1000.0 && *t < w.1 * 1000.0)
+        })
+        .count();
+    Some(n as f64 / minutes)
+}
+
+/// A run's rate of frequency changes (see [`steady_rate`]) on the domain named `name`.
+pub fn rate_on(s: &Scenario, plat: &Platform, r: &RunResult, name: &str) -> Option<f64> {
+    let i = plat.domains.iter().position(|d| d.name == name)?;
+    steady_rate(&steady(s), plat.domains[i].kind == Kind::Cpu, r, i)
+}
+
 /// Highest per-domain frequency-change rate in steady time, and sub-network oscillations.
 pub fn calm(
     s: &Scenario,
@@ -275,24 +312,9 @@ pub fn calm(
     let steady = steady(s);
     let mut worst: Option<(f64, String)> = None;
     for (i, d) in plat.domains.iter().enumerate() {
-        let cpu = d.kind == Kind::Cpu;
-        let judged: Vec<&(f64, f64, bool)> = steady.iter().filter(|w| !(cpu && w.2)).collect();
-        let minutes: f64 = judged.iter().map(|w| w.1 - w.0).sum::<f64>() / 60.0;
-        if minutes < 0.5 {
+        let Some(rate) = steady_rate(&steady, d.kind == Kind::Cpu, r, i) else {
             continue;
-        }
-        let n = r
-            .trace
-            .freq_changes
-            .iter()
-            .filter(|(t, dom)| {
-                *dom == i
-                    && judged
-                        .iter()
-                        .any(|w| *t >= w.0 * 1000.0 && *t < w.1 * 1000.0)
-            })
-            .count();
-        let rate = n as f64 / minutes;
+        };
         if worst.as_ref().is_none_or(|w| rate > w.0) {
             worst = Some((rate, d.name.clone()));
         }
@@ -351,6 +373,9 @@ pub fn judge(seed: u64, scn: &Scenario, plat: &Platform, c: &Criteria) -> Result
         }
     }
     let (changes_per_min, oscillations) = calm(scn, plat, d, c.oscillation_s);
+    let schedutil_changes_per_min = changes_per_min
+        .as_ref()
+        .and_then(|(_, name)| rate_on(scn, plat, &runs[0], name));
     Ok(Row {
         seed,
         apps: scn.apps.len(),
@@ -361,6 +386,7 @@ pub fn judge(seed: u64, scn: &Scenario, plat: &Platform, c: &Criteria) -> Result
         oracle: figures(&o),
         recoveries,
         changes_per_min,
+        schedutil_changes_per_min,
         oscillations,
     })
 }
@@ -415,6 +441,9 @@ pub struct Summary {
     pub slow_recovery: Vec<u64>,
     /// Seeds with more frequency changes than allowed or an oscillation.
     pub restless: Vec<u64>,
+    /// The least and the most schedutil changed, a minute, the domains that changed too
+    /// often under dnngov (see [`Row::schedutil_changes_per_min`]).
+    pub restless_schedutil: Option<(f64, f64)>,
     pub median_energy_vs_oracle: f64,
     pub median_schedutil_vs_oracle: f64,
     /// Scenarios where schedutil meets the deadlines, and those of them where dnngov used
@@ -450,6 +479,18 @@ impl Summary {
                 .map(|r| r.seed)
                 .collect(),
             restless: rows.iter().filter(|r| !r.calm(c)).map(|r| r.seed).collect(),
+            restless_schedutil: rows
+                .iter()
+                .filter(|r| {
+                    r.changes_per_min
+                        .as_ref()
+                        .is_some_and(|(x, _)| *x > c.changes_per_min)
+                })
+                .filter_map(|r| r.schedutil_changes_per_min)
+                .fold(None, |acc, x| match acc {
+                    None => Some((x, x)),
+                    Some((lo, hi)) => Some((f64::min(lo, x), f64::max(hi, x))),
+                }),
             median_energy_vs_oracle: median(
                 rows.iter()
                     .map(|r| r.dnngov.energy_j / r.oracle.energy_j)
@@ -503,11 +544,14 @@ impl Summary {
             ),
             (
                 format!(
-                    "steady phases: at most {} frequency changes per domain per minute, no A->B->A within {} s: {} scenario(s) not {:?}",
+                    "steady phases: at most {} frequency changes per domain per minute, no A->B->A within {} s: {} scenario(s) not {:?}{}",
                     c.changes_per_min,
                     c.oscillation_s,
                     self.restless.len(),
-                    self.restless
+                    self.restless,
+                    self.restless_schedutil.map_or(String::new(), |(lo, hi)| format!(
+                        " (schedutil changes the domains over the limit {lo:.0}-{hi:.0} times a minute)"
+                    ))
                 ),
                 self.restless.is_empty(),
             ),
@@ -564,9 +608,11 @@ pub fn table(rows: &[Row], c: &Criteria) -> String {
                 Some(w) if w.is_infinite() => "never".to_string(),
                 Some(w) => format!("{w:.1}"),
             },
-            r.changes_per_min
-                .as_ref()
-                .map_or("-".to_string(), |(x, d)| format!("{x:.1} ({d})")),
+            match (&r.changes_per_min, r.schedutil_changes_per_min) {
+                (None, _) => "-".to_string(),
+                (Some((x, d)), None) => format!("{x:.1} ({d})"),
+                (Some((x, d)), Some(su)) => format!("{x:.1} ({d}; schedutil {su:.0})"),
+            },
             r.oscillations,
             if bad.is_empty() {
                 "ok".to_string()
@@ -692,6 +738,7 @@ mod tests {
             },
             recoveries: Vec::new(),
             changes_per_min: None,
+            schedutil_changes_per_min: None,
             oscillations: 0,
         }
     }

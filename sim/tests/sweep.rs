@@ -113,6 +113,39 @@ fn a_sweep_of_generated_scenarios_is_judged_against_the_oracle() {
     );
 }
 
+/// The rate of frequency changes a restless row reports for schedutil is schedutil's own,
+/// on the domain dnngov changed most: generated seed 493, whose cluster no app runs on
+/// follows a steady stream of other programs' tasks (about 0.9 CPUs' worth).
+#[test]
+fn a_restless_domain_is_set_beside_schedutils_changes_on_it() {
+    use dnngov_policy::GovernorKind;
+    use dnngov_sim::generate::{generate, Board};
+    use dnngov_sim::governors::Which;
+    use dnngov_sim::sweep::{judge, rate_on};
+    let (plat, path) = xavier();
+    let c = Criteria::default();
+    let scn = generate(493, 120.0, &Board::of(&plat, &path.to_string_lossy()));
+    let row = judge(493, &scn, &plat, &c).unwrap();
+    let (rate, domain) = row.changes_per_min.clone().expect("steady time");
+    let su = row.schedutil_changes_per_min.expect("schedutil's rate");
+    println!("dnngov {rate:.1} a minute on {domain}, schedutil {su:.1}");
+    // schedutil's run, measured apart; and a governor that never changes a clock.
+    let run_of = |kind| {
+        let mut gov = Which::Kernel(kind).build(&scn, &plat).unwrap();
+        dnngov_sim::engine::run(&scn, &plat, gov.as_mut(), 493).unwrap()
+    };
+    let schedutil = run_of(GovernorKind::Schedutil);
+    assert_eq!(rate_on(&scn, &plat, &schedutil, &domain), Some(su));
+    let performance = run_of(GovernorKind::Performance);
+    assert_eq!(rate_on(&scn, &plat, &performance, &domain), Some(0.0));
+    assert!(su > rate, "schedutil {su:.1} against dnngov's {rate:.1}");
+    let text = table(std::slice::from_ref(&row), &c);
+    assert!(
+        text.contains(&format!("{rate:.1} ({domain}; schedutil {su:.0})")),
+        "{text}"
+    );
+}
+
 #[test]
 fn generated_scenario_files_run_like_any_other() {
     let dir = tempfile::tempdir().unwrap();
