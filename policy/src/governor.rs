@@ -227,6 +227,8 @@ struct DomainState {
     /// Until when it is not lowered below a floor, and the floor (see
     /// [`BaseGovernor::hold_lowering`]).
     hold_lower: Option<(Nanos, Hz)>,
+    /// Whether the hold's floor raises the clock too (see [`BaseGovernor::raise_to`]).
+    raise: bool,
     /// The peak schedutil wanted and since when (see [`GovernorConfig::peak_hold`]).
     peak: Option<(Nanos, Hz)>,
     /// When schedutil last lowered it as a load gone, and the clock it left (see
@@ -280,6 +282,14 @@ impl BaseGovernor {
         let s = self.domains.entry(domain).or_default();
         let until = s.hold_lower.map_or(until, |(u, _)| u.max(until));
         s.hold_lower = Some((until, floor));
+    }
+
+    /// Raises `domain` to `floor` at once and holds it there until `until`.
+    pub fn raise_to(&mut self, domain: u32, until: Nanos, floor: Hz) {
+        self.hold_lowering(domain, until, floor);
+        if let Some(s) = self.domains.get_mut(&domain) {
+            s.raise = true;
+        }
     }
 
     /// Advances utilisation with this snapshot's counters and chooses a frequency for every
@@ -428,8 +438,12 @@ impl BaseGovernor {
                     return choice;
                 }
                 let prev = state.chosen.map_or(cur, |c| c.min(allowed));
+                if state.hold_lower.is_none_or(|h| snap.now >= h.0) {
+                    state.raise = false;
+                }
                 if let Some((_, floor)) = state.hold_lower.filter(|h| snap.now < h.0) {
-                    let floor = resolve_at_least(&d.table, floor).min(prev);
+                    let cap = if state.raise { allowed } else { prev };
+                    let floor = resolve_at_least(&d.table, floor).min(cap);
                     if f < prev && floor >= prev {
                         state.lower_since = None;
                         choice.freq = resolve_at_most(&d.table, prev);
@@ -1074,5 +1088,38 @@ mod tests {
         );
         let (_, _, after, _) = run_load_with(floored(), 600, load);
         assert!(after < floor, "{after:?} after the hold");
+    }
+
+    #[test]
+    fn a_raised_domain_goes_to_its_floor_at_once_and_comes_down_after_the_hold() {
+        let cfg = GovernorConfig {
+            down_rate_limit: Nanos::from_millis(500),
+            ..GovernorConfig::default()
+        };
+        let lowest = Hz::from_mhz(200);
+        let floor = Hz::from_mhz(1000);
+        // An idle domain at its lowest clock, held from the first tick until 2 s.
+        let run = |raise: bool| {
+            let mut g = BaseGovernor::new(cfg);
+            if raise {
+                g.raise_to(0, Nanos::from_millis(2000), floor);
+            } else {
+                g.hold_lowering(0, Nanos::from_millis(2000), floor);
+            }
+            let mut f = lowest;
+            let mut seen = Vec::new();
+            for t in 0..400 {
+                let s = snap(t * 10, f, &[(0, 0), (1, 0)], vec![0, 1]);
+                f = g.update(&s)[0].freq;
+                seen.push(f);
+            }
+            seen
+        };
+        let raised = run(true);
+        assert_eq!(raised[1], floor, "{:?}", &raised[..5]);
+        assert!(raised[1..200].iter().all(|f| *f == floor));
+        assert_eq!(raised[399], lowest, "lowered once the hold ends");
+        // A hold alone keeps a clock from falling; it does not raise one.
+        assert!(run(false).iter().all(|f| *f == lowest));
     }
 }
