@@ -516,10 +516,10 @@ const SPILL_FLOOR: f64 = 0.5;
 /// a row at a clock under [`SPILL_FLOOR`] of its highest, while an app runs on the CPUs,
 /// is raised to that share at once, and the free clusters are held as for a spill
 /// (`Config::raise_free_clusters`): seed 1031 misses 0.87 %. After two ticks it missed
-/// 0.32 %, but the short bursts of a steady stream of tasks set it off too, and over
-/// seeds 201-600 the clusters held for them spent the power that plans under a power
-/// cap would give the apps (generated seed 308: 0.72 % missed at five ticks, 1.81 % at
-/// two; docs/evaluation.md has both sweeps).
+/// 0.32 %, but the short peaks of a steady stream of tasks set it off too, and the
+/// clusters held for them spent power that plans under a later power cap would give the
+/// apps (generated seed 308: 0.72 % missed at five ticks, 1.81 % at two; docs/evaluation.md
+/// has both sweeps).
 const FREE_SATURATED_TICKS: u32 = 5;
 
 /// The time constant of the averaged GPU and CPU demand.
@@ -766,16 +766,6 @@ impl HardwareKey {
     }
 }
 
-/// What a plan made at once answers, for which it may not set the clocks in force lower
-/// on the domains concerned (see [`Manager::held_floor`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Holding {
-    /// An app's lasting slow-down (its id): every domain the app runs on.
-    SlowDown(u32),
-    /// A saturated CPU domain whose apps miss: the GPU and the memory clock.
-    Saturated,
-}
-
 /// The stateful policy. Create one per governed machine and call [`Manager::step`] at each
 /// tick.
 #[derive(Clone, Debug)]
@@ -964,12 +954,11 @@ impl Manager {
         } else if event || due {
             optimised = true;
             self.last_optimised = Some(snap.now);
-            let holding = match cause {
-                Some(PlanTrigger::SlowDown { app, .. }) if event => Some(Holding::SlowDown(app)),
-                Some(PlanTrigger::CpuSaturated) if event => Some(Holding::Saturated),
+            let slowed = match cause {
+                Some(PlanTrigger::SlowDown { app, .. }) if event => Some(app),
                 _ => None,
             };
-            let problem = self.problem_under_cap(snap, base, holding);
+            let problem = self.problem_under_cap(snap, base, slowed);
             let least = self.plan_without_upgrades(snap.now, &problem, apps_changed);
             // Power an upgrade is weighed against: the sub-networks in force at their
             // least-power clocks, not at the clocks kept from the plan in force.
@@ -1273,11 +1262,9 @@ impl Manager {
             .find(|x| x.domain == d.id && x.kind == DomainKind::Cpu)
     }
 
-    /// While a plan that answers a slow-down or a saturation is made, the clocks in force
-    /// as the least it may set on the domains concerned (see [`Holding`]).
-    ///
-    /// For an app's lasting slow-down, each domain the app runs on (its CPU clusters, and
-    /// the GPU and the memory clock if it uses the GPU). The slow-down's ratio is the
+    /// While the plan for an app's lasting slow-down is made: the clock in force on each
+    /// domain the app runs on (its CPU clusters, and the GPU and the memory clock if it
+    /// uses the GPU), as the least the plan may set there. The slow-down's ratio is the
     /// least of the first slow samples', the first of them often run only partly under
     /// the new load, and the clocks in force are those the plan set or, for an app that
     /// overran, the boost's: a plan that lowered them on that ratio could miss on until
@@ -1285,33 +1272,15 @@ impl Manager {
     /// plan for a slow-down of 1.52 took the boosted clocks from 1907 to 1421 MHz on the
     /// CPU and 1109 to 1007 on the GPU, was predicted to break 0.5 s later, and 17 frames
     /// missed in a row, 1.92 % of the run against the oracle's none; 0.68 % with this
-    /// floor).
-    ///
-    /// For a saturated CPU domain whose apps miss (see [`CPU_SATURATED`]), the GPU and the
-    /// memory clock. The apps' threads spin on their CPUs while their GPU parts run, so a
-    /// GPU that another program's job slowed fills their CPUs too, and the saturation is
-    /// seen before the apps' slow samples are: the plan made for it raised the clusters on
-    /// their doubled demand and, from fits that had not seen the slow-down yet, predicted
-    /// the deadlines met at a lower GPU and memory clock (generated seed 1100, 60 s: a job
-    /// taking 46 % of the GPU at 10.6 s, the GPU taken from 701 to 599 MHz and the memory
-    /// from 1866 to 1331 MHz while four apps missed; 2.21 % of frames missed against the
-    /// oracle's 0.65 %, 1.30 % with this floor).
-    ///
-    /// Lower clocks are left to later plans, made on more samples, and a plan that lowers
-    /// them to save power is on trial ([`SAVING_TRIAL`]). Not under a power cap, which
-    /// comes first: in generated seed 90 (five apps under a 6.8-W cap) plans held at the
-    /// clocks in force were predicted to break every half second, and 4.35 % of frames
+    /// floor). Lower clocks are left to later plans, made on more samples, and a plan that
+    /// lowers them to save power is on trial ([`SAVING_TRIAL`]). Not under a power cap,
+    /// which comes first: in generated seed 90 (five apps under a 6.8-W cap) plans held at
+    /// the clocks in force were predicted to break every half second, and 4.35 % of frames
     /// missed against 0.61 %.
-    fn held_floor(&self, snap: &Snapshot, holding: Option<Holding>, d: &FreqDomain) -> Option<Hz> {
-        let held = match holding? {
-            Holding::SlowDown(app) => {
-                let e = self.apps.get(&app)?;
-                let gpu = e.declared.devices.gpu && d.kind == DomainKind::Memory;
-                gpu || uses_domain(snap, &e.declared, d)
-            }
-            Holding::Saturated => matches!(d.kind, DomainKind::Gpu | DomainKind::Memory),
-        };
-        held.then_some(d.cur)
+    fn slow_down_floor(&self, snap: &Snapshot, slowed: Option<u32>, d: &FreqDomain) -> Option<Hz> {
+        let e = self.apps.get(&slowed?)?;
+        let gpu = e.declared.devices.gpu && d.kind == DomainKind::Memory;
+        (gpu || uses_domain(snap, &e.declared, d)).then_some(d.cur)
     }
 
     /// The least clock a plan may set on any domain while its demand is still being
@@ -1930,16 +1899,16 @@ impl Manager {
     /// at 803 MHz had needed 5.5 W). Held under every cap, an explore step of 1.3 (tried)
     /// left an app unserved at clocks that missed every frame for 8 s, where a plan a
     /// little further down kept the cap (generated seed 419, a cap of 5.9 W).
-    /// `holding`: the slow-down or saturation the plan answers, if any (see
-    /// [`Manager::held_floor`]; not under a cap, which comes first).
+    /// `slowed`: the app whose lasting slow-down the plan answers, if any (see
+    /// [`Manager::slow_down_floor`]; not under a cap, which comes first).
     fn problem_under_cap(
         &self,
         snap: &Snapshot,
         base: &[BaseChoice],
-        holding: Option<Holding>,
+        slowed: Option<u32>,
     ) -> Problem {
         if snap.caps.power.is_none() {
-            return self.problem(snap, base, true, holding);
+            return self.problem(snap, base, true, slowed);
         }
         let floored = self.problem(snap, base, true, None);
         let free = self.problem(snap, base, false, None);
@@ -1958,14 +1927,14 @@ impl Manager {
     }
 
     /// `floored` false: the GPU floor lifted and the wider explore step, for a plan under a
-    /// power cap (see [`Manager::problem_under_cap`]). `holding`: the slow-down or
-    /// saturation the plan answers (see [`Manager::held_floor`]).
+    /// power cap (see [`Manager::problem_under_cap`]). `slowed`: the app whose slow-down
+    /// the plan answers (see [`Manager::slow_down_floor`]).
     fn problem(
         &self,
         snap: &Snapshot,
         base: &[BaseChoice],
         floored: bool,
-        holding: Option<Holding>,
+        slowed: Option<u32>,
     ) -> Problem {
         let domains = snap
             .domains
@@ -2006,7 +1975,7 @@ impl Manager {
                     .max(self.shared_gpu_floor(d).map_or(0.0, |f| f.as_f64()))
                     .max(self.cpu_floor(snap.now, d).map_or(0.0, |f| f.as_f64()))
                     .max(
-                        self.held_floor(snap, holding, d)
+                        self.slow_down_floor(snap, slowed, d)
                             .map_or(0.0, |f| f.as_f64()),
                     );
                 let mut freqs: Vec<Hz> = d
