@@ -63,7 +63,7 @@ fn a_sweep_of_generated_scenarios_is_judged_against_the_oracle() {
     // scenarios"). Seen: `dnngov-sim sweep --duration 60 --count 150` from seeds 1001 and
     // 1151, taken as ten groups of 30 (each bound below is passed by every group, and a
     // group that a binomial draw at the rates seen would fail is rarer than 1 in 200):
-    // - the median energy within 12 % of the oracle's (1.034 to 1.075 seen; the full
+    // - the median energy within 12 % of the oracle's (1.015 to 1.074 seen; the full
     //   sweep's criterion is 5 %);
     // - dnngov missing no more frames than schedutil in at least 28 of 30 (30 seen);
     // - within the oracle's misses + 1 point in at least 24 (27 to 30 seen; 25 to 30 at
