@@ -124,8 +124,8 @@ impl Metrics {
             "plans",
             "Plans the policy adopted, by what made them (cause=first, apps_changed, \
              hardware_changed, slow_down, controller_exhausted, gpu_below_demand, \
-             cpu_saturated, predicted_break, margin_widened, app_missing, serves_more, \
-             below_cpu_demand, saves_power, saving_failed, gains_accuracy, upgrade)",
+             cpu_saturated, gpu_saturated, predicted_break, margin_widened, app_missing, \
+             serves_more, below_cpu_demand, saves_power, saving_failed, gains_accuracy, upgrade)",
             metrics.plans.clone(),
         );
         registry.register("apps", "Apps registered", metrics.apps.clone());

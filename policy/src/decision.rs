@@ -148,6 +148,8 @@ pub enum PlanTrigger {
     GpuBelowDemand,
     /// A CPU cluster's CPUs are all busy while an app there misses.
     CpuSaturated,
+    /// The GPU is busy all the time while an app that uses it misses.
+    GpuSaturated,
     /// A periodic run: the plan in force is predicted to break under the latest fits.
     PredictedBreak,
     /// A periodic run: an app's margin widened (measured misses or spread) since the plan
@@ -173,7 +175,7 @@ pub enum PlanTrigger {
 impl PlanTrigger {
     /// A short name of the cause, for metrics labels: `first`, `apps_changed`,
     /// `hardware_changed`, `slow_down`, `controller_exhausted`, `gpu_below_demand`,
-    /// `cpu_saturated`, `predicted_break`, `margin_widened`, `app_missing`, `serves_more`,
+    /// `cpu_saturated`, `gpu_saturated`, `predicted_break`, `margin_widened`, `app_missing`, `serves_more`,
     /// `below_cpu_demand`, `saves_power`, `saving_failed`, `gains_accuracy`, `upgrade`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -184,6 +186,7 @@ impl PlanTrigger {
             PlanTrigger::ControllerExhausted { .. } => "controller_exhausted",
             PlanTrigger::GpuBelowDemand => "gpu_below_demand",
             PlanTrigger::CpuSaturated => "cpu_saturated",
+            PlanTrigger::GpuSaturated => "gpu_saturated",
             PlanTrigger::PredictedBreak => "predicted_break",
             PlanTrigger::MarginWidened => "margin_widened",
             PlanTrigger::AppMissing => "app_missing",
@@ -216,6 +219,9 @@ impl fmt::Display for PlanTrigger {
             PlanTrigger::GpuBelowDemand => f.write_str("the GPU is busier than planned for"),
             PlanTrigger::CpuSaturated => {
                 f.write_str("a CPU cluster is saturated while an app there misses")
+            }
+            PlanTrigger::GpuSaturated => {
+                f.write_str("the GPU is saturated while an app on it misses")
             }
             PlanTrigger::PredictedBreak => f.write_str("the plan in force is predicted to break"),
             PlanTrigger::MarginWidened => f.write_str("an app's margin widened"),
