@@ -175,8 +175,9 @@ pub enum PlanTrigger {
 impl PlanTrigger {
     /// A short name of the cause, for metrics labels: `first`, `apps_changed`,
     /// `hardware_changed`, `slow_down`, `controller_exhausted`, `gpu_below_demand`,
-    /// `cpu_saturated`, `gpu_saturated`, `predicted_break`, `margin_widened`, `app_missing`, `serves_more`,
-    /// `below_cpu_demand`, `saves_power`, `saving_failed`, `gains_accuracy`, `upgrade`.
+    /// `cpu_saturated`, `gpu_saturated`, `predicted_break`, `margin_widened`,
+    /// `app_missing`, `serves_more`, `below_cpu_demand`, `saves_power`, `saving_failed`,
+    /// `gains_accuracy`, `upgrade`.
     pub fn name(&self) -> &'static str {
         match self {
             PlanTrigger::First => "first",

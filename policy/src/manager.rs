@@ -1176,9 +1176,9 @@ impl Manager {
         events
     }
 
-    /// Counts the ticks a CPU domain's online CPUs were all busy (`load`, this tick's
-    /// `demand`) and says whether it is saturated (see [`CPU_SATURATED`]): its demand is
-    /// then doubled, and the count starts over.
+    /// Counts the ticks a CPU domain's online CPUs (or the GPU) were all busy (`load`, this
+    /// tick's `demand`) and says whether it is saturated (see [`CPU_SATURATED`],
+    /// [`GPU_SATURATED_HOLD`]): its demand is then raised, and the count starts over.
     fn track_saturation(
         &mut self,
         snap: &Snapshot,
@@ -1224,8 +1224,8 @@ impl Manager {
         }
         let x = &mut self.demand[i];
         x.saturated = 0;
-        // A CPU cluster's demand is doubled; the GPU's is the clock it is saturated at,
-        // which its floor puts a quarter under (see `GPU_SATURATED_HOLD`).
+        // A CPU cluster's demand is doubled; the GPU's is taken as the clock it is
+        // saturated at, and its floor is a quarter over that (see `GPU_SATURATED_HOLD`).
         let factor = match d.kind {
             DomainKind::Gpu => 1.0,
             _ => 2.0,
